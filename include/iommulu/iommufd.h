@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* Thin wrappers over /dev/iommu. Kernel errnos are passed through. */
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* IOMMU_IOAS_MAP_* flags (kernel values) */
+#define IOMMULU_MAP_FIXED_IOVA 0x1u
+#define IOMMULU_MAP_WRITEABLE  0x2u
+#define IOMMULU_MAP_READABLE   0x4u
+
+/* Open $IOMMULU_DEV_ROOT/iommu (default /dev/iommu), O_RDWR|O_CLOEXEC. */
+int iommulu_iommufd_open(int *ret_fd);
+
+int iommulu_iommufd_ioas_alloc(int iommufd, uint32_t *ret_ioas_id);
+
+/* IOMMU_IOAS_MAP_FILE: map [start, start+length) of memfd at iova. With
+ * IOMMULU_MAP_FIXED_IOVA the mapping goes exactly at *iova; otherwise the
+ * kernel picks one and *iova receives it. */
+int iommulu_iommufd_ioas_map_file(int iommufd, uint32_t ioas_id, int memfd, uint64_t start,
+				  uint64_t length, uint32_t flags, uint64_t *iova);
+
+/* IOMMU_HWPT_ALLOC of a paging HWPT for dev_id on pt_id (an IOAS). */
+int iommulu_iommufd_hwpt_alloc(int iommufd, uint32_t dev_id, uint32_t pt_id, uint32_t flags,
+			       uint32_t *ret_hwpt_id);
+
+/* IOMMU_DESTROY of any object id. */
+int iommulu_iommufd_destroy(int iommufd, uint32_t id);
+
+/*
+ * IOMMU_HWPT_LIVEUPDATE_MARK_PRESERVE (kernel series).  -ENOTTY when the
+ * running kernel does not have it; -EINVAL not a paging HWPT;
+ * -EADDRINUSE token already used in this iommufd.
+ */
+int iommulu_iommufd_hwpt_mark_preserve(int iommufd, uint32_t hwpt_id, uint64_t token);
+
+#ifdef __cplusplus
+}
+#endif
