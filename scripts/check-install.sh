@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install a build into a scratch root, then check what a consumer sees:
+# pkg-config works, a program builds and runs against the installed
+# library, and libiommulu.so.0 exports only versioned public symbols.
+#   check-install.sh BUILDDIR
+set -euo pipefail
+build=$1
+src=$(cd "$(dirname "$0")/.." && pwd)
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+
+meson install -C "$build" --destdir "$root" >/dev/null
+pcdir=$(dirname "$(find "$root" -name libiommulu.pc | head -n1)")
+[ -n "$pcdir" ] || { echo "check-install: libiommulu.pc was not installed" >&2; exit 1; }
+export PKG_CONFIG_PATH=$pcdir PKG_CONFIG_SYSROOT_DIR=$root
+flags=$(pkg-config --cflags --libs libiommulu)
+echo "pkg-config --cflags --libs libiommulu: $flags"
+
+libdir=$(dirname "$(find "$root" -name 'libiommulu.so.0' | head -n1)")
+cc -std=gnu11 -Wall -Wextra -Werror -o "$root/consumer" "$src/tests/install/consumer.c" $flags
+LD_LIBRARY_PATH=$libdir "$root/consumer"
+
+syms=$(nm -D --defined-only "$libdir/libiommulu.so.0" | awk '{print $3}')
+bad=$(printf '%s\n' "$syms" | grep -v '@@LIBIOMMULU_' | grep -v '^LIBIOMMULU_' || true)
+if [ -n "$bad" ]; then
+	echo "check-install: unversioned or private exports:" >&2
+	printf '  %s\n' $bad >&2
+	exit 1
+fi
+n=$(printf '%s\n' "$syms" | grep -c '@@LIBIOMMULU_' || true)
+nonapi=$(printf '%s\n' "$syms" | grep '@@LIBIOMMULU_' | grep -v '^iommulu_' || true)
+if [ -n "$nonapi" ]; then
+	echo "check-install: exports outside the iommulu_ namespace: $nonapi" >&2
+	exit 1
+fi
+echo "check-install: $n versioned public symbols, no others"
