@@ -14,8 +14,15 @@
 
 #include <linux/ioctl.h>
 #include <linux/types.h>
-#include <linux/iommufd.h>
 #include <linux/vfio.h>
+/* Debian 12's linux-libc-dev (6.1) has no <linux/iommufd.h> at all (it
+ * appeared in 6.2), so it is optional and the base definitions below fill
+ * in for it. */
+#if defined(__has_include)
+#if __has_include(<linux/iommufd.h>)
+#include <linux/iommufd.h>
+#endif
+#endif
 
 #ifndef __aligned_u64
 #define __aligned_u64 __u64 __attribute__((aligned(8)))
@@ -83,6 +90,29 @@ struct liveupdate_session_get_name {
 #endif /* LIVEUPDATE_IOCTL_CREATE_SESSION */
 
 /* ---- iommufd (include/uapi/linux/iommufd.h), pieces newer than 6.1 ---- */
+#ifndef IOMMUFD_TYPE
+#define IOMMUFD_TYPE (';')
+#endif
+
+#ifndef IOMMU_DESTROY
+#define IOMMUFD_CMD_DESTROY 0x80
+struct iommu_destroy {
+	__u32 size;
+	__u32 id;
+};
+#define IOMMU_DESTROY _IO(IOMMUFD_TYPE, IOMMUFD_CMD_DESTROY)
+#endif
+
+#ifndef IOMMU_IOAS_ALLOC
+#define IOMMUFD_CMD_IOAS_ALLOC 0x81
+struct iommu_ioas_alloc {
+	__u32 size;
+	__u32 flags;
+	__u32 out_ioas_id;
+};
+#define IOMMU_IOAS_ALLOC _IO(IOMMUFD_TYPE, IOMMUFD_CMD_IOAS_ALLOC)
+#endif
+
 #ifndef IOMMU_HWPT_ALLOC
 #define IOMMUFD_CMD_HWPT_ALLOC 0x89
 enum iommufd_hwpt_alloc_flags {
