@@ -1,7 +1,18 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
-/* PCI devices through sysfs ($IOMMULU_SYSFS_ROOT, default /sys). */
+/*
+ * PCI devices through sysfs ($IOMMULU_SYSFS_ROOT, default /sys).
+ *
+ * Errors common to every call, checked in this order:
+ *   -EINVAL        bdf is not canonical (iommulu_bdf_is_valid), or a driver
+ *                  name is empty, too long, or contains '/' or whitespace
+ *   -ENODEV        no such device under bus/pci/devices/
+ *   -ENAMETOOLONG  a caller's buffer is too small for the answer
+ *   -EBADMSG       a sysfs attribute holds something unparsable
+ * Otherwise errnos from the file system, and for writes (driver_override,
+ * bind, unbind) the kernel's answer to the write, are passed through.
+ */
 
 #include "common.h"
 
@@ -20,10 +31,15 @@ int iommulu_pci_iommu_group(const char *bdf, int *ret_group);
 /* SR-IOV role: PF (has sriov_totalvfs > 0) and/or VF (has physfn). */
 int iommulu_pci_sriov(const char *bdf, bool *ret_is_pf, bool *ret_is_vf);
 
-/* Read config space from sysfs "config" (what root sees). */
+/* Read config space from sysfs "config" (what root sees).  -ERANGE if
+ * [offset, offset+len) runs past what sysfs exposes (256 bytes for
+ * conventional PCI, 4096 for PCIe, 64 for unprivileged readers). */
 int iommulu_pci_config_read(const char *bdf, uint32_t offset, void *buf, size_t len);
 
-/* driver_override ("" or NULL clears it), bind, unbind. */
+/* driver_override ("" or NULL clears it), bind, unbind.
+ * bind: -ENOENT if no driver of that name is registered; the kernel
+ * answers -EBUSY if the device already has a driver and -ENODEV if the
+ * driver does not take it.  unbind of an unbound device is a no-op (0). */
 int iommulu_pci_set_driver_override(const char *bdf, const char *driver);
 int iommulu_pci_bind(const char *bdf, const char *driver);
 int iommulu_pci_unbind(const char *bdf);

@@ -28,7 +28,8 @@ int iommulu_vfio_cdev_path(const char *bdf, char *buf, size_t len);
 int iommulu_vfio_cdev_open(const char *bdf, int *ret_fd);
 
 /* Reverse: which PCI device does a vfio cdev fd belong to?  buf must
- * hold IOMMULU_BDF_MAX.  -ENOTTY if fd is not a vfio cdev. */
+ * hold IOMMULU_BDF_MAX.  -ENOTTY if fd is not a vfio cdev, -ENODEV if it
+ * is the cdev of a device that is not PCI. */
 int iommulu_vfio_fd_to_bdf(int fd, char *buf, size_t len);
 
 int iommulu_vfio_bind_iommufd(int device_fd, int iommufd, uint32_t *ret_dev_id);
@@ -36,7 +37,9 @@ int iommulu_vfio_attach_pt(int device_fd, uint32_t pt_id);
 int iommulu_vfio_detach_pt(int device_fd);
 int iommulu_vfio_region_info(int device_fd, uint32_t index, iommulu_vfio_region *ret);
 
-/* PCI config space through the device fd (config region). */
+/* PCI config space through the device fd (config region).  -ERANGE if
+ * [offset, offset+len) is not inside the region, -EACCES if the region
+ * does not allow the access. */
 int iommulu_vfio_config_read(int device_fd, uint32_t offset, void *buf, size_t len);
 int iommulu_vfio_config_write(int device_fd, uint32_t offset, const void *buf, size_t len);
 
