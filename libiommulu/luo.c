@@ -15,7 +15,7 @@
 #define LUO_DEFAULT_DEV "/dev/liveupdate"
 /* The kernel names session files "[luo_session] NAME" (anon_inode_getfile
  * in kernel/liveupdate/luo_session.c). */
-#define LUO_SESSION_LINK_PREFIX "anon_inode:[luo_session]"
+#define LUO_SESSION_LINK_PREFIX "anon_inode:[luo_session] "
 
 #define LUO_BACKOFF_MIN_MS 1u
 #define LUO_BACKOFF_MAX_MS 50u
