@@ -1,0 +1,779 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* The D-Bus API: org.iommulu.LiveUpdate1.Manager and .VM (see docs/daemon.md). */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "manager.h"
+#include "util.h"
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static int check_root(sd_bus_message *msg, const char *what, sd_bus_error *error)
+{
+	sd_bus_creds *creds = NULL;
+	uid_t uid;
+	int r;
+
+	r = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID, &creds);
+	if (r >= 0) {
+		r = sd_bus_creds_get_euid(creds, &uid);
+		sd_bus_creds_unref(creds);
+	}
+	if (r < 0)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+					 "Cannot determine the caller's credentials: %s", strerror(-r));
+	if (uid != 0)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+					 "Only root may call %s (caller uid %u)", what, (unsigned)uid);
+	return 0;
+}
+
+static int find_vm_or_error(Manager *m, const char *name, Vm **ret, sd_bus_error *error)
+{
+	Vm *v;
+
+	if (!iommulu_vm_name_is_valid(name))
+		return sd_bus_error_setf(error, ERROR_INVALID_NAME,
+					 "Invalid VM name '%s': expected [A-Za-z0-9_.-]{1,48}", name);
+	v = manager_find_vm(m, name);
+	if (!v)
+		return sd_bus_error_setf(error, ERROR_NO_SUCH_VM, "No VM named '%s'", name);
+	*ret = v;
+	return 0;
+}
+
+static int invalid_state(sd_bus_error *error, const Vm *v, const char *hint)
+{
+	return sd_bus_error_setf(error, ERROR_INVALID_STATE, "VM %s is %s%s%s", v->name,
+				 vm_state_to_string(v->state), hint ? "; " : "", strempty(hint));
+}
+
+static void manager_emit(Manager *m, const char *prop)
+{
+	(void)sd_bus_emit_properties_changed(m->bus, MANAGER_PATH, MANAGER_IFACE, prop, NULL);
+}
+
+/* ---- the VMM's pid ----------------------------------------------------- */
+
+static int on_owner_exit(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+	Vm *v = userdata;
+	Manager *m = v->manager;
+	char name[sizeof(v->name)];
+
+	v->owner_source = sd_event_source_disable_unref(v->owner_source);
+	v->owner_pidfd = safe_close(v->owner_pidfd);
+	if (v->state != VM_REGISTERED && v->state != VM_FAILED)
+		return 0;	/* preserved (or later): the daemon owns it now */
+
+	if (shutdown_kexec_pending(m)) {
+		_cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+
+		/* The VMM was stopped as part of the kexec transaction. */
+		if (vm_preserve(v, &error) >= 0)
+			return 0;
+		log_vm(LOG_ERR, LOG_VM(v->name), "VMM of VM %s exited during kexec, preserving failed: %s",
+		       v->name, error.message);
+	}
+	snprintf(name, sizeof(name), "%s", v->name);
+	log_vm(LOG_NOTICE, LOG_VM(name), "VMM (pid %d) of unpreserved VM %s exited, dropping the VM.",
+	       (int)v->owner_pid, name);
+	manager_remove_vm(m, v);
+	shutdown_update_block(m);
+	return 0;
+}
+
+static int watch_owner(Vm *v, sd_bus_message *msg)
+{
+	sd_bus_creds *creds = NULL;
+	pid_t pid;
+	int fd, r;
+
+	r = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_PID, &creds);
+	if (r >= 0) {
+		r = sd_bus_creds_get_pid(creds, &pid);
+		sd_bus_creds_unref(creds);
+	}
+	if (r < 0)
+		return r;
+	/* libsystemd 252 has no SD_BUS_CREDS_PIDFD: pidfd_open() on the pid
+	 * the bus reported.  The pid cannot be recycled before the caller's
+	 * connection is gone, which it is not while the call is pending. */
+	fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (fd < 0)
+		return -errno;
+	r = sd_event_add_io(v->manager->event, &v->owner_source, fd, EPOLLIN, on_owner_exit, v);
+	if (r < 0) {
+		safe_close(fd);
+		return r;
+	}
+	v->owner_pidfd = fd;
+	v->owner_pid = pid;
+	return 0;
+}
+
+/* ---- Manager methods ---------------------------------------------------- */
+
+static int read_fd_array(sd_bus_message *msg, int **ret, size_t *ret_n)
+{
+	_cleanup_free_ int *a = NULL;
+	size_t n = 0;
+	int fd, r;
+
+	r = sd_bus_message_enter_container(msg, 'a', "h");
+	if (r < 0)
+		return r;
+	while ((r = sd_bus_message_read(msg, "h", &fd)) > 0) {
+		int *na = realloc(a, (n + 1) * sizeof(int));
+
+		if (!na)
+			return -ENOMEM;
+		a = na;
+		a[n++] = fd;	/* borrowed from the message */
+	}
+	if (r < 0)
+		return r;
+	r = sd_bus_message_exit_container(msg);
+	if (r < 0)
+		return r;
+	*ret = TAKE_PTR(a);
+	*ret_n = n;
+	return 0;
+}
+
+static void plan_freep(iommulu_plan **p)
+{
+	iommulu_plan_free(*p);
+}
+
+static int dup_fd(int fd)
+{
+	int r = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+
+	return r < 0 ? -errno : r;
+}
+
+static int method_register_vm(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+	Manager *m = userdata;
+	_cleanup_free_ int *memfds = NULL, *iommufds = NULL, *devices = NULL;
+	_cleanup_(plan_freep) iommulu_plan *plan = NULL;
+	_cleanup_(vm_freep) Vm *v = NULL;
+	const uint64_t *hwpts_in = NULL;
+	size_t n_memfds = 0, n_iommufds = 0, n_devices = 0, hwpt_bytes = 0, n_hwpts;
+	iommulu_reason reason = IOMMULU_REASON_NONE;
+	iommulu_error e = {};
+	const char *name;
+	size_t n_active = 0;
+	Vm *old;
+	int r;
+
+	r = check_root(msg, "RegisterVM", error);
+	if (r < 0)
+		return r;
+
+	r = sd_bus_message_read(msg, "s", &name);
+	if (r < 0)
+		return r;
+	if ((r = read_fd_array(msg, &memfds, &n_memfds)) < 0 ||
+	    (r = read_fd_array(msg, &iommufds, &n_iommufds)) < 0 ||
+	    (r = read_fd_array(msg, &devices, &n_devices)) < 0)
+		return r;
+	r = sd_bus_message_read_array(msg, 't', (const void **)&hwpts_in, &hwpt_bytes);
+	if (r < 0)
+		return r;
+	n_hwpts = hwpt_bytes / sizeof(uint64_t);
+
+	if (!iommulu_vm_name_is_valid(name))
+		return sd_bus_error_setf(error, ERROR_INVALID_NAME,
+					 "Invalid VM name '%s': expected [A-Za-z0-9_.-]{1,48}", name);
+	old = manager_find_vm(m, name);
+	if (old && old->state != VM_FINISHED)
+		return sd_bus_error_setf(error, ERROR_ALREADY_EXISTS, "VM %s is already registered (%s)",
+					 name, vm_state_to_string(old->state));
+	if (n_iommufds > 1)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+					 "VM %s: iommufd must hold at most one fd, got %zu", name, n_iommufds);
+	if (n_memfds == 0)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+					 "VM %s: at least one guest-RAM memfd is required", name);
+	for (size_t i = 0; i < n_hwpts; i++)
+		if (hwpts_in[i] > UINT32_MAX)
+			return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+						 "VM %s: HWPT id %" PRIu64 " out of range", name, hwpts_in[i]);
+	if (n_memfds + n_iommufds + n_devices > m->config.max_fds_per_vm)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+					 "VM %s: %zu fds exceed MaxFdsPerVM=%u", name,
+					 n_memfds + n_iommufds + n_devices, m->config.max_fds_per_vm);
+	for (size_t i = 0; i < m->n_vms; i++)
+		if (m->vms[i]->state != VM_FINISHED)
+			n_active++;
+	if (n_active >= m->config.max_vms)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+					 "MaxVMs=%u VMs are registered already", m->config.max_vms);
+
+	r = vm_new(m, name, &v);
+	if (r < 0)
+		return r;
+	v->hwpts = calloc(n_hwpts ?: 1, sizeof(uint32_t));
+	v->hwpt_marked = calloc(n_hwpts ?: 1, sizeof(bool));
+	if (!v->hwpts || !v->hwpt_marked)
+		return -ENOMEM;
+	for (size_t i = 0; i < n_hwpts; i++)
+		v->hwpts[i] = (uint32_t)hwpts_in[i];
+	v->n_hwpts = n_hwpts;
+
+	{
+		iommulu_vm_fds fds = {
+			.name = name,
+			.memfds = memfds,
+			.n_memfds = n_memfds,
+			.iommufd = n_iommufds ? iommufds[0] : -1,
+			.hwpt_ids = v->hwpts,
+			.n_hwpts = n_hwpts,
+			.devices = devices,
+			.n_devices = n_devices,
+		};
+
+		r = iommulu_plan_build(&fds, m->generation, &plan, &reason, &e);
+	}
+	if (r == -EPERM) {
+		log_vm(LOG_WARNING, LOG_VM(name), "Refusing VM %s: %s", name, e.message);
+		return sd_bus_error_setf(error, ERROR_NOT_ELIGIBLE, "VM %s: %s", name, e.message);
+	}
+	if (r < 0)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "VM %s: %s", name,
+					 e.message[0] ? e.message : strerror(-r));
+
+	/* Keep our own copies: the message's fds close with it. */
+	v->memfds = calloc(n_memfds, sizeof(int));
+	v->memfd_sizes = calloc(n_memfds, sizeof(uint64_t));
+	v->devices = calloc(n_devices ?: 1, sizeof(int));
+	v->bdfs = calloc(n_devices ?: 1, IOMMULU_BDF_MAX);
+	if (!v->memfds || !v->memfd_sizes || !v->devices || !v->bdfs)
+		return -ENOMEM;
+	for (size_t i = 0; i < n_memfds; i++)
+		v->memfds[i] = -EBADF;
+	for (size_t i = 0; i < n_devices; i++)
+		v->devices[i] = -EBADF;
+	v->n_memfds = n_memfds;
+	v->n_devices = n_devices;
+	for (size_t i = 0; i < n_memfds; i++) {
+		v->memfds[i] = dup_fd(memfds[i]);
+		if (v->memfds[i] < 0)
+			return v->memfds[i];
+	}
+	for (size_t i = 0; i < n_devices; i++) {
+		v->devices[i] = dup_fd(devices[i]);
+		if (v->devices[i] < 0)
+			return v->devices[i];
+	}
+	if (n_iommufds) {
+		v->iommufd = dup_fd(iommufds[0]);
+		if (v->iommufd < 0)
+			return v->iommufd;
+	}
+	for (size_t i = 0; i < plan->manifest->n_memfds && i < n_memfds; i++) {
+		v->memfd_sizes[i] = plan->manifest->memfds[i].size;
+		v->guest_memory_bytes += plan->manifest->memfds[i].size;
+	}
+	for (size_t i = 0; i < plan->n_steps; i++)
+		if (plan->steps[i].kind == IOMMULU_STEP_DEVICE && plan->steps[i].index < n_devices)
+			snprintf(v->bdfs[plan->steps[i].index], IOMMULU_BDF_MAX, "%s", plan->steps[i].bdf);
+	v->has_fds = true;
+	v->state = VM_REGISTERED;
+
+	r = watch_owner(v, msg);
+	if (r < 0)
+		log_vm_errno(LOG_WARNING, r, LOG_VM(name), "Cannot watch the VMM of VM %s: %m", name);
+
+	if (old)
+		manager_remove_vm(m, old);	/* a finished VM is replaced */
+	r = manager_add_vm(m, v);
+	if (r < 0)
+		return r;
+	log_vm(LOG_INFO, LOG_VM(name),
+	       "Registered VM %s (VMM pid %d): %zu memfd(s), %" PRIu64 " bytes, %zu device(s), %zu HWPT(s)",
+	       name, (int)v->owner_pid, n_memfds, v->guest_memory_bytes, n_devices, n_hwpts);
+	r = sd_bus_reply_method_return(msg, "o", v->path);
+	TAKE_PTR(v);
+	shutdown_update_block(m);
+	return r;
+}
+
+static int method_unregister_vm(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+	Manager *m = userdata;
+	const char *name;
+	Vm *v;
+	int r;
+
+	if ((r = check_root(msg, "UnregisterVM", error)) < 0)
+		return r;
+	if ((r = sd_bus_message_read(msg, "s", &name)) < 0)
+		return r;
+	if ((r = find_vm_or_error(m, name, &v, error)) < 0)
+		return r;
+	if (v->state == VM_PRESERVED)
+		return invalid_state(error, v, "call UnpreserveVM first");
+	if (IN_SET3(v->state, VM_RESTORED, VM_VERIFIED, VM_RETRIEVED))
+		return invalid_state(error, v, "call FinishVM first");
+	/* registered, finished, or failed (an incoming session is finished) */
+	vm_finish_session(v);
+	log_vm(LOG_INFO, LOG_VM(name), "Unregistered VM %s", name);
+	manager_remove_vm(m, v);
+	shutdown_update_block(m);
+	return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int method_preserve_vm(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+	Manager *m = userdata;
+	const char *name;
+	Vm *v;
+	int r;
+
+	if ((r = check_root(msg, "PreserveVM", error)) < 0)
+		return r;
+	if ((r = sd_bus_message_read(msg, "s", &name)) < 0)
+		return r;
+	if ((r = find_vm_or_error(m, name, &v, error)) < 0)
+		return r;
+	r = vm_preserve(v, error);
+	shutdown_update_block(m);
+	if (r < 0)
+		return r;
+	return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int method_unpreserve_vm(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+	Manager *m = userdata;
+	const char *name;
+	Vm *v;
+	int r;
+
+	if ((r = check_root(msg, "UnpreserveVM", error)) < 0)
+		return r;
+	if ((r = sd_bus_message_read(msg, "s", &name)) < 0)
+		return r;
+	if ((r = find_vm_or_error(m, name, &v, error)) < 0)
+		return r;
+	if (v->state != VM_PRESERVED)
+		return invalid_state(error, v, "only a preserved VM can be unpreserved");
+
+	log_vm(LOG_INFO, LOG_VM_SESSION(name, v->session_name), "Unpreserving VM %s (session %s)", name,
+	       v->session_name);
+	vm_finish_session(v);
+	if (!v->has_fds) {
+		/* Taken back from the fd store after a restart: the VMM's
+		 * files are only in the (now closed) session.  The VMM
+		 * registers again. */
+		log_vm(LOG_NOTICE, LOG_VM(name),
+		       "VM %s had no files of its own after the daemon restart; dropped, register it again.",
+		       name);
+		manager_remove_vm(m, v);
+	} else
+		vm_set_state(v, VM_REGISTERED, NULL);
+	shutdown_update_block(m);
+	return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int reply_results(sd_bus_message *msg, char **res)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	int r;
+
+	r = sd_bus_message_new_method_return(msg, &reply);
+	if (r < 0)
+		return r;
+	r = sd_bus_message_open_container(reply, 'a', "(ss)");
+	for (char **p = res; r >= 0 && p && *p; p += 2)
+		r = sd_bus_message_append(reply, "(ss)", p[0], p[1]);
+	if (r >= 0)
+		r = sd_bus_message_close_container(reply);
+	if (r < 0)
+		return r;
+	return sd_bus_send(NULL, reply, NULL);
+}
+
+static int method_preserve_all(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+	Manager *m = userdata;
+	char **res = NULL;
+	int r;
+
+	if ((r = check_root(msg, "PreserveAll", error)) < 0)
+		return r;
+	r = manager_preserve_all(m, &res);
+	shutdown_update_block(m);
+	if (r < 0)
+		return r;
+	r = reply_results(msg, res);
+	for (char **p = res; p && *p; p++)
+		free(*p);
+	free(res);
+	return r;
+}
+
+static int method_list_vms(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	Manager *m = userdata;
+	int r;
+
+	r = sd_bus_message_new_method_return(msg, &reply);
+	if (r < 0)
+		return r;
+	r = sd_bus_message_open_container(reply, 'a', "(sso)");
+	for (size_t i = 0; r >= 0 && i < m->n_vms; i++)
+		r = sd_bus_message_append(reply, "(sso)", m->vms[i]->name,
+					  vm_state_to_string(m->vms[i]->state), m->vms[i]->path);
+	if (r >= 0)
+		r = sd_bus_message_close_container(reply);
+	if (r < 0)
+		return r;
+	return sd_bus_send(NULL, reply, NULL);
+}
+
+static int method_verify_vm(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	Manager *m = userdata;
+	const char *name;
+	Vm *v;
+	int r;
+
+	if ((r = check_root(msg, "VerifyVM", error)) < 0)
+		return r;
+	if ((r = sd_bus_message_read(msg, "s", &name)) < 0)
+		return r;
+	if ((r = find_vm_or_error(m, name, &v, error)) < 0)
+		return r;
+	if (!v->session_incoming ||
+	    (!IN_SET3(v->state, VM_RESTORED, VM_VERIFIED, VM_RETRIEVED) && v->state != VM_FAILED))
+		return invalid_state(error, v, "only a VM restored from a live update can be verified");
+
+	(void)vm_verify(v);
+
+	r = sd_bus_message_new_method_return(msg, &reply);
+	if (r < 0)
+		return r;
+	r = sd_bus_message_open_container(reply, 'a', "(sbs)");
+	for (size_t i = 0; r >= 0 && i < v->n_checks; i++)
+		r = sd_bus_message_append(reply, "(sbs)", v->checks[i].what, (int)v->checks[i].ok,
+					  v->checks[i].detail);
+	if (r >= 0)
+		r = sd_bus_message_close_container(reply);
+	if (r < 0)
+		return r;
+	return sd_bus_send(NULL, reply, NULL);
+}
+
+static int method_retrieve_vm(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	Manager *m = userdata;
+	const char *name;
+	Vm *v;
+	int r;
+
+	if ((r = check_root(msg, "RetrieveVM", error)) < 0)
+		return r;
+	if ((r = sd_bus_message_read(msg, "s", &name)) < 0)
+		return r;
+	if ((r = find_vm_or_error(m, name, &v, error)) < 0)
+		return r;
+	if (v->state == VM_RESTORED)
+		(void)vm_verify(v);
+	if (v->state != VM_VERIFIED && v->state != VM_RETRIEVED)
+		return invalid_state(error, v,
+				     v->state == VM_FAILED ? v->last_error
+							   : "only a verified VM restored from a live update can be retrieved");
+
+	r = sd_bus_message_new_method_return(msg, &reply);
+	if (r < 0)
+		return r;
+	r = sd_bus_message_open_container(reply, 'a', "(sh)");
+	for (size_t i = 0; r >= 0 && i < v->n_memfds; i++) {
+		char role[32];
+
+		if (v->memfds[i] < 0)
+			continue;
+		snprintf(role, sizeof(role), "memfd:%zu", i);
+		r = sd_bus_message_append(reply, "(sh)", role, v->memfds[i]);
+	}
+	if (r >= 0 && v->iommufd >= 0)
+		r = sd_bus_message_append(reply, "(sh)", "iommufd", v->iommufd);
+	for (size_t i = 0; r >= 0 && i < v->n_devices; i++) {
+		char role[IOMMULU_BDF_MAX + 8];
+
+		if (v->devices[i] < 0)
+			continue;
+		snprintf(role, sizeof(role), "device:%s", v->bdfs[i]);
+		r = sd_bus_message_append(reply, "(sh)", role, v->devices[i]);
+	}
+	if (r >= 0)
+		r = sd_bus_message_close_container(reply);
+	if (r < 0)
+		return r;
+	r = sd_bus_send(NULL, reply, NULL);
+	if (r < 0)
+		return r;
+	if (v->state != VM_RETRIEVED) {
+		vm_set_state(v, VM_RETRIEVED, NULL);
+		log_vm(LOG_NOTICE, LOG_VM_SESSION(v->name, v->session_name),
+		       "Handed VM %s's restored files to the VMM", v->name);
+	}
+	return 0;
+}
+
+static int method_finish_vm(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+	Manager *m = userdata;
+	const char *name;
+	Vm *v;
+	int r;
+
+	if ((r = check_root(msg, "FinishVM", error)) < 0)
+		return r;
+	if ((r = sd_bus_message_read(msg, "s", &name)) < 0)
+		return r;
+	if ((r = find_vm_or_error(m, name, &v, error)) < 0)
+		return r;
+	if (!v->session_incoming ||
+	    (!IN_SET3(v->state, VM_RESTORED, VM_VERIFIED, VM_RETRIEVED) && v->state != VM_FAILED))
+		return invalid_state(error, v, "only a VM restored from a live update can be finished");
+
+	r = iommulu_luo_session_finish(v->session_fd);
+	if (r < 0) {
+		char what[128];
+
+		snprintf(what, sizeof(what), "VM %s: LUO FINISH of session %s failed", name, v->session_name);
+		return bus_error_from_errno(error, r, what);
+	}
+	log_vm(LOG_NOTICE, LOG_VM_SESSION(name, v->session_name),
+	       "Finished VM %s: session %s released and removed from the fd store", name, v->session_name);
+	v->session_incoming = false;	/* FINISH done; do not repeat it */
+	vm_finish_session(v);
+	vm_close_files(v);
+	vm_set_state(v, VM_FINISHED, NULL);
+	shutdown_update_block(m);
+	return sd_bus_reply_method_return(msg, NULL);
+}
+
+/* ---- properties ----------------------------------------------------- */
+
+static int property_get_version(sd_bus *bus, const char *path, const char *interface,
+				const char *property, sd_bus_message *reply, void *userdata,
+				sd_bus_error *error)
+{
+	return sd_bus_message_append(reply, "s", PACKAGE_VERSION);
+}
+
+static int property_get_manager(sd_bus *bus, const char *path, const char *interface,
+				const char *property, sd_bus_message *reply, void *userdata,
+				sd_bus_error *error)
+{
+	Manager *m = userdata;
+
+	if (streq_ptr(property, "LiveUpdated"))
+		return sd_bus_message_append(reply, "b", (int)m->live_updated);
+	if (streq_ptr(property, "Generation"))
+		return sd_bus_message_append(reply, "t", m->generation);
+	if (streq_ptr(property, "FailurePolicy"))
+		return sd_bus_message_append(reply, "s", failure_policy_to_string(m->config.failure_policy));
+	if (streq_ptr(property, "MaxVMs"))
+		return sd_bus_message_append(reply, "u", m->config.max_vms);
+	if (streq_ptr(property, "MaxFdsPerVM"))
+		return sd_bus_message_append(reply, "u", m->config.max_fds_per_vm);
+	if (streq_ptr(property, "FdStore"))
+		return sd_bus_message_append(reply, "b", (int)m->fdstore);
+	if (streq_ptr(property, "ShutdownBlockedBy"))
+		return sd_bus_message_append(reply, "s", strempty(m->block_why));
+	return -EINVAL;
+}
+
+static const sd_bus_vtable manager_vtable[] = {
+	SD_BUS_VTABLE_START(0),
+	SD_BUS_PROPERTY("Version", "s", property_get_version, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+	SD_BUS_PROPERTY("LiveUpdated", "b", property_get_manager, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+	SD_BUS_PROPERTY("Generation", "t", property_get_manager, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+	SD_BUS_PROPERTY("FailurePolicy", "s", property_get_manager, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+	SD_BUS_PROPERTY("MaxVMs", "u", property_get_manager, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+	SD_BUS_PROPERTY("MaxFdsPerVM", "u", property_get_manager, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+	SD_BUS_PROPERTY("FdStore", "b", property_get_manager, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+	SD_BUS_PROPERTY("ShutdownBlockedBy", "s", property_get_manager, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+
+	SD_BUS_METHOD_WITH_ARGS("RegisterVM",
+				SD_BUS_ARGS("s", name, "ah", memfds, "ah", iommufd, "ah", devices, "at", hwpt_ids),
+				SD_BUS_RESULT("o", vm), method_register_vm, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("UnregisterVM", SD_BUS_ARGS("s", name), SD_BUS_NO_RESULT,
+				method_unregister_vm, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("PreserveVM", SD_BUS_ARGS("s", name), SD_BUS_NO_RESULT,
+				method_preserve_vm, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("UnpreserveVM", SD_BUS_ARGS("s", name), SD_BUS_NO_RESULT,
+				method_unpreserve_vm, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("PreserveAll", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(ss)", results),
+				method_preserve_all, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("ListVMs", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(sso)", vms),
+				method_list_vms, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("VerifyVM", SD_BUS_ARGS("s", name), SD_BUS_RESULT("a(sbs)", checks),
+				method_verify_vm, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("RetrieveVM", SD_BUS_ARGS("s", name), SD_BUS_RESULT("a(sh)", fds),
+				method_retrieve_vm, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("FinishVM", SD_BUS_ARGS("s", name), SD_BUS_NO_RESULT,
+				method_finish_vm, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_VTABLE_END
+};
+
+/* ---- VM objects ------------------------------------------------------ */
+
+static int property_get_vm(sd_bus *bus, const char *path, const char *interface,
+			   const char *property, sd_bus_message *reply, void *userdata,
+			   sd_bus_error *error)
+{
+	Vm *v = userdata;
+	int r;
+
+	if (streq_ptr(property, "Name"))
+		return sd_bus_message_append(reply, "s", v->name);
+	if (streq_ptr(property, "State"))
+		return sd_bus_message_append(reply, "s", vm_state_to_string(v->state));
+	if (streq_ptr(property, "GuestMemoryBytes"))
+		return sd_bus_message_append(reply, "t", v->guest_memory_bytes);
+	if (streq_ptr(property, "Session"))
+		return sd_bus_message_append(reply, "s", v->session_name);
+	if (streq_ptr(property, "LastError"))
+		return sd_bus_message_append(reply, "s", strempty(v->last_error));
+	if (streq_ptr(property, "Generation"))
+		return sd_bus_message_append(reply, "t", v->generation);
+	if (streq_ptr(property, "OwnerPID"))
+		return sd_bus_message_append(reply, "u", (uint32_t)(v->owner_pidfd >= 0 ? v->owner_pid : 0));
+	if (streq_ptr(property, "Memfds"))
+		return sd_bus_message_append(reply, "u", (uint32_t)v->n_memfds);
+	if (streq_ptr(property, "IneligibleReason"))
+		return sd_bus_message_append(reply, "s", strempty(v->ineligible));
+	if (streq_ptr(property, "RestoreNotes"))
+		return sd_bus_message_append(reply, "s", strempty(v->restore_notes));
+	if (streq_ptr(property, "Devices")) {
+		r = sd_bus_message_open_container(reply, 'a', "s");
+		for (size_t i = 0; r >= 0 && i < v->n_devices; i++)
+			r = sd_bus_message_append(reply, "s", v->bdfs[i]);
+		return r < 0 ? r : sd_bus_message_close_container(reply);
+	}
+	if (streq_ptr(property, "HWPTs")) {
+		r = sd_bus_message_open_container(reply, 'a', "t");
+		for (size_t i = 0; r >= 0 && i < v->n_hwpts; i++)
+			r = sd_bus_message_append(reply, "t", (uint64_t)v->hwpts[i]);
+		return r < 0 ? r : sd_bus_message_close_container(reply);
+	}
+	return -EINVAL;
+}
+
+static const sd_bus_vtable vm_vtable[] = {
+	SD_BUS_VTABLE_START(0),
+	SD_BUS_PROPERTY("Name", "s", property_get_vm, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+	SD_BUS_PROPERTY("State", "s", property_get_vm, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+	SD_BUS_PROPERTY("Devices", "as", property_get_vm, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+	SD_BUS_PROPERTY("HWPTs", "at", property_get_vm, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+	SD_BUS_PROPERTY("GuestMemoryBytes", "t", property_get_vm, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+	SD_BUS_PROPERTY("Session", "s", property_get_vm, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+	SD_BUS_PROPERTY("LastError", "s", property_get_vm, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+	SD_BUS_PROPERTY("Generation", "t", property_get_vm, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+	SD_BUS_PROPERTY("OwnerPID", "u", property_get_vm, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+	SD_BUS_PROPERTY("Memfds", "u", property_get_vm, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+	SD_BUS_PROPERTY("IneligibleReason", "s", property_get_vm, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+	SD_BUS_PROPERTY("RestoreNotes", "s", property_get_vm, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+	SD_BUS_VTABLE_END
+};
+
+static int vm_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
+			  void **found, sd_bus_error *error)
+{
+	Manager *m = userdata;
+	_cleanup_free_ char *name = NULL;
+	Vm *v;
+	int r;
+
+	r = sd_bus_path_decode(path, VM_PATH_PREFIX, &name);
+	if (r <= 0)
+		return 0;
+	v = manager_find_vm(m, name);
+	if (!v)
+		return 0;
+	*found = v;
+	return 1;
+}
+
+static int vm_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes,
+			      sd_bus_error *error)
+{
+	Manager *m = userdata;
+	char **l = calloc(m->n_vms + 1, sizeof(char *));
+
+	if (!l)
+		return -ENOMEM;
+	for (size_t i = 0; i < m->n_vms; i++) {
+		l[i] = strdup(m->vms[i]->path);
+		if (!l[i]) {
+			for (size_t k = 0; k < i; k++)
+				free(l[k]);
+			free(l);
+			return -ENOMEM;
+		}
+	}
+	*nodes = l;
+	return 1;
+}
+
+int manager_connect_bus(Manager *m)
+{
+	int r;
+
+	r = sd_bus_default_system(&m->bus);
+	if (r < 0)
+		return log_error_errno(r, "Failed to connect to the system bus: %m");
+	r = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
+	if (r < 0)
+		return log_error_errno(r, "Failed to attach the bus to the event loop: %m");
+
+	r = sd_bus_add_object_vtable(m->bus, NULL, MANAGER_PATH, MANAGER_IFACE, manager_vtable, m);
+	if (r < 0)
+		return log_error_errno(r, "Failed to add the manager object: %m");
+	r = sd_bus_add_fallback_vtable(m->bus, NULL, VM_PATH_PREFIX, VM_IFACE, vm_vtable, vm_object_find, m);
+	if (r < 0)
+		return log_error_errno(r, "Failed to add the VM objects: %m");
+	r = sd_bus_add_node_enumerator(m->bus, NULL, VM_PATH_PREFIX, vm_node_enumerator, m);
+	if (r < 0)
+		return log_error_errno(r, "Failed to add the VM enumerator: %m");
+	r = sd_bus_add_object_manager(m->bus, NULL, MANAGER_PATH);
+	if (r < 0)
+		return log_error_errno(r, "Failed to add the object manager: %m");
+	return 0;
+}
+
+int manager_request_name(Manager *m)
+{
+	int r = sd_bus_request_name(m->bus, BUS_NAME, 0);
+
+	if (r < 0)
+		return log_error_errno(r, "Failed to acquire bus name %s: %m", BUS_NAME);
+	return 0;
+}
+
+void manager_emit_changed(Manager *m, const char *prop)
+{
+	manager_emit(m, prop);
+}

@@ -1,0 +1,175 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/*
+ * iommu-lud: keeps VMs' guest RAM, iommufd and vfio devices across a
+ * Linux Live Update (LUO/KHO kexec).  Shaped after systemd's timedated:
+ * one sd-event loop, signal sources, watchdog, the bus attached to the
+ * loop, READY=1 once the state is loaded and the name is owned.
+ */
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <systemd/sd-daemon.h>
+
+#include "config.h"
+#include "log.h"
+#include "manager.h"
+#include "util.h"
+
+static int on_sigterm(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+	Manager *m = userdata;
+
+	(void)sd_notify(false, "STOPPING=1\nSTATUS=Shutting down.");
+	/* Without logind, this is the last moment before a kexec. */
+	if (!m->have_logind && shutdown_kexec_pending(m)) {
+		char **res = NULL;
+		int r;
+
+		log_notice("Stopped for a kexec: preserving all registered VMs.");
+		r = manager_preserve_all(m, &res);
+		for (char **p = res; p && *p; p += 2)
+			log_vm(streq_ptr(p[1], "ok") ? LOG_INFO : LOG_ERR, LOG_VM(p[0]),
+			       "Before kexec, VM %s: %s", p[0], p[1]);
+		if (r > 0)
+			log_error("%d VM(s) could not be preserved before the kexec.", r);
+		for (char **p = res; p && *p; p++)
+			free(*p);
+		free(res);
+	}
+	m->exiting = true;
+	return sd_event_exit(sd_event_source_get_event(s), 0);
+}
+
+static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+	Manager *m = userdata;
+	Config c;
+
+	(void)sd_notify(false, "RELOADING=1");
+	config_init(&c);
+	if (config_load(&c, m->config_path) >= 0) {
+		m->config = c;
+		log_info("Reloaded %s.", m->config_path);
+		manager_emit_changed(m, "FailurePolicy");
+		shutdown_update_block(m);
+	} else
+		log_error("Keeping the previous configuration.");
+	(void)sd_notify(false, "READY=1");
+	return 0;
+}
+
+static void help(void)
+{
+	printf("iommu-lud [--config=PATH]\n\n"
+	       "Keeps VMs' guest memory, iommufd and vfio devices across a live update (kexec).\n"
+	       "D-Bus service %s on the system bus.\n\n"
+	       "  -h --help          Show this help\n"
+	       "     --version       Show the version\n"
+	       "  -c --config=PATH   Configuration file (default %s/iommu-lud.conf)\n",
+	       BUS_NAME, IOMMULU_CONF_DIR);
+}
+
+int main(int argc, char *argv[])
+{
+	static const struct option options[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "config", required_argument, NULL, 'c' },
+		{}
+	};
+	const char *config_path = IOMMULU_CONF_DIR "/iommu-lud.conf";
+	Manager *m = NULL;
+	sigset_t ss;
+	int c, r;
+
+	while ((c = getopt_long(argc, argv, "hc:", options, NULL)) >= 0) {
+		switch (c) {
+		case 'h':
+			help();
+			return 0;
+		case 'V':
+			printf("iommu-lud %s (libiommulu %s)\n", PACKAGE_VERSION, iommulu_version());
+			return 0;
+		case 'c':
+			config_path = optarg;
+			break;
+		default:
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "iommu-lud takes no arguments.\n");
+		return 2;
+	}
+
+	log_setup();
+
+	sigemptyset(&ss);
+	sigaddset(&ss, SIGTERM);
+	sigaddset(&ss, SIGINT);
+	sigaddset(&ss, SIGHUP);
+	if (sigprocmask(SIG_BLOCK, &ss, NULL) < 0) {
+		r = log_error_errno(errno, "Failed to block signals: %m");
+		goto finish;
+	}
+	/* A VMM that goes away while we reply must not kill us. */
+	signal(SIGPIPE, SIG_IGN);
+
+	r = manager_new(&m, config_path);
+	if (r < 0) {
+		log_oom();
+		goto finish;
+	}
+	r = config_load(&m->config, config_path);
+	if (r < 0)
+		goto finish;
+
+	r = sd_event_default(&m->event);
+	if (r < 0) {
+		log_error_errno(r, "Failed to allocate the event loop: %m");
+		goto finish;
+	}
+	if ((r = sd_event_add_signal(m->event, NULL, SIGTERM, on_sigterm, m)) < 0 ||
+	    (r = sd_event_add_signal(m->event, NULL, SIGINT, on_sigterm, m)) < 0 ||
+	    (r = sd_event_add_signal(m->event, NULL, SIGHUP, on_sighup, m)) < 0) {
+		log_error_errno(r, "Failed to add signal sources: %m");
+		goto finish;
+	}
+	r = sd_event_set_watchdog(m->event, true);
+	if (r < 0) {
+		log_error_errno(r, "Failed to enable the watchdog: %m");
+		goto finish;
+	}
+
+	r = manager_connect_bus(m);
+	if (r < 0)
+		goto finish;
+	r = manager_load_state(m);
+	if (r < 0) {
+		log_error_errno(r, "Failed to load state: %m");
+		goto finish;
+	}
+	r = manager_request_name(m);
+	if (r < 0)
+		goto finish;
+	(void)shutdown_watch_setup(m);
+
+	(void)sd_notifyf(false, "READY=1\nSTATUS=%zu VM(s), generation %llu%s", m->n_vms,
+			 (unsigned long long)m->generation, m->live_updated ? ", live-updated" : "");
+	log_info("iommu-lud %s ready on %s.", PACKAGE_VERSION, BUS_NAME);
+
+	r = sd_event_loop(m->event);
+	if (r < 0)
+		log_error_errno(r, "Event loop failed: %m");
+
+finish:
+	(void)sd_notify(false, "STOPPING=1");
+	manager_free(m);
+	return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,1198 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/*
+ * The VM registry and each VM's life cycle:
+ *
+ *   registered --PreserveVM--> preserved --(kexec)--> restored --verify--> verified
+ *       ^   \                     |                                         |
+ *       |    `--(error)--> failed  `--UnpreserveVM--> registered     RetrieveVM
+ *       |                                                                   v
+ *   RegisterVM <-------------------------- finished <--FinishVM------- retrieved
+ *
+ * Preserved VMs live in a LUO session of their own, named
+ * "iommulu.<generation>.<vm>", whose fd the daemon keeps and pushes into
+ * the service's fd store together with a record memfd (see record.c).
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+
+#include "log.h"
+#include "manager.h"
+#include "util.h"
+
+static const char *const vm_state_table[_VM_STATE_MAX] = {
+	[VM_REGISTERED] = "registered",
+	[VM_PRESERVED] = "preserved",
+	[VM_RESTORED] = "restored",
+	[VM_VERIFIED] = "verified",
+	[VM_RETRIEVED] = "retrieved",
+	[VM_FINISHED] = "finished",
+	[VM_FAILED] = "failed",
+};
+
+const char *vm_state_to_string(VmState s)
+{
+	return s < _VM_STATE_MAX ? vm_state_table[s] : NULL;
+}
+
+int bus_error_from_errno(sd_bus_error *error, int r, const char *message)
+{
+	r = abs(r);
+	switch (r) {
+	case ENOTTY:
+	case EOPNOTSUPP:
+	case ENOENT:
+		return sd_bus_error_setf(error, ERROR_KERNEL_UNSUPPORTED,
+					 "%s: the running kernel does not support this (%s)", message,
+					 strerror(r));
+	case EBUSY:
+		return sd_bus_error_setf(error, ERROR_BUSY, "%s: %s", message, strerror(r));
+	default:
+		return sd_bus_error_set_errnof(error, r, "%s: %s", message, strerror(r));
+	}
+}
+
+/* ---- VM objects ------------------------------------------------------ */
+
+void vm_close_files(Vm *v)
+{
+	for (size_t i = 0; i < v->n_memfds; i++)
+		safe_close(v->memfds[i]);
+	for (size_t i = 0; i < v->n_devices; i++)
+		if (v->devices)
+			safe_close(v->devices[i]);
+	v->iommufd = safe_close(v->iommufd);
+	free(v->memfds);
+	free(v->memfd_sizes);
+	free(v->devices);
+	free(v->bdfs);
+	free(v->hwpts);
+	free(v->hwpt_marked);
+	free(v->snapshots);
+	v->memfds = NULL;
+	v->memfd_sizes = NULL;
+	v->devices = NULL;
+	v->bdfs = NULL;
+	v->hwpts = NULL;
+	v->hwpt_marked = NULL;
+	v->snapshots = NULL;
+	v->n_memfds = v->n_devices = v->n_hwpts = v->n_snapshots = 0;
+	v->has_fds = false;
+}
+
+static void vm_drop_owner(Vm *v)
+{
+	v->owner_source = sd_event_source_disable_unref(v->owner_source);
+	v->owner_pidfd = safe_close(v->owner_pidfd);
+}
+
+Vm *vm_free(Vm *v)
+{
+	if (!v)
+		return NULL;
+	vm_drop_owner(v);
+	vm_close_files(v);
+	safe_close(v->session_fd);
+	safe_close(v->record_fd);
+	iommulu_manifest_free(v->manifest);
+	free(v->checks);
+	free(v->restore_notes);
+	free(v->last_error);
+	free(v->ineligible);
+	free(v->path);
+	free(v);
+	return NULL;
+}
+
+void vm_freep(Vm **v)
+{
+	vm_free(*v);
+}
+
+int vm_new(Manager *m, const char *name, Vm **ret)
+{
+	_cleanup_(vm_freep) Vm *v = NULL;
+	int r;
+
+	v = calloc(1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	v->manager = m;
+	v->iommufd = v->owner_pidfd = v->session_fd = v->record_fd = -EBADF;
+	snprintf(v->name, sizeof(v->name), "%s", name);
+	r = sd_bus_path_encode(VM_PATH_PREFIX, name, &v->path);
+	if (r < 0)
+		return r;
+	*ret = TAKE_PTR(v);
+	return 0;
+}
+
+static void vm_emit(Vm *v, const char *first, ...)
+{
+	/* Only the names that changed; sd-bus builds the message from the
+	 * getters.  Errors here are not fatal for the daemon. */
+	Manager *m = v->manager;
+	char *props[8];
+	size_t n = 0;
+	va_list ap;
+
+	if (!m->bus)
+		return;
+	va_start(ap, first);
+	for (const char *p = first; p && n < ELEMENTSOF(props) - 1; p = va_arg(ap, const char *))
+		props[n++] = (char *)p;
+	va_end(ap);
+	props[n] = NULL;
+	(void)sd_bus_emit_properties_changed_strv(m->bus, v->path, VM_IFACE, props);
+}
+
+void vm_set_state(Vm *v, VmState s, const char *error)
+{
+	bool changed = v->state != s;
+
+	v->state = s;
+	if (error || s != VM_FAILED) {
+		if (!streq_ptr(v->last_error, error) && (error || v->last_error)) {
+			free(v->last_error);
+			v->last_error = error ? strdup(error) : NULL;
+			changed = true;
+		}
+	}
+	if (changed)
+		vm_emit(v, "State", "LastError", "Session", "Generation", NULL);
+	log_vm(s == VM_FAILED ? LOG_ERR : LOG_INFO, LOG_VM_SESSION(v->name, v->session_name[0] ? v->session_name : NULL),
+	       "VM %s is %s%s%s", v->name, vm_state_to_string(s), error ? ": " : "", strempty(error));
+}
+
+Vm *manager_find_vm(Manager *m, const char *name)
+{
+	for (size_t i = 0; i < m->n_vms; i++)
+		if (streq_ptr(m->vms[i]->name, name))
+			return m->vms[i];
+	return NULL;
+}
+
+int manager_add_vm(Manager *m, Vm *v)
+{
+	Vm **n = realloc(m->vms, (m->n_vms + 1) * sizeof(Vm *));
+
+	if (!n)
+		return -ENOMEM;
+	m->vms = n;
+	m->vms[m->n_vms++] = v;
+	if (m->bus)
+		(void)sd_bus_emit_interfaces_added(m->bus, v->path, VM_IFACE, NULL);
+	return 0;
+}
+
+void manager_remove_vm(Manager *m, Vm *v)
+{
+	for (size_t i = 0; i < m->n_vms; i++) {
+		if (m->vms[i] != v)
+			continue;
+		memmove(m->vms + i, m->vms + i + 1, (m->n_vms - i - 1) * sizeof(Vm *));
+		m->n_vms--;
+		break;
+	}
+	if (m->bus)
+		(void)sd_bus_emit_interfaces_removed(m->bus, v->path, VM_IFACE, NULL);
+	vm_free(v);
+}
+
+/* ---- the fd store ---------------------------------------------------- */
+
+int fdstore_push(Manager *m, int fd, const char *prefix, const char *session_name)
+{
+	char buf[128];
+	int r;
+
+	if (!m->fdstore)
+		return 0;	/* not under systemd: the daemon keeps the fd itself */
+	snprintf(buf, sizeof(buf), "FDSTORE=1\nFDNAME=%s%s", prefix, session_name);
+	r = sd_pid_notify_with_fds(0, false, buf, &fd, 1);
+	if (r < 0)
+		return log_vm_errno(LOG_ERR, r, LOG_VM_SESSION(NULL, session_name),
+				    "Failed to push %s%s into the fd store: %m", prefix, session_name);
+	if (r == 0)
+		return -ENOTCONN;
+	return 0;
+}
+
+void fdstore_remove(Manager *m, const char *prefix, const char *session_name)
+{
+	int r;
+
+	if (!m->fdstore)
+		return;
+	r = sd_notifyf(false, "FDSTOREREMOVE=1\nFDNAME=%s%s", prefix, session_name);
+	if (r < 0)
+		log_warning_errno(r, "Failed to remove %s%s from the fd store: %m", prefix, session_name);
+}
+
+/* ---- persistent state ------------------------------------------------ *
+ * <state dir>/state, rewritten atomically:
+ *   boot_id=<this boot>  generation=<N>  live_updated=<0|1>
+ *   session=<name>	one per preserved session
+ * The session list lets a daemon that runs without an fd store (not under
+ * systemd) retrieve its sessions by name after a kexec. */
+
+void manager_save_state(Manager *m)
+{
+	char path[PATH_MAX], tmp[PATH_MAX + 8];
+	FILE *f;
+
+	if (!m->state_dir)
+		return;
+	snprintf(path, sizeof(path), "%s/state", m->state_dir);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	f = fopen(tmp, "we");
+	if (!f) {
+		log_warning_errno(errno, "Failed to write %s: %m", tmp);
+		return;
+	}
+	fprintf(f, "boot_id=%s\ngeneration=%" PRIu64 "\nlive_updated=%d\n", m->boot_id,
+		m->generation, m->live_updated);
+	for (size_t i = 0; i < m->n_vms; i++)
+		if (m->vms[i]->session_fd >= 0 && !m->vms[i]->session_incoming)
+			fprintf(f, "session=%s\n", m->vms[i]->session_name);
+	if (fflush(f) != 0 || fsync(fileno(f)) < 0 || fclose(f) != 0) {
+		log_warning_errno(errno, "Failed to write %s: %m", tmp);
+		(void)unlink(tmp);
+		return;
+	}
+	if (rename(tmp, path) < 0)
+		log_warning_errno(errno, "Failed to rename %s: %m", tmp);
+}
+
+static uint64_t session_generation(const char *session_name)
+{
+	/* "iommulu.<gen>.<vm>" */
+	const char *p;
+
+	if (!startswith(session_name, "iommulu."))
+		return 0;
+	p = session_name + strlen("iommulu.");
+	return strtoull(p, NULL, 10);
+}
+
+static const char *session_vm_name(const char *session_name)
+{
+	const char *p;
+
+	if (!startswith(session_name, "iommulu."))
+		return NULL;
+	p = strchr(session_name + strlen("iommulu."), '.');
+	return p && iommulu_vm_name_is_valid(p + 1) ? p + 1 : NULL;
+}
+
+/* ---- preservation ---------------------------------------------------- */
+
+static void snapshot_device(const char *bdf, DeviceSnapshot *s)
+{
+	uint8_t cfg[0x28];
+
+	memset(s, 0, sizeof(*s));
+	snprintf(s->bdf, sizeof(s->bdf), "%s", bdf);
+	if (iommulu_pci_config_read(bdf, 0, cfg, sizeof(cfg)) < 0)
+		return;
+	s->command = (uint16_t)(cfg[4] | cfg[5] << 8);
+	for (size_t b = 0; b < 6; b++) {
+		const uint8_t *p = cfg + 0x10 + 4 * b;
+
+		s->bars[b] = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+			     (uint32_t)p[3] << 24;
+	}
+	s->valid = true;
+}
+
+static int vm_build_plan(Vm *v, iommulu_plan **ret, iommulu_reason *ret_reason, iommulu_error *e)
+{
+	iommulu_vm_fds fds = {
+		.name = v->name,
+		.memfds = v->memfds,
+		.n_memfds = v->n_memfds,
+		.iommufd = v->iommufd >= 0 ? v->iommufd : -1,
+		.hwpt_ids = v->hwpts,
+		.n_hwpts = v->n_hwpts,
+		.devices = v->devices,
+		.n_devices = v->n_devices,
+	};
+
+	return iommulu_plan_build(&fds, v->manager->generation, ret, ret_reason, e);
+}
+
+static void session_name_for(const Vm *v, uint64_t gen, char buf[static IOMMULU_LUO_SESSION_NAME_MAX + 1])
+{
+	/* 8 + at most 6 digits + 1 + 48 = 63 bytes: the generation wraps at
+	 * a million live updates, long after older sessions are gone. */
+	snprintf(buf, IOMMULU_LUO_SESSION_NAME_MAX + 1, "iommulu.%" PRIu64 ".%s", gen % 1000000,
+		 v->name);
+}
+
+static bool vm_can_preserve(const Vm *v)
+{
+	/* A VM restored after a kexec has to be finished and registered
+	 * again: its incoming session cannot take new files. */
+	return v->has_fds && v->session_fd < 0 && !v->session_incoming &&
+	       (v->state == VM_REGISTERED || v->state == VM_FAILED);
+}
+
+static void plan_freep(iommulu_plan **p)
+{
+	iommulu_plan_free(*p);
+}
+
+int vm_preserve(Vm *v, sd_bus_error *error)
+{
+	Manager *m = v->manager;
+	_cleanup_(plan_freep) iommulu_plan *plan = NULL;
+	_cleanup_close_ int luo = -EBADF, session = -EBADF, rec = -EBADF, rec_store = -EBADF;
+	char name[IOMMULU_LUO_SESSION_NAME_MAX + 1], msg[IOMMULU_ERROR_MAX + 64];
+	iommulu_reason reason = IOMMULU_REASON_NONE;
+	iommulu_error e = {};
+	size_t done = 0;
+	int r;
+
+	if (!vm_can_preserve(v))
+		return sd_bus_error_setf(error, ERROR_INVALID_STATE,
+					 "VM %s is %s; only a registered VM can be preserved", v->name,
+					 vm_state_to_string(v->state));
+
+	r = vm_build_plan(v, &plan, &reason, &e);
+	if (r == -EPERM)
+		return sd_bus_error_setf(error, ERROR_NOT_ELIGIBLE, "VM %s: %s", v->name, e.message);
+	if (r < 0)
+		return sd_bus_error_set_errnof(error, r, "VM %s: cannot plan preservation: %s", v->name,
+					       e.message[0] ? e.message : strerror(-r));
+
+	/* HWPT marks outlive a rolled-back session; do not mark twice. */
+	for (size_t i = 0; i < plan->n_steps; i++)
+		if (plan->steps[i].kind == IOMMULU_STEP_MARK_HWPT && plan->steps[i].index < v->n_hwpts &&
+		    v->hwpt_marked[plan->steps[i].index])
+			plan->steps[i].skip = true;
+
+	luo = iommulu_luo_open(m->config.busy_timeout_ms);
+	if (luo == -ENOENT)
+		return sd_bus_error_setf(error, ERROR_KERNEL_UNSUPPORTED,
+					 "VM %s: /dev/liveupdate is not available: the running kernel "
+					 "has no Live Update Orchestrator (or liveupdate=off)", v->name);
+	if (luo == -EBUSY)
+		return sd_bus_error_setf(error, ERROR_BUSY,
+					 "VM %s: /dev/liveupdate stayed busy for %u ms", v->name,
+					 m->config.busy_timeout_ms);
+	if (luo < 0)
+		return bus_error_from_errno(error, luo, "Failed to open /dev/liveupdate");
+
+	session_name_for(v, m->generation, name);
+	/* An unpreserved session of the same name goes away only when the
+	 * fd store's copy is closed too; give systemd a moment. */
+	for (unsigned waited = 0;; waited += 50) {
+		r = iommulu_luo_session_create(luo, name, &session);
+		if (r != -EEXIST || waited >= m->config.busy_timeout_ms)
+			break;
+		(void)usleep(50 * 1000);
+	}
+	luo = safe_close(luo);	/* PID 1 needs it at shutdown; never keep it */
+	if (r == -EEXIST)
+		return sd_bus_error_setf(error, ERROR_BUSY, "VM %s: LUO session %s already exists",
+					 v->name, name);
+	if (r < 0) {
+		snprintf(msg, sizeof(msg), "VM %s: failed to create LUO session %s", v->name, name);
+		return bus_error_from_errno(error, r, msg);
+	}
+
+	r = iommulu_plan_execute(plan, session, &done, &e);
+	for (size_t i = 0; i < done && i < plan->n_steps; i++)
+		if (plan->steps[i].kind == IOMMULU_STEP_MARK_HWPT && plan->steps[i].index < v->n_hwpts)
+			v->hwpt_marked[plan->steps[i].index] = true;
+	if (r < 0) {
+		/* Closing the session makes the kernel unpreserve every file. */
+		session = safe_close(session);
+		snprintf(msg, sizeof(msg), "%s", e.message[0] ? e.message : strerror(-r));
+		vm_set_state(v, VM_FAILED, msg);
+		log_vm_errno(LOG_ERR, r, LOG_VM_SESSION(v->name, name),
+			     "Preserving VM %s failed, session rolled back: %s", v->name, msg);
+		snprintf(msg, sizeof(msg), "VM %s: %s", v->name, e.message[0] ? e.message : "preservation failed");
+		return bus_error_from_errno(error, r, msg);
+	}
+
+	/* The daemon's record: device snapshots and the manifest text. */
+	iommulu_manifest_free(v->manifest);
+	v->manifest = TAKE_PTR(plan->manifest);
+	free(v->snapshots);
+	v->snapshots = calloc(v->n_devices ?: 1, sizeof(DeviceSnapshot));
+	if (!v->snapshots) {
+		v->n_snapshots = 0;
+		return -ENOMEM;
+	}
+	v->n_snapshots = v->n_devices;
+	for (size_t i = 0; i < v->n_devices; i++)
+		snapshot_device(v->bdfs[i], &v->snapshots[i]);
+	snprintf(v->session_name, sizeof(v->session_name), "%s", name);
+	v->generation = m->generation;
+
+	r = record_to_memfd(v, &rec);
+	if (r >= 0)
+		r = iommulu_luo_session_preserve_fd(session, rec, IOMMU_LUD_RECORD_TOKEN);
+	if (r >= 0)
+		r = record_to_memfd(v, &rec_store);
+	if (r < 0) {
+		session = safe_close(session);
+		v->session_name[0] = 0;
+		snprintf(msg, sizeof(msg), "VM %s: failed to preserve the daemon record", v->name);
+		vm_set_state(v, VM_FAILED, msg);
+		return bus_error_from_errno(error, r, msg);
+	}
+
+	r = fdstore_push(m, session, FDNAME_SESSION_PREFIX, name);
+	if (r >= 0)
+		r = fdstore_push(m, rec_store, FDNAME_RECORD_PREFIX, name);
+	if (r < 0) {
+		/* Without the store a crash would lose the session: refuse. */
+		fdstore_remove(m, FDNAME_SESSION_PREFIX, name);
+		session = safe_close(session);
+		v->session_name[0] = 0;
+		snprintf(msg, sizeof(msg), "VM %s: failed to keep session %s in the fd store", v->name, name);
+		vm_set_state(v, VM_FAILED, msg);
+		return bus_error_from_errno(error, r, msg);
+	}
+
+	v->session_fd = TAKE_FD(session);
+	v->record_fd = TAKE_FD(rec_store);
+	v->session_incoming = false;
+	vm_set_state(v, VM_PRESERVED, NULL);
+	log_vm(LOG_NOTICE, LOG_VM_SESSION(v->name, name),
+	       "Preserved VM %s in LUO session %s: %zu memfd(s), %zu device(s), %" PRIu64 " bytes",
+	       v->name, name, v->n_memfds, v->n_devices, v->guest_memory_bytes);
+	manager_save_state(m);
+	return 0;
+}
+
+/* Closes and forgets v's LUO session (both fd store entries too).  For an
+ * outgoing session that unpreserves everything; for an incoming one it
+ * finishes it. */
+void vm_finish_session(Vm *v)
+{
+	Manager *m = v->manager;
+
+	if (v->session_fd < 0 && !v->session_name[0])
+		return;
+	if (v->session_incoming && v->session_fd >= 0) {
+		int r = iommulu_luo_session_finish(v->session_fd);
+
+		if (r < 0)
+			log_vm_errno(LOG_WARNING, r, LOG_VM_SESSION(v->name, v->session_name),
+				     "LUO FINISH of session %s failed: %m", v->session_name);
+	}
+	fdstore_remove(m, FDNAME_SESSION_PREFIX, v->session_name);
+	fdstore_remove(m, FDNAME_RECORD_PREFIX, v->session_name);
+	v->session_fd = safe_close(v->session_fd);
+	v->record_fd = safe_close(v->record_fd);
+	v->session_name[0] = 0;
+	v->session_incoming = false;
+	manager_save_state(m);
+}
+
+int manager_preserve_all(Manager *m, char ***ret_results)
+{
+	/* results: name, result, name, result, ..., NULL */
+	char **res = calloc(2 * m->n_vms + 1, sizeof(char *));
+	size_t n = 0;
+	int failed = 0;
+
+	if (!res)
+		return -ENOMEM;
+	for (size_t i = 0; i < m->n_vms; i++) {
+		_cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+		Vm *v = m->vms[i];
+		char *r;
+
+		if (v->state == VM_PRESERVED)
+			r = strdup("ok");
+		else if (v->state == VM_FINISHED)
+			continue;
+		else if (vm_preserve(v, &error) >= 0)
+			r = strdup("ok");
+		else {
+			if (!sd_bus_error_is_set(&error))
+				sd_bus_error_set_const(&error, SD_BUS_ERROR_FAILED, "out of memory");
+			failed++;
+			if (asprintf(&r, "%s: %s", error.name, error.message) < 0)
+				r = NULL;
+		}
+		res[n++] = strdup(v->name);
+		res[n++] = r;
+		if (!res[n - 1] || !res[n - 2]) {
+			for (size_t k = 0; k < n; k++)
+				free(res[k]);
+			free(res);
+			return -ENOMEM;
+		}
+	}
+	*ret_results = res;
+	return failed;
+}
+
+/* ---- restore after a restart or a kexec ------------------------------ */
+
+static int vm_note(Vm *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int vm_note(Vm *v, const char *fmt, ...)
+{
+	char buf[256], *n;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (asprintf(&n, "%s%s%s", strempty(v->restore_notes), v->restore_notes ? "; " : "", buf) < 0)
+		return -ENOMEM;
+	free(v->restore_notes);
+	v->restore_notes = n;
+	return 0;
+}
+
+static int vm_alloc_from_manifest(Vm *v)
+{
+	const iommulu_manifest *mf = v->manifest;
+
+	v->memfds = calloc(mf->n_memfds ?: 1, sizeof(int));
+	v->memfd_sizes = calloc(mf->n_memfds ?: 1, sizeof(uint64_t));
+	v->devices = calloc(mf->n_devices ?: 1, sizeof(int));
+	v->bdfs = calloc(mf->n_devices ?: 1, IOMMULU_BDF_MAX);
+	if (!v->hwpts) {
+		v->hwpts = calloc(mf->n_hwpts ?: 1, sizeof(uint32_t));
+		v->n_hwpts = mf->n_hwpts;
+		for (size_t i = 0; v->hwpts && i < mf->n_hwpts; i++)
+			v->hwpts[i] = mf->hwpts[i].id;
+	}
+	v->hwpt_marked = calloc(v->n_hwpts ?: 1, sizeof(bool));
+	if (!v->memfds || !v->memfd_sizes || !v->devices || !v->bdfs || !v->hwpts || !v->hwpt_marked)
+		return -ENOMEM;
+	v->n_memfds = mf->n_memfds;
+	v->n_devices = mf->n_devices;
+	v->guest_memory_bytes = 0;
+	for (size_t i = 0; i < mf->n_memfds; i++) {
+		v->memfds[i] = -EBADF;
+		v->memfd_sizes[i] = mf->memfds[i].size;
+		v->guest_memory_bytes += mf->memfds[i].size;
+	}
+	for (size_t i = 0; i < mf->n_devices; i++) {
+		v->devices[i] = -EBADF;
+		snprintf(v->bdfs[i], IOMMULU_BDF_MAX, "%s", mf->devices[i].bdf);
+	}
+	return 0;
+}
+
+static int retrieve_note(Vm *v, int session, uint64_t token, const char *what, int *ret_fd)
+{
+	int r = iommulu_luo_session_retrieve_fd(session, token, ret_fd);
+
+	if (r < 0) {
+		*ret_fd = -EBADF;
+		log_vm_errno(r == -ENOENT || r == -EOPNOTSUPP ? LOG_WARNING : LOG_ERR, r,
+			     LOG_VM_SESSION(v->name, v->session_name),
+			     "Kernel did not restore %s (token 0x%" PRIx64 ") of VM %s: %m", what, token,
+			     v->name);
+		vm_note(v, "%s not restored: %s", what, strerror(-r));
+	}
+	return r;
+}
+
+int manager_restore_incoming(Manager *m, int session_fd, const char *fdname)
+{
+	_cleanup_(vm_freep) Vm *v = NULL;
+	_cleanup_close_ int mfd = -EBADF, rfd = -EBADF;
+	char sname[IOMMULU_LUO_SESSION_NAME_MAX + 1] = "";
+	iommulu_manifest *mf = NULL;
+	iommulu_error e = {};
+	int r;
+
+	r = iommulu_luo_session_get_name(session_fd, sname, sizeof(sname));
+	if (r < 0)
+		snprintf(sname, sizeof(sname), "%s", strempty(fdname));
+
+	r = iommulu_luo_session_retrieve_fd(session_fd, IOMMULU_MANIFEST_TOKEN, &mfd);
+	if (r < 0)
+		return log_vm_errno(LOG_ERR, r, LOG_VM_SESSION(NULL, sname),
+				    "Session %s has no manifest (token 0): %m", sname);
+	r = iommulu_manifest_from_fd(mfd, &mf, &e);
+	if (r < 0)
+		return log_vm_errno(LOG_ERR, r, LOG_VM_SESSION(NULL, sname),
+				    "Session %s: invalid manifest: %s", sname, e.message);
+
+	r = vm_new(m, mf->name, &v);
+	if (r < 0) {
+		iommulu_manifest_free(mf);
+		return r;
+	}
+	v->manifest = mf;
+	v->session_incoming = true;
+	v->generation = mf->generation;
+	snprintf(v->session_name, sizeof(v->session_name), "%s", sname);
+
+	if (manager_find_vm(m, mf->name))
+		return log_vm_errno(LOG_ERR, EEXIST, LOG_VM_SESSION(mf->name, sname),
+				    "Session %s holds VM %s, which is already known; leaving it alone.",
+				    sname, mf->name);
+
+	/* The daemon's own record (device snapshots); optional. */
+	if (iommulu_luo_session_retrieve_fd(session_fd, IOMMU_LUD_RECORD_TOKEN, &rfd) >= 0) {
+		Vm tmp = { .session_fd = -EBADF };
+
+		r = record_parse_fd(rfd, &tmp);
+		if (r >= 0) {
+			v->snapshots = TAKE_PTR(tmp.snapshots);
+			v->n_snapshots = tmp.n_snapshots;
+			v->hwpts = TAKE_PTR(tmp.hwpts);
+			v->n_hwpts = tmp.n_hwpts;
+		} else
+			log_vm_errno(LOG_WARNING, r, LOG_VM_SESSION(v->name, sname),
+				     "Ignoring unreadable daemon record in session %s: %m", sname);
+		iommulu_manifest_free(tmp.manifest);
+		free(tmp.snapshots);
+		free(tmp.hwpts);
+	}
+
+	r = vm_alloc_from_manifest(v);
+	if (r < 0)
+		return r;
+	v->has_fds = true;
+
+	for (size_t i = 0; i < mf->n_memfds; i++) {
+		char what[32];
+
+		snprintf(what, sizeof(what), "memfd:%zu", i);
+		(void)retrieve_note(v, session_fd, mf->memfds[i].token, what, &v->memfds[i]);
+	}
+	if (mf->has_iommufd)
+		(void)retrieve_note(v, session_fd, mf->iommufd_token, "iommufd", &v->iommufd);
+	for (size_t i = 0; i < mf->n_devices; i++) {
+		char what[48];
+
+		snprintf(what, sizeof(what), "device:%s", mf->devices[i].bdf);
+		(void)retrieve_note(v, session_fd, mf->devices[i].token, what, &v->devices[i]);
+	}
+
+	v->state = VM_RESTORED;
+	r = manager_add_vm(m, v);
+	if (r < 0)
+		return r;
+	v->session_fd = session_fd;	/* owned only on success */
+	v = TAKE_PTR(v);
+	m->live_updated = true;
+	if (m->generation <= m->vms[m->n_vms - 1]->generation)
+		m->generation = m->vms[m->n_vms - 1]->generation + 1;
+
+	log_vm(LOG_NOTICE, LOG_VM_SESSION(m->vms[m->n_vms - 1]->name, sname),
+	       "Restored VM %s from live-update session %s (generation %" PRIu64 ")",
+	       m->vms[m->n_vms - 1]->name, sname, m->vms[m->n_vms - 1]->generation);
+	(void)vm_verify(m->vms[m->n_vms - 1]);
+	return 0;
+}
+
+int manager_restore_outgoing(Manager *m, int session_fd, int record_fd, const char *session_name)
+{
+	_cleanup_(vm_freep) Vm *v = NULL;
+	const char *vm_name = session_vm_name(session_name);
+	int r;
+
+	if (record_fd >= 0) {
+		Vm tmp = { .session_fd = -EBADF };
+
+		r = record_parse_fd(record_fd, &tmp);
+		if (r >= 0)
+			vm_name = NULL;
+		if (r >= 0 && !streq_ptr(tmp.session_name, session_name))
+			r = -EBADMSG;
+		if (r >= 0) {
+			r = vm_new(m, tmp.name, &v);
+			if (r >= 0) {
+				v->manifest = TAKE_PTR(tmp.manifest);
+				v->snapshots = TAKE_PTR(tmp.snapshots);
+				v->n_snapshots = tmp.n_snapshots;
+				v->hwpts = TAKE_PTR(tmp.hwpts);
+				v->n_hwpts = tmp.n_hwpts;
+				v->generation = tmp.generation;
+			}
+		} else
+			log_vm_errno(LOG_WARNING, r, LOG_VM_SESSION(NULL, session_name),
+				     "Record of session %s unreadable: %m", session_name);
+		iommulu_manifest_free(tmp.manifest);
+		free(tmp.snapshots);
+		free(tmp.hwpts);
+		if (r < 0 && !session_vm_name(session_name))
+			return r;
+		if (r < 0)
+			vm_name = session_vm_name(session_name);
+	}
+	if (!v) {
+		/* No record: the name still says which VM it is. */
+		if (!vm_name)
+			return log_error_errno(EBADMSG, "Cannot tell which VM session %s holds.",
+					       session_name);
+		r = vm_new(m, vm_name, &v);
+		if (r < 0)
+			return r;
+		v->generation = session_generation(session_name);
+	}
+	if (manager_find_vm(m, v->name))
+		return log_vm_errno(LOG_ERR, EEXIST, LOG_VM_SESSION(v->name, session_name),
+				    "Session %s holds VM %s, which is already known.", session_name, v->name);
+
+	if (v->manifest) {
+		r = vm_alloc_from_manifest(v);
+		if (r < 0)
+			return r;
+		/* Only the names: the files stay in the kernel's session. */
+		free(v->memfds);
+		v->memfds = NULL;
+		free(v->devices);
+		v->devices = NULL;
+		v->n_memfds = 0;
+	}
+	v->has_fds = false;
+	v->session_fd = session_fd;
+	v->record_fd = record_fd;
+	v->session_incoming = false;
+	snprintf(v->session_name, sizeof(v->session_name), "%s", session_name);
+	v->state = VM_PRESERVED;
+
+	r = manager_add_vm(m, v);
+	if (r < 0) {
+		v->session_fd = v->record_fd = -EBADF;
+		return r;
+	}
+	if (m->generation < v->generation)
+		m->generation = v->generation;
+	log_vm(LOG_NOTICE, LOG_VM_SESSION(v->name, session_name),
+	       "Took back preserved VM %s (session %s) from the fd store", v->name, session_name);
+	TAKE_PTR(v);
+	return 0;
+}
+
+/* ---- verification ---------------------------------------------------- */
+
+static void check_add(Vm *v, const char *what, bool ok, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void check_add(Vm *v, const char *what, bool ok, const char *fmt, ...)
+{
+	VmCheck *c = realloc(v->checks, (v->n_checks + 1) * sizeof(VmCheck));
+	va_list ap;
+
+	if (!c)
+		return;
+	v->checks = c;
+	c = &v->checks[v->n_checks++];
+	snprintf(c->what, sizeof(c->what), "%s", what);
+	c->ok = ok;
+	va_start(ap, fmt);
+	vsnprintf(c->detail, sizeof(c->detail), fmt, ap);
+	va_end(ap);
+}
+
+static const DeviceSnapshot *find_snapshot(const Vm *v, const char *bdf)
+{
+	for (size_t i = 0; i < v->n_snapshots; i++)
+		if (streq_ptr(v->snapshots[i].bdf, bdf) && v->snapshots[i].valid)
+			return &v->snapshots[i];
+	return NULL;
+}
+
+static void verify_device(Vm *v, size_t i)
+{
+	const char *bdf = v->bdfs[i];
+	const DeviceSnapshot *snap = find_snapshot(v, bdf);
+	char driver[IOMMULU_DRIVER_NAME_MAX] = "", detail[256] = "";
+	DeviceSnapshot now;
+	bool ok = true;
+	int r;
+
+#define APPEND(...) snprintf(detail + strlen(detail), sizeof(detail) - strlen(detail), __VA_ARGS__)
+	if (v->devices[i] < 0) {
+		ok = false;
+		APPEND("device fd not restored by the kernel; ");
+	}
+
+	r = iommulu_pci_driver(bdf, driver, sizeof(driver));
+	if (r < 0) {
+		ok = false;
+		APPEND("no such PCI device (%s)", strerror(-r));
+		goto done;
+	}
+	if (!streq_ptr(driver, "vfio-pci")) {
+		ok = false;
+		APPEND("bound to '%s', not vfio-pci; ", driver[0] ? driver : "(none)");
+	} else
+		APPEND("vfio-pci; ");
+
+	/* DMA ownership: a second bind of the device to a fresh iommufd
+	 * must be refused while the preserved binding owns it. */
+	{
+		_cleanup_close_ int dev = -EBADF, ictx = -EBADF;
+		uint32_t dev_id;
+
+		r = iommulu_vfio_cdev_open(bdf, &dev);
+		if (r >= 0)
+			r = iommulu_iommufd_open(&ictx);
+		if (r >= 0) {
+			r = iommulu_vfio_bind_iommufd(dev, ictx, &dev_id);
+			if (r >= 0) {
+				ok = false;
+				APPEND("DMA ownership NOT held (a new iommufd bind succeeded); ");
+			} else
+				APPEND("DMA ownership held (new bind: %s); ", strerror(-r));
+		} else
+			APPEND("DMA ownership held (open refused: %s); ", strerror(-r));
+	}
+
+	snapshot_device(bdf, &now);
+	if (!now.valid) {
+		ok = false;
+		APPEND("config space unreadable");
+	} else {
+		if (!(now.command & 0x4)) {
+			ok = false;
+			APPEND("bus mastering off; ");
+		} else
+			APPEND("bus mastering on; ");
+		if (snap) {
+			if ((snap->command & 0x4) != (now.command & 0x4)) {
+				ok = false;
+				APPEND("bus master bit changed (0x%04x -> 0x%04x); ", snap->command, now.command);
+			}
+			if (memcmp(snap->bars, now.bars, sizeof(now.bars)) != 0) {
+				ok = false;
+				APPEND("BARs differ from the preserved ones");
+			} else
+				APPEND("BARs as preserved");
+		} else
+			APPEND("no config snapshot to compare BARs with");
+	}
+done:
+	check_add(v, bdf, ok, "%s", detail);
+	log_vm(ok ? LOG_INFO : LOG_ERR, LOG_VM_DEV(v->name, bdf), "VM %s device %s: %s: %s", v->name,
+	       bdf, ok ? "ok" : "FAILED", detail);
+#undef APPEND
+}
+
+int vm_verify(Vm *v)
+{
+	const iommulu_manifest *mf = v->manifest;
+	size_t failed = 0;
+
+	free(v->checks);
+	v->checks = NULL;
+	v->n_checks = 0;
+
+	if (!mf || !v->session_incoming) {
+		check_add(v, "manifest", false, "VM %s was not restored from a live update", v->name);
+		return -EINVAL;
+	}
+	check_add(v, "manifest", true, "version %u.%u, generation %" PRIu64 ", session %s",
+		  mf->version_major, mf->version_minor, mf->generation, v->session_name);
+
+	for (size_t i = 0; i < v->n_memfds; i++) {
+		char what[32];
+		struct stat st;
+		iommulu_fd_kind kind = IOMMULU_FD_OTHER;
+
+		snprintf(what, sizeof(what), "memfd:%zu", i);
+		if (v->memfds[i] < 0)
+			check_add(v, what, false, "not restored by the kernel");
+		else if (iommulu_fd_classify(v->memfds[i], &kind) < 0 || kind != IOMMULU_FD_MEMFD)
+			check_add(v, what, false, "restored file is a %s, not a memfd",
+				  iommulu_fd_kind_to_string(kind));
+		else if (fstat(v->memfds[i], &st) < 0)
+			check_add(v, what, false, "fstat: %s", strerror(errno));
+		else if ((uint64_t)st.st_size != v->memfd_sizes[i])
+			check_add(v, what, false, "size %" PRIu64 " bytes, manifest says %" PRIu64,
+				  (uint64_t)st.st_size, v->memfd_sizes[i]);
+		else
+			check_add(v, what, true, "%" PRIu64 " bytes as in the manifest", v->memfd_sizes[i]);
+	}
+	if (mf->has_iommufd) {
+		iommulu_fd_kind kind = IOMMULU_FD_OTHER;
+
+		if (v->iommufd < 0)
+			check_add(v, "iommufd", false, "not restored by the kernel");
+		else if (iommulu_fd_classify(v->iommufd, &kind) < 0 || kind != IOMMULU_FD_IOMMUFD)
+			check_add(v, "iommufd", false, "restored file is not an iommufd");
+		else
+			check_add(v, "iommufd", true, "restored with %zu HWPT(s)", v->n_hwpts);
+	}
+	for (size_t i = 0; i < v->n_devices; i++)
+		verify_device(v, i);
+
+	for (size_t i = 0; i < v->n_checks; i++)
+		if (!v->checks[i].ok) {
+			failed++;
+			log_vm(LOG_ERR, LOG_VM_SESSION(v->name, v->session_name),
+			       "VM %s: check %s failed: %s", v->name, v->checks[i].what, v->checks[i].detail);
+		}
+
+	if (failed) {
+		char msg[128];
+
+		snprintf(msg, sizeof(msg), "verification failed: %zu of %zu checks", failed, v->n_checks);
+		vm_set_state(v, VM_FAILED, msg);
+		return -EIO;
+	}
+	if (v->state == VM_RESTORED)
+		vm_set_state(v, VM_VERIFIED, NULL);
+	log_vm(LOG_NOTICE, LOG_VM_SESSION(v->name, v->session_name),
+	       "VM %s verified: %zu check(s) passed", v->name, v->n_checks);
+	return 0;
+}
+
+/* ---- startup --------------------------------------------------------- */
+
+static void read_boot_id(char buf[static 40])
+{
+	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+
+	buf[0] = 0;
+	if (!f)
+		return;
+	if (!fgets(buf, 40, f))
+		buf[0] = 0;
+	buf[strcspn(buf, "\n")] = 0;
+	fclose(f);
+}
+
+int manager_new(Manager **ret, const char *config_path)
+{
+	Manager *m = calloc(1, sizeof(*m));
+	const char *e;
+
+	if (!m)
+		return -ENOMEM;
+	m->delay_fd = m->block_fd = -EBADF;
+	m->config_path = config_path;
+	config_init(&m->config);
+	read_boot_id(m->boot_id);
+	m->generation = 1;
+	m->fdstore = getenv("NOTIFY_SOCKET") != NULL;
+
+	/* StateDirectory= sets $STATE_DIRECTORY; tests point it elsewhere. */
+	e = getenv("IOMMU_LUD_STATE_DIR") ?: getenv("STATE_DIRECTORY");
+	m->state_dir = strdup(e ?: "/var/lib/iommu-lud");
+	if (!m->state_dir) {
+		free(m);
+		return -ENOMEM;
+	}
+	*ret = m;
+	return 0;
+}
+
+Manager *manager_free(Manager *m)
+{
+	if (!m)
+		return NULL;
+	shutdown_watch_done(m);
+	for (size_t i = 0; i < m->n_vms; i++)
+		vm_free(m->vms[i]);
+	free(m->vms);
+	m->bus = sd_bus_flush_close_unref(m->bus);
+	m->event = sd_event_unref(m->event);
+	free(m->state_dir);
+	free(m);
+	return NULL;
+}
+
+typedef struct StoredFd {
+	int fd;
+	char *name;
+	bool used;
+} StoredFd;
+
+static void load_state_file(Manager *m, char ***ret_sessions, uint64_t *ret_gen, bool *ret_same_boot,
+			    bool *ret_live_updated)
+{
+	_cleanup_free_ char *line = NULL;
+	char path[PATH_MAX], **sessions = NULL;
+	size_t sz = 0, n = 0;
+	FILE *f;
+
+	*ret_sessions = NULL;
+	*ret_gen = 0;
+	*ret_same_boot = *ret_live_updated = false;
+	snprintf(path, sizeof(path), "%s/state", m->state_dir);
+	f = fopen(path, "re");
+	if (!f)
+		return;
+	while (getline(&line, &sz, f) >= 0) {
+		line[strcspn(line, "\n")] = 0;
+		if (startswith(line, "boot_id="))
+			*ret_same_boot = m->boot_id[0] && streq_ptr(line + 8, m->boot_id);
+		else if (startswith(line, "generation="))
+			*ret_gen = strtoull(line + 11, NULL, 10);
+		else if (startswith(line, "live_updated="))
+			*ret_live_updated = streq_ptr(line + 13, "1");
+		else if (startswith(line, "session=") && strlen(line + 8) <= IOMMULU_LUO_SESSION_NAME_MAX) {
+			char **s = realloc(sessions, (n + 2) * sizeof(char *));
+
+			if (!s)
+				break;
+			sessions = s;
+			sessions[n] = strdup(line + 8);
+			if (sessions[n])
+				n++;
+			sessions[n] = NULL;
+		}
+	}
+	fclose(f);
+	*ret_sessions = sessions;
+}
+
+static void strv_free(char **l)
+{
+	for (char **p = l; p && *p; p++)
+		free(*p);
+	free(l);
+}
+
+int manager_load_state(Manager *m)
+{
+	_cleanup_free_ StoredFd *fds = NULL;
+	char **names = NULL, **sessions = NULL;
+	uint64_t saved_gen;
+	bool same_boot, saved_lu;
+	int n, r;
+
+	load_state_file(m, &sessions, &saved_gen, &same_boot, &saved_lu);
+	if (same_boot) {
+		m->generation = saved_gen ?: 1;
+		m->live_updated = saved_lu;
+	} else if (saved_gen)
+		m->generation = saved_gen + 1;
+
+	n = sd_listen_fds_with_names(true, &names);
+	if (n < 0) {
+		log_warning_errno(n, "Failed to get fds from the fd store: %m");
+		n = 0;
+	}
+	fds = calloc(n > 0 ? (size_t)n : 1, sizeof(StoredFd));
+	if (!fds) {
+		strv_free(names);
+		strv_free(sessions);
+		return -ENOMEM;
+	}
+	for (int i = 0; i < n; i++) {
+		fds[i].fd = SD_LISTEN_FDS_START + i;
+		fds[i].name = names && names[i] ? names[i] : NULL;
+	}
+	if (n > 0)
+		log_info("Got %d fd(s) back from the fd store.", n);
+
+	/* Sessions first: incoming ones (after a kexec) can be read back,
+	 * outgoing ones (a restart in the same boot) need their record. */
+	for (int i = 0; i < n; i++) {
+		const char *sname;
+		int probe = -EBADF;
+
+		if (!fds[i].name || !startswith(fds[i].name, FDNAME_SESSION_PREFIX))
+			continue;
+		sname = fds[i].name + strlen(FDNAME_SESSION_PREFIX);
+		if (iommulu_luo_is_session(fds[i].fd) <= 0) {
+			log_warning("fd store entry %s is not a LUO session, dropping it.", fds[i].name);
+			continue;
+		}
+		r = iommulu_luo_session_retrieve_fd(fds[i].fd, IOMMULU_MANIFEST_TOKEN, &probe);
+		safe_close(probe);
+		if (r >= 0) {
+			/* Incoming: RETRIEVE_FD works only on those. */
+			r = manager_restore_incoming(m, fds[i].fd, sname);
+			if (r >= 0)
+				fds[i].used = true;
+		} else if (r == -EINVAL) {
+			int rec = -EBADF;
+
+			for (int k = 0; k < n; k++)
+				if (fds[k].name && startswith(fds[k].name, FDNAME_RECORD_PREFIX) &&
+				    streq_ptr(fds[k].name + strlen(FDNAME_RECORD_PREFIX), sname)) {
+					rec = fds[k].fd;
+					fds[k].used = true;
+				}
+			r = manager_restore_outgoing(m, fds[i].fd, rec, sname);
+			if (r >= 0)
+				fds[i].used = true;
+			else
+				for (int k = 0; k < n; k++)
+					if (fds[k].fd == rec)
+						fds[k].used = false;
+		} else
+			log_warning_errno(r, "Cannot probe session %s: %m", sname);
+
+		/* Whatever we could not use must not be carried into the
+		 * next kexec as a dead entry. */
+		if (!fds[i].used)
+			fdstore_remove(m, FDNAME_SESSION_PREFIX, sname);
+	}
+
+	for (int i = 0; i < n; i++) {
+		if (fds[i].used)
+			continue;
+		/* Records of incoming sessions (read from the session itself),
+		 * and anything unknown. */
+		if (fds[i].name && startswith(fds[i].name, FDNAME_RECORD_PREFIX))
+			fdstore_remove(m, FDNAME_RECORD_PREFIX, fds[i].name + strlen(FDNAME_RECORD_PREFIX));
+		else if (fds[i].name && !startswith(fds[i].name, FDNAME_SESSION_PREFIX)) {
+			log_warning("Unknown fd store entry %s, removing it.", fds[i].name);
+			(void)sd_notifyf(false, "FDSTOREREMOVE=1\nFDNAME=%s", fds[i].name);
+		}
+		safe_close(fds[i].fd);
+	}
+
+	/* Without an fd store (not under systemd), or if systemd lost one:
+	 * retrieve the sessions we preserved in the previous boot by name. */
+	if (!same_boot && sessions) {
+		_cleanup_close_ int luo = -EBADF;
+
+		for (char **s = sessions; *s; s++) {
+			int sfd = -EBADF;
+			bool known = false;
+
+			for (size_t i = 0; i < m->n_vms; i++)
+				known = known || streq_ptr(m->vms[i]->session_name, *s);
+			if (known)
+				continue;
+			if (luo < 0) {
+				luo = iommulu_luo_open(m->config.busy_timeout_ms);
+				if (luo < 0) {
+					log_warning_errno(luo, "Cannot open /dev/liveupdate to retrieve sessions by name: %m");
+					break;
+				}
+			}
+			r = iommulu_luo_session_retrieve(luo, *s, &sfd);
+			if (r < 0) {
+				log_vm_errno(LOG_WARNING, r, LOG_VM_SESSION(session_vm_name(*s), *s),
+					     "Session %s from the previous boot is gone: %m", *s);
+				continue;
+			}
+			r = manager_restore_incoming(m, sfd, *s);
+			if (r < 0)
+				safe_close(sfd);
+			else
+				(void)fdstore_push(m, sfd, FDNAME_SESSION_PREFIX, *s);
+		}
+	}
+
+	strv_free(names);
+	strv_free(sessions);
+	manager_save_state(m);
+	log_info("Generation %" PRIu64 "%s, %zu VM(s) known.", m->generation,
+		 m->live_updated ? ", this boot came from a live update" : "", m->n_vms);
+	return 0;
+}

@@ -1,0 +1,175 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include <iommulu/iommulu.h>
+
+#include "conf.h"
+
+#define BUS_NAME "org.iommulu.LiveUpdate1"
+#define MANAGER_PATH "/org/iommulu/LiveUpdate1"
+#define MANAGER_IFACE "org.iommulu.LiveUpdate1.Manager"
+#define VM_PATH_PREFIX "/org/iommulu/LiveUpdate1/vm"
+#define VM_IFACE "org.iommulu.LiveUpdate1.VM"
+
+#define ERROR_NO_SUCH_VM "org.iommulu.LiveUpdate1.Error.NoSuchVM"
+#define ERROR_ALREADY_EXISTS "org.iommulu.LiveUpdate1.Error.AlreadyExists"
+#define ERROR_INVALID_NAME "org.iommulu.LiveUpdate1.Error.InvalidName"
+#define ERROR_NOT_ELIGIBLE "org.iommulu.LiveUpdate1.Error.NotEligible"
+#define ERROR_INVALID_STATE "org.iommulu.LiveUpdate1.Error.InvalidState"
+#define ERROR_KERNEL_UNSUPPORTED "org.iommulu.LiveUpdate1.Error.KernelUnsupported"
+#define ERROR_BUSY "org.iommulu.LiveUpdate1.Error.Busy"
+
+/* Daemon-private session token: a sealed memfd with the daemon's record of
+ * the VM (manifest text, HWPT ids, device config snapshots).  Token 0 is
+ * the library's manifest; the plan uses 0x100.., 0x1000, 0x2000.. */
+#define IOMMU_LUD_RECORD_TOKEN 0xf000u
+
+/* FDNAME prefixes in the service's fd store. */
+#define FDNAME_SESSION_PREFIX "session."
+#define FDNAME_RECORD_PREFIX "record."
+
+typedef struct Manager Manager;
+
+typedef enum VmState {
+	VM_REGISTERED,
+	VM_PRESERVED,
+	VM_RESTORED,
+	VM_VERIFIED,
+	VM_RETRIEVED,
+	VM_FINISHED,
+	VM_FAILED,
+	_VM_STATE_MAX,
+} VmState;
+
+/* PCI config registers captured at preservation, compared after kexec. */
+typedef struct DeviceSnapshot {
+	char bdf[IOMMULU_BDF_MAX];
+	bool valid;
+	uint16_t command;
+	uint32_t bars[6];
+} DeviceSnapshot;
+
+typedef struct VmCheck {
+	char what[IOMMULU_BDF_MAX + 16];	/* BDF, "memfd:N", "iommufd", "manifest" */
+	bool ok;
+	char detail[256];
+} VmCheck;
+
+typedef struct Vm {
+	Manager *manager;
+	char name[IOMMULU_VM_NAME_MAX + 1];
+	char *path;
+	VmState state;
+	char *last_error;
+	char *ineligible;	/* why it cannot be preserved right now, or NULL */
+
+	/* The VM's files: the VMM's (dup'ed at registration) or, after a
+	 * kexec, those retrieved from the session (-1 where not restored). */
+	bool has_fds;
+	int *memfds;
+	uint64_t *memfd_sizes;
+	size_t n_memfds;
+	int iommufd;
+	uint32_t *hwpts;
+	bool *hwpt_marked;	/* mark survives a rolled-back session */
+	size_t n_hwpts;
+	int *devices;
+	char (*bdfs)[IOMMULU_BDF_MAX];
+	DeviceSnapshot *snapshots;	/* matched by BDF */
+	size_t n_snapshots;
+	size_t n_devices;
+	uint64_t guest_memory_bytes;
+	char *restore_notes;	/* what the kernel did not hand back */
+
+	pid_t owner_pid;
+	int owner_pidfd;
+	sd_event_source *owner_source;
+
+	/* LUO session: outgoing while preserved, incoming after a kexec. */
+	uint64_t generation;
+	char session_name[IOMMULU_LUO_SESSION_NAME_MAX + 1];
+	int session_fd;
+	bool session_incoming;
+	int record_fd;		/* copy of the record kept in the fd store */
+	iommulu_manifest *manifest;
+
+	VmCheck *checks;
+	size_t n_checks;
+} Vm;
+
+struct Manager {
+	sd_event *event;
+	sd_bus *bus;
+	Config config;
+	const char *config_path;
+	char *state_dir;
+	char boot_id[40];
+
+	Vm **vms;
+	size_t n_vms;
+
+	uint64_t generation;
+	bool live_updated;
+	bool fdstore;		/* running under systemd with a notify socket */
+
+	/* logind */
+	bool have_logind;
+	bool have_logind_metadata;
+	int delay_fd;
+	int block_fd;
+	char *block_why;
+	sd_event_source *recheck_source;
+	bool exiting;
+};
+
+int manager_new(Manager **ret, const char *config_path);
+Manager *manager_free(Manager *m);
+
+int manager_load_state(Manager *m);
+int manager_connect_bus(Manager *m);
+void manager_save_state(Manager *m);
+
+Vm *manager_find_vm(Manager *m, const char *name);
+int manager_add_vm(Manager *m, Vm *v);
+void manager_remove_vm(Manager *m, Vm *v);
+int manager_request_name(Manager *m);
+void manager_emit_changed(Manager *m, const char *prop);
+int vm_new(Manager *m, const char *name, Vm **ret);
+Vm *vm_free(Vm *v);
+void vm_freep(Vm **v);
+void vm_close_files(Vm *v);
+const char *vm_state_to_string(VmState s);
+void vm_set_state(Vm *v, VmState s, const char *error);
+
+/* Preservation; on failure fills error with a named bus error. */
+int vm_preserve(Vm *v, sd_bus_error *error);
+int manager_preserve_all(Manager *m, char ***ret_results);
+
+/* Restore from the fd store or by name; verify. */
+int manager_restore_incoming(Manager *m, int session_fd, const char *fdname);
+int manager_restore_outgoing(Manager *m, int session_fd, int record_fd, const char *session_name);
+int vm_verify(Vm *v);
+void vm_finish_session(Vm *v);
+
+/* fd store */
+int fdstore_push(Manager *m, int fd, const char *prefix, const char *session_name);
+void fdstore_remove(Manager *m, const char *prefix, const char *session_name);
+
+/* logind / shutdown (shutdown.c) */
+int shutdown_watch_setup(Manager *m);
+void shutdown_update_block(Manager *m);
+bool shutdown_kexec_pending(Manager *m);
+void shutdown_watch_done(Manager *m);
+
+/* record (record.c) */
+int record_to_memfd(const Vm *v, int *ret_fd);
+int record_parse_fd(int fd, Vm *v);
+
+int bus_error_from_errno(sd_bus_error *error, int r, const char *message);

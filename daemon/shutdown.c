@@ -1,0 +1,341 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/*
+ * Automatic preservation before a kexec.
+ *
+ * Primary route, logind: a "delay" inhibitor on "shutdown" is held all the
+ * time.  On PrepareForShutdownWithMetadata(true, {type: "kexec"}) the daemon
+ * preserves every registered VM and then closes the delay fd, which lets
+ * logind queue the kexec.  Old logind without the metadata signal: plain
+ * PrepareForShutdown(true) and /sys/kernel/kexec_loaded = 1 are taken as a
+ * kexec (preserving before an ordinary reboot is harmless: the sessions die
+ * with the old kernel).  While a registered VM cannot be preserved and the
+ * FailurePolicy is "refuse", a "block" inhibitor names it, so
+ * `systemctl kexec` refuses up front.
+ *
+ * Fallback without logind (minimal systems): when systemd stops the daemon
+ * (SIGTERM) or a VMM exits while a job for kexec.target is queued, the
+ * daemon preserves before it lets go.  Both run before systemd-shutdown,
+ * which is what carries the fd store through the kexec.
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "manager.h"
+#include "util.h"
+
+#define LOGIND "org.freedesktop.login1"
+#define LOGIND_PATH "/org/freedesktop/login1"
+#define LOGIND_IFACE "org.freedesktop.login1.Manager"
+
+static int take_inhibitor(Manager *m, const char *mode, const char *why, int *ret_fd)
+{
+	_cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	int fd, r;
+
+	r = sd_bus_call_method(m->bus, LOGIND, LOGIND_PATH, LOGIND_IFACE, "Inhibit", &error, &reply,
+			       "ssss", "shutdown", "iommu-lud", why, mode);
+	if (r < 0)
+		return log_warning_errno(r, "Failed to take a %s inhibitor from logind: %s", mode,
+					 error.message ?: strerror(-r));
+	r = sd_bus_message_read(reply, "h", &fd);
+	if (r < 0)
+		return r;
+	fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	if (fd < 0)
+		return -errno;
+	*ret_fd = fd;
+	return 0;
+}
+
+static bool kexec_loaded(void)
+{
+	char c = 0;
+	int fd = open("/sys/kernel/kexec_loaded", O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return false;
+	if (read(fd, &c, 1) != 1)
+		c = 0;
+	close(fd);
+	return c == '1';
+}
+
+bool shutdown_kexec_pending(Manager *m)
+{
+	_cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL, *reply = NULL;
+	const char *unit, *type, *state, *jp, *up;
+	uint32_t id;
+	bool found = false;
+	int r;
+
+	if (!m->bus)
+		return false;
+	r = sd_bus_message_new_method_call(m->bus, &call, "org.freedesktop.systemd1",
+					   "/org/freedesktop/systemd1",
+					   "org.freedesktop.systemd1.Manager", "ListJobs");
+	if (r < 0)
+		return false;
+	r = sd_bus_call(m->bus, call, 2 * 1000 * 1000, &error, &reply);
+	if (r < 0)
+		return false;
+	r = sd_bus_message_enter_container(reply, 'a', "(usssoo)");
+	while (r >= 0 && (r = sd_bus_message_read(reply, "(usssoo)", &id, &unit, &type, &state, &jp, &up)) > 0)
+		if (streq_ptr(unit, "kexec.target") || streq_ptr(unit, "systemd-kexec.service"))
+			found = true;
+	return found;
+}
+
+static void preserve_for_kexec(Manager *m, const char *why)
+{
+	char **res = NULL;
+	int r;
+
+	log_notice("%s: preserving all registered VMs.", why);
+	r = manager_preserve_all(m, &res);
+	if (r < 0)
+		log_error_errno(r, "PreserveAll failed: %m");
+	for (char **p = res; p && *p; p += 2)
+		log_vm(streq_ptr(p[1], "ok") ? LOG_INFO : LOG_ERR, LOG_VM(p[0]), "Before kexec, VM %s: %s",
+		       p[0], p[1]);
+	if (r > 0)
+		log_error("%d VM(s) could not be preserved; FailurePolicy=%s.", r,
+			  failure_policy_to_string(m->config.failure_policy));
+	for (char **p = res; p && *p; p++)
+		free(*p);
+	free(res);
+}
+
+static void on_prepare(Manager *m, bool start, const char *type)
+{
+	if (!start) {
+		/* Shutdown cancelled: arm again. */
+		if (m->delay_fd < 0)
+			(void)take_inhibitor(m, "delay", "Preserve VMs for a live update before kexec",
+					     &m->delay_fd);
+		return;
+	}
+	if (type ? streq_ptr(type, "kexec") : kexec_loaded())
+		preserve_for_kexec(m, "Kexec announced by logind");
+	else
+		log_info("Shutdown (%s) announced; not a kexec, nothing to preserve.", type ?: "unknown");
+	m->delay_fd = safe_close(m->delay_fd);	/* let logind go on */
+}
+
+static int on_prepare_for_shutdown(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+	Manager *m = userdata;
+	int start, r;
+
+	r = sd_bus_message_read(msg, "b", &start);
+	if (r < 0)
+		return 0;
+	/* logind >= 255 sends ...WithMetadata right after this one; only
+	 * act here when the delay lock is still held and WithMetadata is
+	 * not known to come. */
+	if (m->have_logind_metadata)
+		return 0;
+	on_prepare(m, start, NULL);
+	return 0;
+}
+
+static int on_prepare_for_shutdown_md(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+	Manager *m = userdata;
+	const char *type = NULL;
+	int start, r;
+
+	r = sd_bus_message_read(msg, "b", &start);
+	if (r < 0)
+		return 0;
+	r = sd_bus_message_enter_container(msg, 'a', "{sv}");
+	while (r > 0) {
+		const char *key;
+
+		r = sd_bus_message_enter_container(msg, 'e', "sv");
+		if (r <= 0)
+			break;
+		r = sd_bus_message_read(msg, "s", &key);
+		if (r >= 0 && streq_ptr(key, "type"))
+			r = sd_bus_message_read(msg, "v", "s", &type);
+		else if (r >= 0)
+			r = sd_bus_message_skip(msg, "v");
+		if (r >= 0)
+			r = sd_bus_message_exit_container(msg);
+	}
+	on_prepare(m, start, type ?: "unknown");
+	return 0;
+}
+
+static bool logind_has_metadata(Manager *m)
+{
+	_cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	const char *xml;
+
+	if (sd_bus_call_method(m->bus, LOGIND, LOGIND_PATH, "org.freedesktop.DBus.Introspectable",
+			       "Introspect", &error, &reply, NULL) < 0)
+		return false;
+	if (sd_bus_message_read(reply, "s", &xml) < 0)
+		return false;
+	return strstr(xml, "PrepareForShutdownWithMetadata") != NULL;
+}
+
+static int on_recheck(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	Manager *m = userdata;
+
+	shutdown_update_block(m);
+	if (m->config.recheck_sec > 0)
+		(void)sd_event_source_set_time_relative(s, (uint64_t)m->config.recheck_sec * 1000000);
+	return 0;
+}
+
+int shutdown_watch_setup(Manager *m)
+{
+	int r;
+
+	if (m->config.recheck_sec > 0) {
+		r = sd_event_add_time_relative(m->event, &m->recheck_source, CLOCK_MONOTONIC,
+					       (uint64_t)m->config.recheck_sec * 1000000, 1000000,
+					       on_recheck, m);
+		if (r < 0)
+			return r;
+		(void)sd_event_source_set_enabled(m->recheck_source, SD_EVENT_ON);
+	}
+
+	r = sd_bus_match_signal(m->bus, NULL, LOGIND, LOGIND_PATH, LOGIND_IFACE, "PrepareForShutdown",
+				on_prepare_for_shutdown, m);
+	if (r >= 0)
+		r = sd_bus_match_signal(m->bus, NULL, LOGIND, LOGIND_PATH, LOGIND_IFACE,
+					"PrepareForShutdownWithMetadata", on_prepare_for_shutdown_md, m);
+	if (r < 0)
+		return log_warning_errno(r, "Failed to subscribe to logind: %m");
+
+	r = take_inhibitor(m, "delay", "Preserve VMs for a live update before kexec", &m->delay_fd);
+	if (r < 0) {
+		log_notice("logind is not available; VMs are preserved when systemd stops iommu-lud "
+			   "for a kexec (see docs/daemon.md).");
+		m->have_logind = false;
+		return 0;
+	}
+	m->have_logind = true;
+	m->have_logind_metadata = logind_has_metadata(m);
+	log_info("Holding a logind delay inhibitor for shutdown%s.",
+		 m->have_logind_metadata ? " (PrepareForShutdownWithMetadata)" : "");
+	shutdown_update_block(m);
+	return 0;
+}
+
+void shutdown_watch_done(Manager *m)
+{
+	m->recheck_source = sd_event_source_disable_unref(m->recheck_source);
+	m->delay_fd = safe_close(m->delay_fd);
+	m->block_fd = safe_close(m->block_fd);
+	free(m->block_why);
+	m->block_why = NULL;
+}
+
+static bool liveupdate_present(void)
+{
+	const char *p = getenv("IOMMULU_LIVEUPDATE_DEV") ?: "/dev/liveupdate";
+
+	return access(p, F_OK) == 0;
+}
+
+/* Re-evaluate which VMs could not be preserved now, publish it per VM and
+ * hold or drop the block inhibitor accordingly. */
+void shutdown_update_block(Manager *m)
+{
+	_cleanup_free_ char *why = NULL;
+	bool luo = liveupdate_present();
+	size_t len = 0;
+
+	for (size_t i = 0; i < m->n_vms; i++) {
+		Vm *v = m->vms[i];
+		char reason[IOMMULU_ERROR_MAX + 64] = "";
+
+		switch (v->state) {
+		case VM_REGISTERED:
+		case VM_FAILED:
+			if (v->session_incoming) {
+				snprintf(reason, sizeof(reason), "restored from the last live update and %s; "
+					 "FinishVM it and register it again", vm_state_to_string(v->state));
+				break;
+			}
+			if (!luo) {
+				snprintf(reason, sizeof(reason), "the running kernel has no /dev/liveupdate");
+				break;
+			}
+			{
+				iommulu_plan *plan = NULL;
+				iommulu_error e = {};
+				iommulu_vm_fds fds = {
+					.name = v->name, .memfds = v->memfds, .n_memfds = v->n_memfds,
+					.iommufd = v->iommufd >= 0 ? v->iommufd : -1,
+					.hwpt_ids = v->hwpts, .n_hwpts = v->n_hwpts,
+					.devices = v->devices, .n_devices = v->n_devices,
+				};
+
+				if (iommulu_plan_build(&fds, m->generation, &plan, NULL, &e) < 0)
+					snprintf(reason, sizeof(reason), "%s", e.message);
+				iommulu_plan_free(plan);
+			}
+			break;
+		case VM_RESTORED:
+		case VM_VERIFIED:
+		case VM_RETRIEVED:
+			snprintf(reason, sizeof(reason), "restored from the last live update and %s; "
+				 "FinishVM it and register it again", vm_state_to_string(v->state));
+			break;
+		default:
+			break;
+		}
+
+		if (!streq_ptr(reason[0] ? reason : NULL, v->ineligible)) {
+			free(v->ineligible);
+			v->ineligible = reason[0] ? strdup(reason) : NULL;
+			(void)sd_bus_emit_properties_changed(m->bus, v->path, VM_IFACE, "IneligibleReason", NULL);
+		}
+		if (reason[0]) {
+			char *n;
+
+			if (asprintf(&n, "%s%sVM %s cannot be preserved: %s", strempty(why),
+				     why ? "; " : "", v->name, reason) >= 0) {
+				free(why);
+				why = n;
+				len = strlen(why);
+			}
+		}
+	}
+	(void)len;
+
+	if (m->config.failure_policy != FAILURE_POLICY_REFUSE || !m->have_logind) {
+		free(why);
+		why = NULL;
+	}
+	if (streq_ptr(why, m->block_why))
+		return;
+
+	m->block_fd = safe_close(m->block_fd);
+	free(m->block_why);
+	m->block_why = NULL;
+	if (why) {
+		if (strlen(why) > 500)
+			strcpy(why + 496, "...");
+		if (take_inhibitor(m, "block", why, &m->block_fd) >= 0) {
+			log_warning("Blocking shutdown and kexec: %s", why);
+			m->block_why = TAKE_PTR(why);
+		}
+	} else
+		log_info("No VM blocks a kexec any more.");
+	manager_emit_changed(m, "ShutdownBlockedBy");
+}
