@@ -387,6 +387,7 @@ _public_ int iommulu_manifest_to_json(const iommulu_manifest *m, char **ret_json
 	_cleanup_(json_object_putp) json_object *root = NULL;
 	const char *text;
 	char *copy;
+	size_t len;
 	int r;
 
 	if (!ret_json)
@@ -397,16 +398,23 @@ _public_ int iommulu_manifest_to_json(const iommulu_manifest *m, char **ret_json
 	root = manifest_to_object(m);
 	if (!root)
 		return iommulu_error_setf(error, -ENOMEM, "manifest: out of memory");
+	/* Pretty-printed with a final newline: it is meant to be read by
+	 * humans too (e.g. from /proc/PID/fd of the daemon). */
 	text = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY |
+							    JSON_C_TO_STRING_SPACED |
 							    JSON_C_TO_STRING_NOSLASHESCAPE);
 	if (!text)
 		return iommulu_error_setf(error, -ENOMEM, "manifest: out of memory");
-	if (strlen(text) > IOMMULU_MANIFEST_MAX_BYTES)
+	len = strlen(text);
+	if (len + 1 > IOMMULU_MANIFEST_MAX_BYTES)
 		return iommulu_error_setf(error, -E2BIG, "manifest: %zu bytes, more than %u",
-					  strlen(text), IOMMULU_MANIFEST_MAX_BYTES);
-	copy = strdup(text);
+					  len + 1, IOMMULU_MANIFEST_MAX_BYTES);
+	copy = malloc(len + 2);
 	if (!copy)
 		return iommulu_error_setf(error, -ENOMEM, "manifest: out of memory");
+	memcpy(copy, text, len);
+	copy[len] = '\n';
+	copy[len + 1] = '\0';
 	*ret_json = copy;
 	return 0;
 }
@@ -741,6 +749,61 @@ static int parse_root(parse_ctx *c, json_object *root, iommulu_manifest *m)
 	return iommulu_manifest_validate(m, c->error);
 }
 
+/*
+ * json-c clamps an integer literal above 2^64-1 to UINT64_MAX instead of
+ * failing, which would silently turn an out-of-range token into a valid
+ * one.  So before parsing, find the first non-negative integer literal
+ * (outside strings, no fraction or exponent) that does not fit in 64 bits.
+ * Negative literals need no check: they stay negative when clamped and
+ * are refused as negative.  Returns the byte offset or -1.
+ */
+static ssize_t find_integer_overflow(const char *json, size_t len)
+{
+	static const char u64_max[] = "18446744073709551615";
+	bool in_string = false, escape = false;
+
+	for (size_t i = 0; i < len; i++) {
+		char ch = json[i];
+		size_t start, ndig;
+
+		if (in_string) {
+			if (escape)
+				escape = false;
+			else if (ch == '\\')
+				escape = true;
+			else if (ch == '"')
+				in_string = false;
+			continue;
+		}
+		if (ch == '"') {
+			in_string = true;
+			continue;
+		}
+		if (ch != '-' && (ch < '0' || ch > '9'))
+			continue;
+
+		start = i;
+		if (ch == '-')
+			i++;
+		while (i < len && json[i] == '0' && i + 1 < len && json[i + 1] >= '0' &&
+		       json[i + 1] <= '9')
+			i++;	/* leading zeros (invalid JSON anyway) */
+		ndig = 0;
+		while (i + ndig < len && json[i + ndig] >= '0' && json[i + ndig] <= '9')
+			ndig++;
+		if (json[start] != '-' &&
+		    !(i + ndig < len && (json[i + ndig] == '.' || json[i + ndig] == 'e' ||
+					 json[i + ndig] == 'E')) &&
+		    (ndig > sizeof(u64_max) - 1 ||
+		     (ndig == sizeof(u64_max) - 1 && memcmp(json + i, u64_max, ndig) > 0)))
+			return (ssize_t)start;
+		i += ndig;
+		if (i > start)
+			i--;	/* the for loop's i++ */
+	}
+	return -1;
+}
+
 _public_ int iommulu_manifest_from_json(const char *json, size_t len, iommulu_manifest **ret,
 					iommulu_error *error)
 {
@@ -749,6 +812,7 @@ _public_ int iommulu_manifest_from_json(const char *json, size_t len, iommulu_ma
 	_cleanup_(iommulu_manifest_freep) iommulu_manifest *m = NULL;
 	parse_ctx c = { .error = error };
 	enum json_tokener_error jerr;
+	ssize_t overflow;
 	size_t end;
 	int r;
 
@@ -761,6 +825,10 @@ _public_ int iommulu_manifest_from_json(const char *json, size_t len, iommulu_ma
 		return iommulu_error_setf(error, -EINVAL, "manifest: empty");
 	if (memchr(json, '\0', len))
 		return iommulu_error_setf(error, -EINVAL, "manifest: contains a NUL byte");
+	overflow = find_integer_overflow(json, len);
+	if (overflow >= 0)
+		return iommulu_error_setf(error, -EINVAL,
+					  "manifest: integer at byte %zd is out of range", overflow);
 
 	tok = json_tokener_new_ex(MANIFEST_JSON_DEPTH);
 	if (!tok)
