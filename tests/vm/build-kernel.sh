@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# Build the (patched) Linux 7.3 kernel for the iommu-lud virtual host.
+#
+#   tests/vm/build-kernel.sh [--force] [--quiet]
+#
+# Source:  Debian's linux-source-7.3 (/usr/src/linux-source-7.3.tar.xz),
+#          unpacked once into $IOMMULU_CACHE/src/ as a git repo whose first
+#          commit (tag "pristine") is the untouched tree.
+# Patches: every file listed in kernel-patches/series, in order, applied with
+#          `git am` on a fresh branch from "pristine".  No series file, or an
+#          empty one, means the pristine kernel.
+# Config:  x86_64_defconfig + kvm_guest.config, then trimmed (the TRIM list
+#          below), then kernel-patches/config.fragment, then olddefconfig.
+#          Every option of the fragment is checked in the final .config.
+# Output:  $IOMMULU_CACHE/kernel/<key>/{bzImage,config,System.map,headers/,
+#          build.log,info}, key = hash(source package version, patches in
+#          series order, config fragment, this script).  The output directory
+#          is printed as the last line on stdout; everything else goes to
+#          stderr.  A rerun with nothing changed returns the cached directory
+#          in well under a second.
+#
+# Environment: IOMMULU_CACHE (default /var/cache/iommu-lud), KBUILD_JOBS
+# (default 2; the team rule is never more than 2), CCACHE_DIR (default
+# $IOMMULU_CACHE/ccache).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+CACHE=${IOMMULU_CACHE:-/var/cache/iommu-lud}
+JOBS=${KBUILD_JOBS:-2}
+export CCACHE_DIR=${CCACHE_DIR:-$CACHE/ccache}
+SRC_TARBALL=/usr/src/linux-source-7.3.tar.xz
+SRC_PKG=linux-source-7.3
+PATCH_DIR=$repo/kernel-patches
+FRAGMENT=$PATCH_DIR/config.fragment
+
+force=0 quiet=0
+for a in "$@"; do
+	case $a in
+	--force) force=1 ;;
+	--quiet) quiet=1 ;;
+	-h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+	*) echo "build-kernel: unknown argument $a" >&2; exit 2 ;;
+	esac
+done
+
+log() { [ "$quiet" = 1 ] || echo "build-kernel: $*" >&2; }
+die() { echo "build-kernel: ERROR: $*" >&2; exit 1; }
+
+# Subsystems switched off after defconfig + kvm_guest.config.  The guest
+# boots an initramfs on a serial console, has no disk, no network, no
+# display, no sound and no USB; all it needs is PCI, VT-d, iommufd/VFIO and
+# what systemd wants.  This list is part of the cache key (via this
+# script's hash).  Order matters only in that the fragment comes after it.
+TRIM=(
+	MODULES
+	DRM AGP FB FRAMEBUFFER_CONSOLE VGA_CONSOLE SOUND SND
+	USB_SUPPORT USB HID_SUPPORT HID INPUT_JOYSTICK INPUT_TABLET
+	INPUT_TOUCHSCREEN INPUT_MISC INPUT_MOUSE INPUT_KEYBOARD
+	WIRELESS WLAN CFG80211 MAC80211 RFKILL BT
+	NETDEVICES NETFILTER NET_SCHED IPV6 IP_PNP IP_MULTICAST
+	IP_ADVANCED_ROUTER XFRM_USER NETLABEL NET_9P 9P_FS NFS_FS ROOT_NFS
+	NETWORK_FILESYSTEMS
+	PCCARD ATA SCSI MD BLK_DEV_DM BLK_DEV_SR BLK_DEV_SD CHR_DEV_SG
+	EXT4_FS ISO9660_FS MSDOS_FS VFAT_FS QUOTA HUGETLBFS
+	SECURITY_SELINUX HIBERNATION SUSPEND AMD_IOMMU
+	EFI EFI_STUB EFI_MIXED
+	CPU_FREQ X86_ACPI_CPUFREQ MACINTOSH_DRIVERS X86_PLATFORM_DEVICES
+	EEEPC_LAPTOP I2C WATCHDOG HWMON THERMAL_HWMON
+	PROVIDE_OHCI1394_DMA_INIT KPROBES PROFILING NUMA
+	VIRTIO_INPUT DRM_VIRTIO_GPU VIRTIO_NET VIRTIO_BLK SCSI_VIRTIO
+	VIRTIO_CONSOLE MEDIA_SUPPORT SOUNDWIRE
+	XEN HYPERV KVM
+	DEBUG_WX DEBUG_STACK_USAGE BLK_DEV_IO_TRACE CGROUP_DEBUG
+	DEBUG_DEVRES DEBUG_BOOT_PARAMS EARLY_PRINTK_DBGP
+)
+TRIM_ENABLE=(DEBUG_INFO_NONE)
+
+[ -r "$SRC_TARBALL" ] || die "$SRC_TARBALL missing (scripts/install-deps.sh vm installs $SRC_PKG)"
+[ -r "$FRAGMENT" ] || die "$FRAGMENT missing"
+src_ver=$(dpkg-query -W -f='${Version}' "$SRC_PKG" 2>/dev/null) ||
+	die "package $SRC_PKG is not installed"
+
+# Patches in series order; comments and blank lines ignored.
+patches=()
+if [ -f "$PATCH_DIR/series" ]; then
+	while read -r line; do
+		line=${line%%#*}
+		line=$(echo "$line" | xargs)
+		[ -n "$line" ] || continue
+		[ -f "$PATCH_DIR/$line" ] || die "series lists $line, but kernel-patches/$line does not exist"
+		patches+=("$PATCH_DIR/$line")
+	done < "$PATCH_DIR/series"
+fi
+
+patch_hash=$( { for p in "${patches[@]}"; do basename "$p"; sha256sum < "$p"; done; } | sha256sum | cut -c1-64)
+frag_hash=$(sha256sum < "$FRAGMENT" | cut -c1-64)
+script_hash=$(sha256sum < "$0" | cut -c1-64)
+key=$(printf '%s\n' "$src_ver" "$patch_hash" "$frag_hash" "$script_hash" | sha256sum | cut -c1-16)
+out=$CACHE/kernel/$key
+
+if [ "$force" = 0 ] && [ -f "$out/ok" ]; then
+	log "cached: $out (${#patches[@]} patches, source $src_ver)"
+	echo "$out"
+	exit 0
+fi
+
+mkdir -p "$CACHE/kernel" "$CACHE/src" "$CCACHE_DIR"
+# One build at a time: the source tree and object directory are shared.
+exec 9> "$CACHE/kernel/.lock"
+if ! flock -n 9; then
+	log "another kernel build is running; waiting for it"
+	flock 9
+fi
+if [ "$force" = 0 ] && [ -f "$out/ok" ]; then
+	log "cached (built meanwhile): $out"
+	echo "$out"
+	exit 0
+fi
+
+t0=$(date +%s.%N)
+src=$CACHE/src/$SRC_PKG-$src_ver
+obj=$CACHE/obj/$SRC_PKG-$src_ver
+export GIT_AUTHOR_NAME="iommu-lud harness" GIT_AUTHOR_EMAIL="harness@iommu-lud.invalid"
+export GIT_COMMITTER_NAME="$GIT_AUTHOR_NAME" GIT_COMMITTER_EMAIL="$GIT_AUTHOR_EMAIL"
+g() { git -C "$src" -c core.autocrlf=false -c gc.auto=0 "$@"; }
+
+if ! g rev-parse -q --verify refs/tags/pristine > /dev/null 2>&1; then
+	log "unpacking $SRC_TARBALL ($src_ver) into $src"
+	rm -rf "$src.tmp"
+	mkdir -p "$src.tmp"
+	tar -xJf "$SRC_TARBALL" -C "$src.tmp" --strip-components=1
+	git -C "$src.tmp" init -q -b upstream
+	git -C "$src.tmp" add -A -f
+	git -C "$src.tmp" -c gc.auto=0 commit -q -m "linux-source-7.3 $src_ver (pristine)"
+	git -C "$src.tmp" tag pristine
+	rm -rf "$src"
+	mv "$src.tmp" "$src"
+	log "unpacked in $(printf '%.0f' "$(echo "$(date +%s.%N) - $t0" | bc)") s"
+fi
+
+# Fresh branch from the pristine tree, then the series.
+g am --abort > /dev/null 2>&1 || true
+g checkout -q -f -B build refs/tags/pristine
+g clean -q -f -d -x
+for p in "${patches[@]}"; do
+	if ! g am -q --keep-cr "$p" >&2; then
+		g am --abort > /dev/null 2>&1 || true
+		die "git am failed for kernel-patches/$(basename "$p")"
+	fi
+done
+log "applied ${#patches[@]} patch(es) on $src_ver"
+
+# Config.
+mkdir -p "$obj"
+mk() { nice -n 10 make -C "$src" O="$obj" CC="ccache gcc" HOSTCC="ccache gcc" \
+	KBUILD_BUILD_TIMESTAMP="iommu-lud" KBUILD_BUILD_USER=iommu-lud \
+	KBUILD_BUILD_HOST=vm "$@"; }
+mk -s x86_64_defconfig > /dev/null
+mk -s kvm_guest.config > /dev/null
+trim_args=()
+for o in "${TRIM[@]}"; do trim_args+=(-d "$o"); done
+for o in "${TRIM_ENABLE[@]}"; do trim_args+=(-e "$o"); done
+"$src/scripts/config" --file "$obj/.config" "${trim_args[@]}"
+cat "$FRAGMENT" >> "$obj/.config"
+mk -s olddefconfig > /dev/null
+
+# Every fragment line must have survived olddefconfig.
+missing=0
+while read -r line; do
+	case $line in
+	CONFIG_*=*)
+		opt=${line%%=*}
+		if ! grep -qxF "$line" "$obj/.config"; then
+			got=$(grep -E "^($opt=|# $opt is not set)" "$obj/.config" || echo "absent")
+			echo "build-kernel: config fragment wants '$line', .config has '$got'" >&2
+			missing=1
+		fi ;;
+	"# CONFIG_"*" is not set")
+		opt=${line#\# }; opt=${opt%% *}
+		if grep -qE "^$opt=" "$obj/.config"; then
+			echo "build-kernel: config fragment wants $opt off, .config has '$(grep -E "^$opt=" "$obj/.config")'" >&2
+			missing=1
+		fi ;;
+	esac
+done < "$FRAGMENT"
+[ "$missing" = 0 ] || die "kconfig dropped options of kernel-patches/config.fragment (unmet dependencies?)"
+
+# Build.
+rm -rf "$out.tmp"
+mkdir -p "$out.tmp"
+log "building bzImage (-j$JOBS, ccache in $CCACHE_DIR); log: $out.tmp/build.log"
+tb=$(date +%s.%N)
+if ! mk -j"$JOBS" bzImage > "$out.tmp/build.log" 2>&1; then
+	grep -E 'error|Error' "$out.tmp/build.log" | head -n 40 >&2 || true
+	tail -n 20 "$out.tmp/build.log" >&2
+	die "kernel build failed; full log: $out.tmp/build.log"
+fi
+mk -s headers_install INSTALL_HDR_PATH="$out.tmp/headers" >> "$out.tmp/build.log" 2>&1 ||
+	die "make headers_install failed; see $out.tmp/build.log"
+te=$(date +%s.%N)
+
+cp "$obj/arch/x86/boot/bzImage" "$out.tmp/bzImage"
+cp "$obj/.config" "$out.tmp/config"
+cp "$obj/System.map" "$out.tmp/System.map"
+g log --format="%h %s" refs/tags/pristine..build > "$out.tmp/patches.txt"
+warnings=$(grep -ciE 'warning:' "$out.tmp/build.log" || true)
+grep -iE 'warning:' "$out.tmp/build.log" > "$out.tmp/warnings.txt" || true
+build_s=$(printf '%.1f' "$(echo "$te - $tb" | bc)")
+total_s=$(printf '%.1f' "$(echo "$te - $t0" | bc)")
+cat > "$out.tmp/info" <<EOF
+key=$key
+source_version=$src_ver
+patches=${#patches[@]}
+patch_sha256=$patch_hash
+fragment_sha256=$frag_hash
+script_sha256=$script_hash
+build_seconds=$build_s
+total_seconds=$total_s
+warnings=$warnings
+kernel_release=$(cat "$obj/include/config/kernel.release")
+ccache=$(ccache -s 2>/dev/null | grep -iE 'hits|misses' | tr -s ' ' | paste -sd ';' || true)
+EOF
+touch "$out.tmp/ok"
+rm -rf "$out"
+mv "$out.tmp" "$out"
+log "kernel $(cat "$obj/include/config/kernel.release") built in ${build_s} s (total ${total_s} s, ${#patches[@]} patches)"
+if [ "$warnings" != 0 ]; then
+	log "WARNING: the build log has $warnings warning line(s):"
+	head -n 20 "$out/warnings.txt" >&2
+else
+	log "no warnings in the build log"
+fi
+echo "$out"

@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# Build the guest initramfs of the iommu-lud virtual host.
+#
+#   tests/vm/build-rootfs.sh KERNEL_DIR
+#   tests/vm/build-rootfs.sh --base-only     (only build/cache the base image)
+#
+# The initramfs is two concatenated zstd-compressed cpio archives; the kernel
+# unpacks them in order, so the second overrides the first:
+#   1. base:    Debian sid (minbase) with systemd 262, dbus, kexec-tools, ...
+#               made by mmdebstrap, plus the guest configuration below.
+#               Cached in $IOMMULU_CACHE/rootfs/base-<key>.cpio.zst, key =
+#               hash(package list, this script).  Mirror: taken from this
+#               host's /etc/apt/sources.list.d/*.sources (never hard-coded).
+#   2. overlay: this project's build (`meson install --destdir` of a
+#               non-sanitized build dir), the harness's guest side
+#               (tests/vm/guest/), every scenario (tests/vm/scenarios/), and
+#               the kernel (KERNEL_DIR/bzImage as /boot/vmlinuz, which stage 1
+#               kexecs into).  Rebuilt on every call; cheap.
+# The guest gets its own copy of the initramfs for kexec from the kernel
+# itself: we boot with `retain_initrd`, which keeps the initrd in memory and
+# exposes it as /sys/firmware/initrd; `kexec -s --initrd=/sys/firmware/initrd`
+# hands exactly the same bytes to the next kernel, for any number of kexecs.
+#
+# The resulting image is stored as $IOMMULU_CACHE/initramfs/<hash>.img (an
+# identical rebuild reuses it) and its path is printed as the last line on
+# stdout.  Progress goes to stderr.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+CACHE=${IOMMULU_CACHE:-/var/cache/iommu-lud}
+kdir=${1:?usage: build-rootfs.sh KERNEL_DIR | --base-only}
+base_only=0
+if [ "$kdir" = --base-only ]; then
+	base_only=1
+elif [ ! -f "$kdir/bzImage" ]; then
+	echo "build-rootfs: $kdir/bzImage missing" >&2; exit 1
+fi
+
+log() { echo "build-rootfs: $*" >&2; }
+die() { echo "build-rootfs: ERROR: $*" >&2; exit 1; }
+now() { date +%s.%N; }
+since() { printf '%.1f' "$(echo "$(now) - $1" | bc)"; }
+
+# Packages of the guest.  libsystemd0 comes with systemd; libjson-c5 is
+# libiommulu's JSON dependency; jq lets stage scripts read busctl --json.
+PKGS=(systemd systemd-sysv dbus kexec-tools pciutils libjson-c5 procps jq)
+SUITE=sid
+
+mirror_uri() {
+	local uri
+	uri=$(grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null |
+		awk '{print $2}' | grep -v -- '-security' | grep -i debian | head -n1 || true)
+	if [ -z "$uri" ]; then
+		uri=$(grep -hE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
+			awk '{print $2}' | grep -v -- '-security' | grep -i debian | head -n1 || true)
+	fi
+	[ -n "$uri" ] || die "no Debian mirror in this host's apt configuration"
+	echo "${uri%/}"
+}
+
+mkdir -p "$CACHE/rootfs" "$CACHE/initramfs"
+base_key=$( { echo "$SUITE ${PKGS[*]}"; sha256sum < "$0"; } | sha256sum | cut -c1-16)
+base=$CACHE/rootfs/base-$base_key.cpio.zst
+
+# ---------------------------------------------------------------- 1. base
+build_base() {
+	local t0 dir mirror
+	t0=$(now)
+	mirror=$(mirror_uri)
+	dir=$CACHE/rootfs/base-$base_key.dir
+	rm -rf "$dir"
+	log "mmdebstrap --variant=minbase $SUITE (${PKGS[*]}) from the host's mirror"
+	mmdebstrap --variant=minbase --format=directory --quiet \
+		--include="$(IFS=,; echo "${PKGS[*]}")" \
+		--aptopt='Acquire::Check-Valid-Until "false"' \
+		--aptopt='Acquire::Languages "none"' \
+		--aptopt='APT::Install-Recommends "false"' \
+		--dpkgopt='path-exclude=/usr/share/man/*' \
+		--dpkgopt='path-exclude=/usr/share/locale/*' \
+		--dpkgopt='path-exclude=/usr/share/doc/*' \
+		--dpkgopt='path-include=/usr/share/doc/*/copyright' \
+		--dpkgopt='path-exclude=/usr/share/info/*' \
+		"$SUITE" "$dir" "$mirror" >&2 || die "mmdebstrap failed"
+
+	# Guest configuration.  The initramfs is the root file system: the
+	# kernel runs /init; systemd must not think it is an initrd (no
+	# /etc/initrd-release) nor a first boot (empty /etc/machine-id).
+	ln -sfn /sbin/init "$dir/init"
+	: > "$dir/etc/machine-id"
+	echo iommulu-vm > "$dir/etc/hostname"
+	: > "$dir/etc/fstab"
+	# No login prompts, no periodic jobs, no first-boot wizard: the guest
+	# only runs the scenario runner.
+	local u
+	for u in getty@.service serial-getty@.service console-getty.service \
+		systemd-firstboot.service apt-daily.timer apt-daily-upgrade.timer \
+		dpkg-db-backup.timer fstrim.timer e2scrub_all.timer \
+		systemd-tmpfiles-clean.timer systemd-hwdb-update.service \
+		ldconfig.service systemd-update-utmp.service \
+		systemd-update-utmp-runlevel.service; do
+		ln -sfn /dev/null "$dir/etc/systemd/system/$u"
+	done
+	rm -rf "$dir/var/cache/apt"/*.bin "$dir/var/lib/apt/lists"/* "$dir/var/log"/*
+	# Record what we got, for the docs and for debugging.
+	chroot "$dir" dpkg-query -W -f='${Package} ${Version}\n' > "$CACHE/rootfs/base-$base_key.packages"
+	(cd "$dir" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 |
+		zstd -q -T2 -6 -o "$base.tmp" -f) || die "packing the base cpio failed"
+	mv "$base.tmp" "$base"
+	rm -rf "$dir"
+	log "base image $(du -h "$base" | cut -f1) built in $(since "$t0") s ($(grep -E '^systemd ' "$CACHE/rootfs/base-$base_key.packages"))"
+}
+
+exec 8> "$CACHE/rootfs/.lock"
+flock 8
+if [ ! -s "$base" ]; then
+	build_base
+else
+	log "base cached: $base"
+fi
+flock -u 8
+if [ "$base_only" = 1 ]; then
+	echo "$base"
+	exit 0
+fi
+
+# ------------------------------------------------------- 2. project build
+# A non-sanitized build of this checkout, installed with --prefix=/usr.
+# Libraries go to /usr/lib (--libdir=lib): the loader searches it without an
+# ld.so.cache entry, and the base image's cache knows nothing of our files.
+t0=$(now)
+bdir=$CACHE/build-vm/$(echo "$repo" | sha256sum | cut -c1-12)
+stage=$(mktemp -d "$CACHE/initramfs/stage.XXXXXX")
+trap 'rm -rf "$stage"' EXIT
+mkdir -p "$CACHE/build-vm"
+exec 7> "$bdir.lock"
+flock 7
+if [ -f "$repo/meson.build" ]; then
+	setup_args=(--prefix=/usr --libdir=lib --sysconfdir=/etc --localstatedir=/var
+		--buildtype=debugoptimized -Db_sanitize=none -Dtests=true
+		-Dsystemdsystemunitdir=/usr/lib/systemd/system
+		-Ddbuspolicydir=/usr/share/dbus-1/system.d)
+	# -Dfuzz exists in meson_options.txt; guard so an older tree still works.
+	grep -q "'fuzz'" "$repo/meson_options.txt" 2>/dev/null && setup_args+=(-Dfuzz=disabled)
+	if [ -f "$bdir/build.ninja" ]; then
+		meson setup --reconfigure "$bdir" "$repo" "${setup_args[@]}" > "$bdir.setup.log" 2>&1 ||
+			{ cat "$bdir.setup.log" >&2; die "meson setup --reconfigure failed"; }
+	else
+		rm -rf "$bdir"
+		meson setup "$bdir" "$repo" "${setup_args[@]}" > "$bdir.setup.log" 2>&1 ||
+			{ cat "$bdir.setup.log" >&2; die "meson setup failed"; }
+	fi
+	nice -n 10 ninja -C "$bdir" > "$bdir.ninja.log" 2>&1 ||
+		{ tail -n 40 "$bdir.ninja.log" >&2; die "building the project failed (log: $bdir.ninja.log)"; }
+	meson install -C "$bdir" --no-rebuild --quiet --destdir "$stage/root" > "$bdir.install.log" 2>&1 ||
+		{ cat "$bdir.install.log" >&2; die "meson install failed"; }
+else
+	log "no meson.build in $repo: the guest gets the harness only"
+fi
+flock -u 7
+mkdir -p "$stage/root"
+log "project built and installed in $(since "$t0") s"
+
+# Fold a non-merged-/usr layout into /usr: in sid /bin, /sbin and /lib are
+# symlinks into /usr, and a cpio directory entry must not shadow them.
+r=$stage/root
+for d in bin sbin lib lib64; do
+	if [ -d "$r/$d" ] && [ ! -L "$r/$d" ]; then
+		mkdir -p "$r/usr/$d"
+		cp -a "$r/$d/." "$r/usr/$d/"
+		rm -rf "${r:?}/$d"
+	fi
+done
+
+# ------------------------------------------------------- 3. harness files
+g=$here/guest
+install -D -m 0755 "$g/iommulu-vm-runner" "$r/usr/lib/iommulu-vm/runner"
+install -D -m 0644 "$g/lib.sh" "$r/usr/lib/iommulu-vm/lib.sh"
+install -D -m 0644 "$g/iommulu-vm-runner.service" "$r/etc/systemd/system/iommulu-vm-runner.service"
+mkdir -p "$r/etc/systemd/system/multi-user.target.wants"
+ln -sfn ../iommulu-vm-runner.service "$r/etc/systemd/system/multi-user.target.wants/iommulu-vm-runner.service"
+for s in "$here"/scenarios/*/; do
+	[ -f "$s/scenario.conf" ] || continue
+	n=$(basename "$s")
+	mkdir -p "$r/usr/lib/iommulu-vm/scenarios/$n"
+	cp -a "$s/." "$r/usr/lib/iommulu-vm/scenarios/$n/"
+	# Units a scenario ships are installed, not enabled: stage scripts start them.
+	if [ -d "$s/units" ]; then
+		cp -a "$s/units/." "$r/etc/systemd/system/"
+	fi
+done
+install -D -m 0644 "$kdir/bzImage" "$r/boot/vmlinuz"
+printf 'kernel_dir=%s\n' "$kdir" > "$r/usr/lib/iommulu-vm/build-info"
+(cd "$repo" && git log -1 --format='commit=%H' 2>/dev/null || true) >> "$r/usr/lib/iommulu-vm/build-info"
+
+overlay=$stage/overlay.cpio.zst
+(cd "$r" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 |
+	zstd -q -T2 -3 -o "$overlay" -f) || die "packing the overlay failed"
+
+key=$( { echo "$base_key"; sha256sum < "$overlay"; } | sha256sum | cut -c1-16)
+img=$CACHE/initramfs/$key.img
+if [ ! -s "$img" ]; then
+	cat "$base" "$overlay" > "$img.tmp.$$"
+	mv "$img.tmp.$$" "$img"
+fi
+# Keep the cache bounded: the 8 newest images.
+ls -1t "$CACHE"/initramfs/*.img 2>/dev/null | tail -n +9 | xargs -r rm -f
+log "initramfs $(du -h "$img" | cut -f1) ($(du -h "$overlay" | cut -f1) overlay) ready in $(since "$t0") s"
+echo "$img"

@@ -1,0 +1,65 @@
+# Helpers for scenario stage scripts (bash).  The runner exports:
+#   IOMMULU_SCENARIO  scenario name
+#   IOMMULU_STAGE     stage number (1 = first boot, 2 = after the first kexec, ...)
+#   IOMMULU_MODE      VT-d mode the host chose: legacy | scalable
+#   IOMMULU_DIR       the scenario's directory in the guest
+#   IOMMULU_TOOLS     where the project's test programs are installed
+# Everything printed goes to the serial console.  Lines starting with
+# "IOMMULU-" are the protocol the host parses; see docs/virtual-host.md.
+
+IOMMULU_TOOLS=${IOMMULU_TOOLS:-/usr/libexec/iommu-lud/tests}
+
+# Guest CLOCK_BOOTTIME in seconds (10 ms resolution).
+lu_now() { local up _; read -r up _ < /proc/uptime; echo "$up"; }
+
+# Informational line.
+info() { echo "[$IOMMULU_SCENARIO/$IOMMULU_STAGE] $*"; }
+
+# A failed check: the host prints these lines on failure.
+fail() { echo "IOMMULU-FAIL: $*"; exit 1; }
+
+# The scenario cannot run here (missing device, ...): reported as SKIP.
+skip() { echo "IOMMULU-SKIP: $*"; exit 77; }
+
+# A figure for the host's summary: metric NAME VALUE UNIT
+metric() { echo "IOMMULU-METRIC: $1=$2 $3"; }
+
+# check DESCRIPTION CMD...: run CMD; fail with DESCRIPTION if it fails.
+check() {
+	local what=$1
+	shift
+	if "$@"; then
+		info "ok: $what"
+	else
+		fail "$what (command: $*; rc=$?)"
+	fi
+}
+
+# PCI functions of QEMU's edu device (1234:11e8), one BDF per line.
+edu_bdfs() {
+	local d
+	for d in /sys/bus/pci/devices/*; do
+		[ "$(cat "$d/vendor")" = 0x1234 ] && [ "$(cat "$d/device")" = 0x11e8 ] &&
+			basename "$d"
+	done
+	return 0
+}
+
+# bind_vfio BDF: bind a PCI function to vfio-pci through driver_override;
+# prints the vfio cdev path (/dev/vfio/devices/vfioN).
+bind_vfio() {
+	local bdf=$1 d=/sys/bus/pci/devices/$1 cur n
+	echo vfio-pci > "$d/driver_override" || return 1
+	if [ -e "$d/driver" ]; then
+		cur=$(basename "$(readlink "$d/driver")")
+		[ "$cur" = vfio-pci ] || echo "$bdf" > "$d/driver/unbind" || return 1
+	fi
+	[ -e "$d/driver" ] || echo "$bdf" > /sys/bus/pci/drivers/vfio-pci/bind || return 1
+	for n in "$d"/vfio-dev/vfio*; do
+		[ -e "$n" ] || continue
+		echo "/dev/vfio/devices/$(basename "$n")"
+		return 0
+	done
+	echo "bind_vfio: $bdf has no vfio-dev node" >&2
+	return 1
+}

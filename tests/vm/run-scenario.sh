@@ -1,0 +1,255 @@
+#!/usr/bin/env bash
+# Run one virtual-host scenario.
+#
+#   tests/vm/run-scenario.sh NAME [--iommu legacy|scalable] [--smp N]
+#                            [--kernel-dir DIR] [--initrd FILE] [--results DIR]
+#
+# Builds (or takes from the cache) the kernel and the initramfs unless they
+# are given, boots QEMU (TCG, q35, intel-iommu, edu devices), follows the
+# guest's serial console and enforces a timeout on every step: boot, each
+# stage, each kexec.  A scenario passes only on the guest's
+# "IOMMULU-RESULT: PASS NAME" line.  See docs/virtual-host.md.
+#
+# Exit status: 0 PASS or XFAIL, 77 SKIP, 1 FAIL or XPASS, 2 usage/harness.
+# The last line printed is "RESULT: <PASS|FAIL|XFAIL|XPASS|SKIP> NAME MODE ...".
+set -uo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+name= mode= smp= kdir= initrd= results=
+while [ $# -gt 0 ]; do
+	case $1 in
+	--iommu) mode=$2; shift ;;
+	--iommu=*) mode=${1#*=} ;;
+	--smp) smp=$2; shift ;;
+	--kernel-dir) kdir=$2; shift ;;
+	--initrd) initrd=$2; shift ;;
+	--results) results=$2; shift ;;
+	-h|--help) usage ;;
+	-*) echo "run-scenario: unknown option $1" >&2; usage ;;
+	*) [ -z "$name" ] || usage; name=$1 ;;
+	esac
+	shift
+done
+[ -n "$name" ] || usage
+sdir=$here/scenarios/$name
+[ -f "$sdir/scenario.conf" ] || { echo "run-scenario: no scenario $name ($sdir/scenario.conf)" >&2; exit 2; }
+
+now() { date +%s.%N; }
+fmt() { printf '%.1f' "$1"; }
+sub() { echo "$1 - $2" | bc -l; }
+T0=$(now)
+
+# ------------------------------------------------------------ kernel, rootfs
+t=$(now)
+if [ -z "$kdir" ]; then
+	kdir=$("$here/build-kernel.sh" | tail -n1) || { echo "run-scenario: kernel build failed" >&2; exit 2; }
+fi
+t_kernel=$(sub "$(now)" "$t")
+kbuild=$(sed -n 's/^build_seconds=//p' "$kdir/info" 2>/dev/null)
+
+# ------------------------------------------------------------ scenario.conf
+# Defaults; scenario.conf (bash) may override any of them.  KERNEL_DIR is
+# set so that a scenario can decide XFAIL from the kernel's exported headers.
+DESCRIPTION=
+MODES="legacy scalable"   # VT-d modes run-all.sh runs this scenario in
+HOST_ONLY=0               # 1: run ./host on the build host, no VM
+EDU=1                     # number of edu devices
+MEM=2048                  # guest RAM, MiB
+SMP=1                     # guest CPUs (see docs: -smp 2 is not reliable under TCG)
+TIMEOUT_BOOT=150          # QEMU start -> stage 1 start, seconds
+TIMEOUT_STAGE=120         # per stage
+TIMEOUT_KEXEC=120         # kexec -> next stage start
+XFAIL=                    # non-empty: expected to fail, with this reason
+QEMU_EXTRA=               # extra QEMU arguments (word-split)
+KERNEL_DIR=$kdir
+# shellcheck disable=SC1091
+. "$sdir/scenario.conf"
+[ -n "$mode" ] || mode=${MODES%% *}
+[ -n "$smp" ] || smp=$SMP
+case $mode in legacy|scalable) ;; *) echo "run-scenario: --iommu must be legacy or scalable" >&2; exit 2 ;; esac
+
+results=${results:-${IOMMULU_VM_RESULTS:-$repo/build/vm-results}/$name-$mode}
+rm -rf "$results"
+mkdir -p "$results"
+printf '%s\n' "$kdir" > "$results/kernel-dir"
+
+finish() {	# finish OUTCOME DETAIL EXIT
+	local outcome=$1 detail=$2 rc=$3
+	if [ -n "$XFAIL" ]; then
+		case $outcome in
+		PASS) outcome=XPASS; rc=1
+			detail="unexpected pass: remove XFAIL from scenarios/$name/scenario.conf (${XFAIL})" ;;
+		FAIL) outcome=XFAIL; rc=0; detail="expected failure: $XFAIL${detail:+ [$detail]}" ;;
+		esac
+	fi
+	echo "$outcome" > "$results/result"
+	echo "RESULT: $outcome $name $mode $(fmt "$(sub "$(now)" "$T0")")s${detail:+ -- $detail}"
+	exit "$rc"
+}
+
+echo "== $name ($mode VT-d)${DESCRIPTION:+: $DESCRIPTION}"
+echo "   results: $results"
+[ -n "$XFAIL" ] && echo "   expected to fail: $XFAIL"
+
+# ------------------------------------------------------------ host-only
+if [ "$HOST_ONLY" = 1 ]; then
+	[ -x "$sdir/host" ] || { echo "run-scenario: $sdir/host missing" >&2; exit 2; }
+	KERNEL_DIR=$kdir REPO=$repo RESULTS=$results IOMMULU_MODE=$mode "$sdir/host" 2>&1 | tee "$results/host.log"
+	rc=${PIPESTATUS[0]}
+	case $rc in
+	0) finish PASS "" 0 ;;
+	77) finish SKIP "$(grep -m1 'IOMMULU-SKIP' "$results/host.log" | sed 's/^IOMMULU-SKIP: //')" 77 ;;
+	*) grep -E 'IOMMULU-FAIL' "$results/host.log" | sed 's/^/   guest> /' | head -n 40
+		finish FAIL "host check exited with $rc" 1 ;;
+	esac
+fi
+
+t=$(now)
+if [ -z "$initrd" ]; then
+	initrd=$("$here/build-rootfs.sh" "$kdir" | tail -n1) || { echo "run-scenario: rootfs build failed" >&2; exit 2; }
+fi
+t_rootfs=$(sub "$(now)" "$t")
+
+# ------------------------------------------------------------ QEMU
+# TCG, not KVM: with KVM the guest stalls while decompressing the kernel on
+# this host (issue 3).  intremap=on: iommufd refuses to bind a device without
+# isolated MSI (interrupt remapping) unless allow_unsafe_interrupts is set;
+# under TCG it needs no split irqchip.  intel-iommu must come before the
+# PCI devices it translates for.
+iommu=intel-iommu,intremap=on
+[ "$mode" = scalable ] && iommu+=,x-scalable-mode=on
+cmdline="console=ttyS0 liveupdate=on kho=on intel_iommu=on retain_initrd panic=-1"
+cmdline+=" iommulu.scenario=$name iommulu.mode=$mode systemd.show_status=error"
+qemu=(qemu-system-x86_64 -machine q35 -accel tcg -cpu max -smp "$smp" -m "$MEM"
+	-nodefaults -display none -no-reboot -monitor none
+	-serial "file:$results/serial.log"
+	-device "$iommu")
+for _ in $(seq 1 "$EDU"); do qemu+=(-device edu); done
+qemu+=(-kernel "$kdir/bzImage" -initrd "$initrd" -append "$cmdline")
+# shellcheck disable=SC2206
+[ -n "$QEMU_EXTRA" ] && qemu+=($QEMU_EXTRA)
+printf '%q ' "${qemu[@]}" > "$results/qemu.cmd"; echo >> "$results/qemu.cmd"
+
+: > "$results/serial.log"
+t_qemu=$(now)
+setsid "${qemu[@]}" > "$results/qemu.out" 2>&1 < /dev/null &
+qpid=$!
+cleanup() {
+	if kill -0 "$qpid" 2>/dev/null; then
+		kill "$qpid" 2>/dev/null
+		for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$qpid" 2>/dev/null || break; sleep 0.2; done
+		kill -9 "$qpid" 2>/dev/null
+	fi
+	wait "$qpid" 2>/dev/null
+}
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT TERM
+
+# ------------------------------------------------------------ follow the guest
+# Host times (seconds since QEMU start) of each protocol line, when first seen.
+declare -a mk_line=() mk_host=()
+seen=0 state=boot deadline=$(echo "$t_qemu + $TIMEOUT_BOOT" | bc) outcome= detail=
+while :; do
+	mapfile -t lines < <(grep -a 'IOMMULU-' "$results/serial.log" 2>/dev/null | tr -d '\r')
+	ht=$(sub "$(now)" "$t_qemu")
+	while [ "$seen" -lt "${#lines[@]}" ]; do
+		l=${lines[$seen]}
+		l=${l#*IOMMULU-}; l=IOMMULU-$l
+		mk_line+=("$l"); mk_host+=("$ht")
+		seen=$((seen + 1))
+		case $l in
+		"IOMMULU-MARK: stage-start"*)
+			st=$(sed -n 's/.* stage=\([0-9]*\).*/\1/p' <<< "$l")
+			echo "   [$(fmt "$ht")s] stage $st started"
+			state=stage; deadline=$(echo "$(now) + $TIMEOUT_STAGE" | bc) ;;
+		"IOMMULU-MARK: kexec"*)
+			echo "   [$(fmt "$ht")s] kexec"
+			state=kexec; deadline=$(echo "$(now) + $TIMEOUT_KEXEC" | bc) ;;
+		"IOMMULU-RESULT: PASS $name"*) outcome=PASS ;;
+		"IOMMULU-RESULT: SKIP $name"*) outcome=SKIP; detail=${l#*SKIP $name} ;;
+		"IOMMULU-RESULT: "*) outcome=FAIL; detail=${l#IOMMULU-RESULT: FAIL $name} ;;
+		"IOMMULU-METRIC: "*) echo "   metric: ${l#IOMMULU-METRIC: }" ;;
+		esac
+	done
+	[ -n "$outcome" ] && break
+	if ! kill -0 "$qpid" 2>/dev/null; then
+		outcome=FAIL; detail="QEMU exited during $state (guest panic or reset?)"; break
+	fi
+	if grep -aqE 'Kernel panic - not syncing|end Kernel panic' "$results/serial.log"; then
+		sleep 1; outcome=FAIL; detail="guest kernel panic during $state"; break
+	fi
+	if [ "$(echo "$(now) > $deadline" | bc)" = 1 ]; then
+		outcome=FAIL; detail="timeout during $state"; break
+	fi
+	sleep 0.2
+done
+t_end=$(now)
+cleanup
+trap - EXIT
+cat "$results/qemu.out" >> "$results/serial.log.qemu" 2>/dev/null
+printf '%s\n' "${mk_line[@]}" > "$results/markers"
+
+# ------------------------------------------------------------ phase times
+# Guest times come from the runner's CLOCK_BOOTTIME stamps (t=) and, across
+# a kexec, from the old kernel's printk stamp of "Starting new kernel".
+# Host times are when the line appeared on the serial console.
+gt() { sed -n 's/.* t=\([0-9.]*\).*/\1/p' <<< "$1"; }
+{
+	printf 'phase times (guest clock; host wall clock in brackets)\n'
+	if [ -n "$kbuild" ] && [ "$(echo "$t_kernel > 5" | bc)" = 1 ]; then
+		printf '  %-22s %7ss (built)\n' "kernel build" "$(fmt "$t_kernel")"
+	else
+		printf '  %-22s %7ss (cached; cold build took %ss)\n' "kernel build" "$(fmt "$t_kernel")" "${kbuild:-?}"
+	fi
+	printf '  %-22s %7ss\n' "initramfs" "$(fmt "$t_rootfs")"
+	prev_kind=boot prev_t= prev_h=0 kexec_t= kexec_h=
+	for i in "${!mk_line[@]}"; do
+		l=${mk_line[$i]} h=${mk_host[$i]}
+		st=$(sed -n 's/.* stage=\([0-9]*\).*/\1/p' <<< "$l")
+		case $l in
+		"IOMMULU-MARK: stage-start"*)
+			g=$(gt "$l")
+			if [ "$st" = 1 ]; then
+				printf '  %-22s %7ss  [%ss from QEMU start]\n' "boot -> stage 1" "$(fmt "$g")" "$(fmt "$h")"
+			elif [ -n "$kexec_t" ]; then
+				# Old kernel: marker -> "Starting new kernel"; new kernel: 0 -> stage start.
+				ks=$(awk -v n="$((st - 1))" '
+					/IOMMULU-MARK: kexec/ { k++ }
+					k == n && /Starting new kernel/ { sub(/^[^[]*\[ */, ""); sub(/\].*/, ""); print; exit }' \
+					"$results/serial.log")
+				if [ -n "$ks" ]; then
+					gk=$(echo "($ks - $kexec_t) + $g" | bc -l)
+					printf '  %-22s %7ss  [%ss]  (old kernel %ss, new kernel to stage %ss)\n' \
+						"kexec -> stage $st" "$(fmt "$gk")" "$(fmt "$(sub "$h" "$kexec_h")")" \
+						"$(fmt "$(sub "$ks" "$kexec_t")")" "$(fmt "$g")"
+				else
+					printf '  %-22s %7s   [%ss]\n' "kexec -> stage $st" "?" "$(fmt "$(sub "$h" "$kexec_h")")"
+				fi
+			fi
+			prev_t=$(gt "$l") prev_h=$h ;;
+		"IOMMULU-MARK: stage-end"*)
+			printf '  %-22s %7ss  [%ss]\n' "stage $st" "$(fmt "$(sub "$(gt "$l")" "$prev_t")")" \
+				"$(fmt "$(sub "$h" "$prev_h")")" ;;
+		"IOMMULU-MARK: kexec"*)
+			kexec_t=$(gt "$l") kexec_h=$h ;;
+		esac
+	done
+	printf '  %-22s %7ss\n' "total (host)" "$(fmt "$(sub "$t_end" "$T0")")"
+} | tee "$results/times"
+
+# ------------------------------------------------------------ verdict
+if [ "$outcome" != PASS ] && [ "$outcome" != SKIP ]; then
+	echo "   --- guest failure lines (full log: $results/serial.log)"
+	grep -aE 'IOMMULU-(FAIL|RESULT)|Kernel panic|BUG:|Oops|WARNING:|Call Trace|segfault|Failed to start|FAILED|error' \
+		"$results/serial.log" | tr -d '\r' | head -n 60 | sed 's/^/   guest> /'
+	echo "   --- last serial lines"
+	tail -n 25 "$results/serial.log" | tr -d '\r' | sed 's/^/   guest> /'
+fi
+case $outcome in
+PASS) finish PASS "" 0 ;;
+SKIP) finish SKIP "$(grep -a -m1 'IOMMULU-SKIP' "$results/serial.log" | sed 's/.*IOMMULU-SKIP: //' | tr -d '\r')" 77 ;;
+*) finish FAIL "$detail" 1 ;;
+esac

@@ -1,0 +1,618 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * iommulu-vmm: a minimal VMM stand-in for the virtual host.
+ *
+ * It does for one VM what QEMU with an iommufd backend does: guest RAM is a
+ * sealed memfd, mapped with IOMMU_IOAS_MAP_FILE at a fixed IOVA into an
+ * IOAS; a paging HWPT is allocated on that IOAS; each assigned device's vfio
+ * cdev is bound to the iommufd and attached to the HWPT.  The "guest" is
+ * played by this program driving QEMU's edu device (a PCI device that does
+ * DMA): every transfer goes device <-> IOVA through the vIOMMU and lands in
+ * (or comes from) the memfd.
+ *
+ *   iommulu-vmm probe --device BDF [--device BDF ...] [options]
+ *       DMA round trip through the HWPT, and a DMA to an IOVA that is not
+ *       mapped, which the IOMMU must block.
+ *   iommulu-vmm preserve --device BDF ... [options]       (needs kernel series)
+ *       as probe, then write the pre-kexec pattern into guest RAM, mark the
+ *       HWPT for preservation, and preserve memfd, iommufd and devices in
+ *       one LUO session that goes into the unit's fd store.
+ *   iommulu-vmm restore-check --device BDF ... [options]  (needs kernel series)
+ *       after the kexec: take the session back from the fd store, retrieve
+ *       memfd and devices, check the pre-kexec pattern, have edu DMA a
+ *       fresh pattern to the preserved IOVA without attaching anything,
+ *       check it landed in the retrieved memfd, and check that another
+ *       driver cannot take the device.
+ *
+ * Options: --mem BYTES (64 MiB)  --iova ADDR (0x1000000)  --xfer BYTES (2048)
+ *          --seed N  --session NAME (vmm-vm1)  --fdname NAME (vmm-session)
+ *          --corrupt (preserve: damage guest RAM after preserving)
+ * edu limits (QEMU 7.2): DMA addresses below 2^28 (its dma_mask), and a
+ * transfer must stay inside its 4 KiB buffer at 0x40000 without touching
+ * the last byte, so transfers are at most 2048 bytes from offset 0.
+ *
+ * Prints progress lines; each failure prints "IOMMULU-FAIL: ..." and the
+ * program exits 1.
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+
+#include <iommulu/iommufd.h>
+#include <iommulu/luo.h>
+#include <iommulu/memfd.h>
+#include <iommulu/pci.h>
+#include <iommulu/vfio.h>
+
+#include "pattern.h"
+
+#define MAX_DEVICES 8
+
+/* QEMU hw/misc/edu.c */
+#define EDU_VENDOR 0x1234
+#define EDU_DEVICE 0x11e8
+#define EDU_REG_IDENT 0x00
+#define EDU_REG_LIVENESS 0x04
+#define EDU_REG_DMA_SRC 0x80
+#define EDU_REG_DMA_DST 0x88
+#define EDU_REG_DMA_COUNT 0x90
+#define EDU_REG_DMA_CMD 0x98
+#define EDU_DMA_START 0x1
+#define EDU_DMA_TO_RAM 0x2
+#define EDU_BUFFER 0x40000
+#define EDU_DMA_MASK ((1ull << 28) - 1)
+#define EDU_XFER_MAX 2048
+
+/* LUO tokens of the session this VMM preserves. */
+#define TOKEN_MEMFD 1
+#define TOKEN_IOMMUFD 2
+#define TOKEN_DEVICE0 16
+#define HWPT_TOKEN 0x1000
+
+struct device {
+	const char *bdf;
+	int fd;
+	uint32_t dev_id;
+	volatile uint8_t *bar0;
+	size_t bar0_size;
+};
+
+struct vmm {
+	uint64_t mem, iova, xfer, seed;
+	const char *session_name, *fdname;
+	int corrupt;
+	int memfd, iommufd;
+	uint8_t *ram;
+	uint32_t ioas_id, hwpt_id;
+	struct device dev[MAX_DEVICES];
+	unsigned n_dev;
+};
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("vmm: ", stdout);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+	fflush(stdout);
+}
+
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int fail(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("IOMMULU-FAIL: vmm: ", stdout);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+	fflush(stdout);
+	return -1;
+}
+
+static uint32_t rd32(const struct device *d, uint32_t reg)
+{
+	return *(volatile uint32_t *)(d->bar0 + reg);
+}
+
+static void wr32(const struct device *d, uint32_t reg, uint32_t v)
+{
+	*(volatile uint32_t *)(d->bar0 + reg) = v;
+}
+
+static uint64_t rd64(const struct device *d, uint32_t reg)
+{
+	return *(volatile uint64_t *)(d->bar0 + reg);
+}
+
+static void wr64(const struct device *d, uint32_t reg, uint64_t v)
+{
+	*(volatile uint64_t *)(d->bar0 + reg) = v;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Guest RAM: a sealed memfd, mapped into this process for checking. */
+static int ram_create(struct vmm *v)
+{
+	int r;
+
+	r = iommulu_memfd_create("vmm-guest-ram", v->mem, &v->memfd);
+	if (r < 0)
+		return fail("guest RAM memfd of %" PRIu64 " bytes: %s", v->mem, strerror(-r));
+	return 0;
+}
+
+static int ram_map(struct vmm *v)
+{
+	struct stat st;
+
+	if (fstat(v->memfd, &st) < 0)
+		return fail("fstat guest RAM memfd: %m");
+	if ((uint64_t)st.st_size != v->mem)
+		return fail("guest RAM memfd is %jd bytes, expected %" PRIu64, (intmax_t)st.st_size,
+			    v->mem);
+	v->ram = mmap(NULL, v->mem, PROT_READ | PROT_WRITE, MAP_SHARED, v->memfd, 0);
+	if (v->ram == MAP_FAILED)
+		return fail("mmap guest RAM: %m");
+	return 0;
+}
+
+/* iommufd, IOAS with guest RAM at the fixed IOVA, one paging HWPT. */
+static int iommu_setup(struct vmm *v)
+{
+	uint64_t iova = v->iova;
+	int r;
+
+	r = iommulu_iommufd_open(&v->iommufd);
+	if (r < 0)
+		return fail("open /dev/iommu: %s", strerror(-r));
+	r = iommulu_iommufd_ioas_alloc(v->iommufd, &v->ioas_id);
+	if (r < 0)
+		return fail("IOMMU_IOAS_ALLOC: %s", strerror(-r));
+	r = iommulu_iommufd_ioas_map_file(v->iommufd, v->ioas_id, v->memfd, 0, v->mem,
+					  IOMMULU_MAP_FIXED_IOVA | IOMMULU_MAP_READABLE |
+						  IOMMULU_MAP_WRITEABLE,
+					  &iova);
+	if (r < 0)
+		return fail("IOMMU_IOAS_MAP_FILE of %" PRIu64 " bytes at IOVA %#" PRIx64 ": %s", v->mem,
+			    v->iova, strerror(-r));
+	say("guest RAM %" PRIu64 " MiB mapped at IOVA %#" PRIx64 " (ioas %u)", v->mem >> 20, iova,
+	    v->ioas_id);
+	return 0;
+}
+
+static int device_open(struct vmm *v, struct device *d)
+{
+	char drv[IOMMULU_DRIVER_NAME_MAX];
+	uint16_t ids[2];
+	int r;
+
+	r = iommulu_pci_driver(d->bdf, drv, sizeof(drv));
+	if (r < 0)
+		return fail("%s: driver: %s", d->bdf, strerror(-r));
+	if (strcmp(drv, "vfio-pci") != 0)
+		return fail("%s is bound to '%s', not vfio-pci", d->bdf, drv);
+	r = iommulu_pci_config_read(d->bdf, 0, ids, sizeof(ids));
+	if (r < 0)
+		return fail("%s: config space: %s", d->bdf, strerror(-r));
+	if (ids[0] != EDU_VENDOR || ids[1] != EDU_DEVICE)
+		return fail("%s is %04x:%04x, not QEMU's edu (1234:11e8)", d->bdf, ids[0], ids[1]);
+	r = iommulu_vfio_cdev_open(d->bdf, &d->fd);
+	if (r < 0)
+		return fail("%s: open vfio cdev: %s", d->bdf, strerror(-r));
+	(void)v;
+	return 0;
+}
+
+static int device_attach(struct vmm *v, struct device *d)
+{
+	int r;
+
+	r = iommulu_vfio_bind_iommufd(d->fd, v->iommufd, &d->dev_id);
+	if (r < 0)
+		return fail("%s: VFIO_DEVICE_BIND_IOMMUFD: %s", d->bdf, strerror(-r));
+	if (v->hwpt_id == 0) {
+		r = iommulu_iommufd_hwpt_alloc(v->iommufd, d->dev_id, v->ioas_id, 0, &v->hwpt_id);
+		if (r < 0)
+			return fail("%s: IOMMU_HWPT_ALLOC: %s", d->bdf, strerror(-r));
+		say("paging HWPT %u allocated on ioas %u", v->hwpt_id, v->ioas_id);
+	}
+	r = iommulu_vfio_attach_pt(d->fd, v->hwpt_id);
+	if (r < 0)
+		return fail("%s: VFIO_DEVICE_ATTACH_IOMMUFD_PT hwpt %u: %s", d->bdf, v->hwpt_id,
+			    strerror(-r));
+	say("%s bound to iommufd (dev_id %u), attached to HWPT %u", d->bdf, d->dev_id, v->hwpt_id);
+	return 0;
+}
+
+/* Memory space + bus mastering, and BAR0 mapped for register access. */
+static int device_enable(struct device *d)
+{
+	iommulu_vfio_region reg;
+	uint16_t cmd;
+	uint32_t x;
+	void *p;
+	int r;
+
+	r = iommulu_vfio_config_read(d->fd, 0x04, &cmd, sizeof(cmd));
+	if (r < 0)
+		return fail("%s: read PCI command: %s", d->bdf, strerror(-r));
+	cmd |= 0x0002 | 0x0004; /* memory space, bus master */
+	r = iommulu_vfio_config_write(d->fd, 0x04, &cmd, sizeof(cmd));
+	if (r < 0)
+		return fail("%s: write PCI command: %s", d->bdf, strerror(-r));
+	r = iommulu_vfio_region_info(d->fd, IOMMULU_VFIO_PCI_BAR0_REGION, &reg);
+	if (r < 0)
+		return fail("%s: BAR0 region info: %s", d->bdf, strerror(-r));
+	p = mmap(NULL, reg.size, PROT_READ | PROT_WRITE, MAP_SHARED, d->fd, (off_t)reg.offset);
+	if (p == MAP_FAILED)
+		return fail("%s: mmap BAR0 (%" PRIu64 " bytes): %m", d->bdf, reg.size);
+	d->bar0 = p;
+	d->bar0_size = reg.size;
+	if ((rd32(d, EDU_REG_IDENT) & 0xff) != 0xed)
+		return fail("%s: edu identification register reads %#x", d->bdf,
+			    rd32(d, EDU_REG_IDENT));
+	wr32(d, EDU_REG_LIVENESS, 0x12345678);
+	x = rd32(d, EDU_REG_LIVENESS);
+	if (x != ~0x12345678u)
+		return fail("%s: edu liveness check read %#x, expected %#x", d->bdf, x, ~0x12345678u);
+	return 0;
+}
+
+/* One edu DMA; waits for the device to clear the start bit. */
+static int edu_dma(const struct device *d, uint64_t src, uint64_t dst, uint64_t count,
+		   int to_ram)
+{
+	double t0 = now_s();
+
+	if (count == 0 || count > EDU_XFER_MAX)
+		return fail("edu transfer of %" PRIu64 " bytes (1..%d allowed)", count, EDU_XFER_MAX);
+	if ((to_ram ? dst : src) > EDU_DMA_MASK)
+		return fail("IOVA %#" PRIx64 " is above edu's 28-bit DMA mask", to_ram ? dst : src);
+	if (rd64(d, EDU_REG_DMA_CMD) & EDU_DMA_START)
+		return fail("%s: edu DMA engine busy", d->bdf);
+	wr64(d, EDU_REG_DMA_SRC, src);
+	wr64(d, EDU_REG_DMA_DST, dst);
+	wr64(d, EDU_REG_DMA_COUNT, count);
+	wr64(d, EDU_REG_DMA_CMD, EDU_DMA_START | (to_ram ? EDU_DMA_TO_RAM : 0));
+	/* edu runs the transfer from a 100 ms timer (virtual clock). */
+	while (rd64(d, EDU_REG_DMA_CMD) & EDU_DMA_START) {
+		if (now_s() - t0 > 10.0)
+			return fail("%s: edu DMA did not complete in 10 s", d->bdf);
+		usleep(1000);
+	}
+	return 0;
+}
+
+/*
+ * Round trip through the IOMMU: pattern A at guest offset a goes
+ * RAM -> device buffer, then device buffer -> guest offset b, which held
+ * pattern B.  Only a DMA that really went through the HWPT in both
+ * directions leaves A at b.
+ */
+static int dma_round_trip(struct vmm *v, const struct device *d, uint64_t a, uint64_t b,
+			  uint64_t seed)
+{
+	size_t bad;
+
+	pattern_fill(v->ram + a, v->xfer, seed, 0);
+	pattern_fill(v->ram + b, v->xfer, ~seed, 0);
+	if (edu_dma(d, v->iova + a, EDU_BUFFER, v->xfer, 0) < 0)
+		return -1;
+	if (edu_dma(d, EDU_BUFFER, v->iova + b, v->xfer, 1) < 0)
+		return -1;
+	bad = pattern_mismatch(v->ram + b, v->xfer, seed, 0);
+	if (bad != v->xfer)
+		return fail("%s: DMA round trip IOVA %#" PRIx64 " -> edu -> IOVA %#" PRIx64
+			    ": byte %zu of guest RAM is %#x, expected the pattern",
+			    d->bdf, v->iova + a, v->iova + b, bad, v->ram[b + bad]);
+	say("%s: DMA round trip IOVA %#" PRIx64 " -> edu -> IOVA %#" PRIx64 ": %" PRIu64
+	    " bytes OK",
+	    d->bdf, v->iova + a, v->iova + b, v->xfer);
+	return 0;
+}
+
+/*
+ * DMA from the device to an IOVA outside every mapping must be blocked by
+ * the IOMMU (QEMU logs a DMAR fault, the guest kernel too): the guest RAM
+ * stays as it was.
+ */
+static int dma_unmapped(struct vmm *v, const struct device *d, uint64_t seed)
+{
+	uint64_t hole = v->iova + v->mem + 0x100000;
+	uint64_t h0, h1;
+
+	if (hole > EDU_DMA_MASK)
+		hole = v->iova - 0x100000;
+	pattern_fill(v->ram, v->xfer, seed, 0);
+	if (edu_dma(d, v->iova, EDU_BUFFER, v->xfer, 0) < 0)
+		return -1;
+	h0 = pattern_hash(v->ram, v->mem);
+	if (edu_dma(d, EDU_BUFFER, hole, v->xfer, 1) < 0)
+		return -1;
+	h1 = pattern_hash(v->ram, v->mem);
+	if (h0 != h1)
+		return fail("%s: DMA to unmapped IOVA %#" PRIx64 " changed guest RAM", d->bdf, hole);
+	say("%s: DMA to unmapped IOVA %#" PRIx64 " blocked, guest RAM unchanged", d->bdf, hole);
+	return 0;
+}
+
+static int setup_vm(struct vmm *v)
+{
+	if (ram_create(v) < 0 || ram_map(v) < 0 || iommu_setup(v) < 0)
+		return -1;
+	for (unsigned i = 0; i < v->n_dev; i++)
+		if (device_open(v, &v->dev[i]) < 0 || device_attach(v, &v->dev[i]) < 0 ||
+		    device_enable(&v->dev[i]) < 0)
+			return -1;
+	return 0;
+}
+
+static int cmd_probe(struct vmm *v)
+{
+	if (setup_vm(v) < 0)
+		return 1;
+	for (unsigned i = 0; i < v->n_dev; i++) {
+		/* Both ends well apart, the second in the last page of guest RAM. */
+		if (dma_round_trip(v, &v->dev[i], 0x2000 + i * 0x10000, v->mem - 0x1000,
+				   v->seed + i) < 0)
+			return 1;
+		if (dma_unmapped(v, &v->dev[i], v->seed ^ 0xdead) < 0)
+			return 1;
+	}
+	say("probe: %u device(s) did DMA through iommufd HWPT %u in both directions", v->n_dev,
+	    v->hwpt_id);
+	return 0;
+}
+
+static int push_fdstore(int fd, const char *fdname)
+{
+	char state[128];
+	int r;
+
+	snprintf(state, sizeof(state), "FDSTORE=1\nFDNAME=%s", fdname);
+	r = sd_pid_notify_with_fds(0, 0, state, &fd, 1);
+	if (r <= 0)
+		return fail("FDSTORE=1 %s: %s", fdname, r < 0 ? strerror(-r) : "no $NOTIFY_SOCKET");
+	r = sd_notify_barrier(0, 5 * 1000000ull);
+	if (r < 0)
+		return fail("sd_notify_barrier: %s", strerror(-r));
+	return 0;
+}
+
+static int cmd_preserve(struct vmm *v)
+{
+	int luo, session, r;
+
+	if (setup_vm(v) < 0)
+		return 1;
+	for (unsigned i = 0; i < v->n_dev; i++)
+		if (dma_round_trip(v, &v->dev[i], 0x2000, 0x3000, v->seed + i) < 0)
+			return 1;
+	/* The pre-kexec content stage 2 must find: all of guest RAM. */
+	pattern_fill(v->ram, v->mem, v->seed, 0);
+	say("guest RAM filled with pattern %#" PRIx64 " (fnv %#" PRIx64 ")", v->seed,
+	    pattern_hash(v->ram, v->mem));
+
+	r = iommulu_iommufd_hwpt_mark_preserve(v->iommufd, v->hwpt_id, HWPT_TOKEN);
+	if (r < 0)
+		return fail("IOMMU_HWPT_LIVEUPDATE_MARK_PRESERVE hwpt %u: %s%s", v->hwpt_id,
+			    strerror(-r), r == -ENOTTY ? " (kernel series not applied)" : ""),
+		       1;
+	luo = iommulu_luo_open(5000);
+	if (luo < 0)
+		return fail("open /dev/liveupdate: %s", strerror(-luo)), 1;
+	r = iommulu_luo_session_create(luo, v->session_name, &session);
+	close(luo);
+	if (r < 0)
+		return fail("create session %s: %s", v->session_name, strerror(-r)), 1;
+	/* Order the kernel requires: memfds, then the iommufd, then devices. */
+	r = iommulu_luo_session_preserve_fd(session, v->memfd, TOKEN_MEMFD);
+	if (r < 0)
+		return fail("preserve guest RAM memfd: %s", strerror(-r)), 1;
+	r = iommulu_luo_session_preserve_fd(session, v->iommufd, TOKEN_IOMMUFD);
+	if (r < 0)
+		return fail("preserve iommufd: %s", strerror(-r)), 1;
+	for (unsigned i = 0; i < v->n_dev; i++) {
+		r = iommulu_luo_session_preserve_fd(session, v->dev[i].fd, TOKEN_DEVICE0 + i);
+		if (r < 0)
+			return fail("preserve vfio cdev of %s: %s", v->dev[i].bdf, strerror(-r)), 1;
+	}
+	say("session %s: memfd, iommufd (HWPT %u marked) and %u device(s) preserved",
+	    v->session_name, v->hwpt_id, v->n_dev);
+	if (v->corrupt) {
+		v->ram[v->mem / 3] ^= 0xa5;
+		say("corrupted guest RAM byte %" PRIu64 " after preserving (--corrupt)", v->mem / 3);
+	}
+	if (push_fdstore(session, v->fdname) < 0)
+		return 1;
+	say("session pushed into the fd store as %s", v->fdname);
+	return 0;
+}
+
+static int cmd_restore_check(struct vmm *v)
+{
+	char **names = NULL, drv[IOMMULU_DRIVER_NAME_MAX], state[128];
+	int n, session = -1, r;
+	size_t bad;
+
+	n = sd_listen_fds_with_names(0, &names);
+	if (n < 0)
+		return fail("sd_listen_fds_with_names: %s", strerror(-n)), 1;
+	for (int i = 0; i < n; i++)
+		if (strcmp(names[i], v->fdname) == 0)
+			session = SD_LISTEN_FDS_START + i;
+	if (session < 0)
+		return fail("no fd named %s in the fd store (%d fds)", v->fdname, n), 1;
+
+	r = iommulu_luo_session_retrieve_fd(session, TOKEN_MEMFD, &v->memfd);
+	if (r < 0)
+		return fail("retrieve guest RAM memfd: %s", strerror(-r)), 1;
+	if (ram_map(v) < 0)
+		return 1;
+	bad = pattern_mismatch(v->ram, v->mem, v->seed, 0);
+	if (bad != v->mem)
+		return fail("pre-kexec guest RAM content lost: byte %zu differs", bad), 1;
+	say("pre-kexec guest RAM content intact (%" PRIu64 " MiB)", v->mem >> 20);
+
+	for (unsigned i = 0; i < v->n_dev; i++) {
+		struct device *d = &v->dev[i];
+
+		r = iommulu_luo_session_retrieve_fd(session, TOKEN_DEVICE0 + i, &d->fd);
+		if (r < 0)
+			return fail("retrieve vfio cdev of %s: %s", d->bdf, strerror(-r)), 1;
+		r = iommulu_pci_driver(d->bdf, drv, sizeof(drv));
+		if (r < 0 || strcmp(drv, "vfio-pci") != 0)
+			return fail("%s not bound to vfio-pci after kexec (%s)", d->bdf,
+				    r < 0 ? strerror(-r) : drv), 1;
+		/* No bind, no attach: the restored translation must already work. */
+		if (device_enable(d) < 0)
+			return 1;
+		pattern_fill(v->ram + 0x4000, v->xfer, v->seed ^ 0xf00d, 0);
+		if (edu_dma(d, v->iova + 0x4000, EDU_BUFFER, v->xfer, 0) < 0 ||
+		    edu_dma(d, EDU_BUFFER, v->iova + 0x8000, v->xfer, 1) < 0)
+			return 1;
+		bad = pattern_mismatch(v->ram + 0x8000, v->xfer, v->seed ^ 0xf00d, 0);
+		if (bad != v->xfer)
+			return fail("%s: DMA after kexec did not land in the preserved memfd "
+				    "(byte %zu)", d->bdf, bad), 1;
+		say("%s: device DMA after kexec landed in preserved guest RAM: OK", d->bdf);
+		/* DMA ownership stays claimed: a second iommufd cannot take the device. */
+		{
+			int fd2 = -1, ifd2 = -1;
+			uint32_t id2;
+
+			r = iommulu_vfio_cdev_open(d->bdf, &fd2);
+			if (r == 0)
+				r = iommulu_iommufd_open(&ifd2);
+			if (r == 0)
+				r = iommulu_vfio_bind_iommufd(fd2, ifd2, &id2);
+			if (fd2 >= 0)
+				close(fd2);
+			if (ifd2 >= 0)
+				close(ifd2);
+			if (r == 0)
+				return fail("%s: a new iommufd could bind the preserved device", d->bdf), 1;
+			say("%s: binding a new iommufd refused (%s)", d->bdf, strerror(-r));
+		}
+	}
+	r = iommulu_luo_session_finish(session);
+	if (r < 0)
+		return fail("FINISH: %s", strerror(-r)), 1;
+	snprintf(state, sizeof(state), "FDSTOREREMOVE=1\nFDNAME=%s", v->fdname);
+	r = sd_pid_notify(0, 0, state);
+	if (r <= 0)
+		return fail("FDSTOREREMOVE=1: %s", r < 0 ? strerror(-r) : "no $NOTIFY_SOCKET"), 1;
+	say("session finished and removed from the fd store");
+	return 0;
+}
+
+static int parse_u64(const char *s, uint64_t *ret)
+{
+	unsigned long long x;
+	char *end;
+
+	errno = 0;
+	x = strtoull(s, &end, 0);
+	if (errno || end == s)
+		return -EINVAL;
+	switch (*end) {
+	case 'K': x <<= 10; end++; break;
+	case 'M': x <<= 20; end++; break;
+	case 'G': x <<= 30; end++; break;
+	}
+	if (*end)
+		return -EINVAL;
+	*ret = x;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "device", required_argument, NULL, 'd' },
+		{ "mem", required_argument, NULL, 'm' },
+		{ "iova", required_argument, NULL, 'i' },
+		{ "xfer", required_argument, NULL, 'x' },
+		{ "seed", required_argument, NULL, 's' },
+		{ "session", required_argument, NULL, 'S' },
+		{ "fdname", required_argument, NULL, 'f' },
+		{ "corrupt", no_argument, NULL, 'c' },
+		{}
+	};
+	struct vmm v = {
+		.mem = 64ull << 20,
+		.iova = 0x1000000,
+		.xfer = EDU_XFER_MAX,
+		.seed = 0x766d6d31,
+		.session_name = "vmm-vm1",
+		.fdname = "vmm-session",
+		.memfd = -1,
+		.iommufd = -1,
+	};
+	const char *cmd;
+	int c;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'd':
+			if (v.n_dev == MAX_DEVICES || !iommulu_bdf_is_valid(optarg))
+				goto usage;
+			v.dev[v.n_dev++] = (struct device){ .bdf = optarg, .fd = -1 };
+			break;
+		case 'm': if (parse_u64(optarg, &v.mem) < 0) goto usage; break;
+		case 'i': if (parse_u64(optarg, &v.iova) < 0) goto usage; break;
+		case 'x': if (parse_u64(optarg, &v.xfer) < 0) goto usage; break;
+		case 's': if (parse_u64(optarg, &v.seed) < 0) goto usage; break;
+		case 'S': v.session_name = optarg; break;
+		case 'f': v.fdname = optarg; break;
+		case 'c': v.corrupt = 1; break;
+		default: goto usage;
+		}
+	}
+	if (optind + 1 != argc || v.n_dev == 0)
+		goto usage;
+	if (v.mem < 0x10000 || v.mem % 4096 || v.iova % 4096 || v.iova + v.mem > EDU_DMA_MASK + 1 ||
+	    v.xfer == 0 || v.xfer > EDU_XFER_MAX) {
+		fprintf(stderr, "vmm: --mem/--iova/--xfer out of edu's range (IOVA + mem <= 2^28, "
+				"xfer <= %d)\n", EDU_XFER_MAX);
+		return 2;
+	}
+	cmd = argv[optind];
+	if (strcmp(cmd, "probe") == 0)
+		return cmd_probe(&v);
+	if (strcmp(cmd, "preserve") == 0)
+		return cmd_preserve(&v);
+	if (strcmp(cmd, "restore-check") == 0)
+		return cmd_restore_check(&v);
+usage:
+	fprintf(stderr, "usage: iommulu-vmm probe|preserve|restore-check --device BDF [--device BDF]... "
+			"[--mem BYTES] [--iova ADDR] [--xfer BYTES] [--seed N] [--session NAME] "
+			"[--fdname NAME] [--corrupt]\n");
+	return 2;
+}
