@@ -248,7 +248,7 @@ static int method_register_vm(sd_bus_message *msg, void *userdata, sd_bus_error 
 
 		r = iommulu_plan_build(&fds, m->generation, &plan, &reason, &e);
 	}
-	if (r == -EPERM) {
+	if (r == -EPERM || (r < 0 && reason != IOMMULU_REASON_NONE)) {
 		log_vm(LOG_WARNING, LOG_VM(name), "Refusing VM %s: %s", name, e.message);
 		return sd_bus_error_setf(error, ERROR_NOT_ELIGIBLE, "VM %s: %s", name, e.message);
 	}

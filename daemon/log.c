@@ -24,8 +24,14 @@ void log_setup(void)
 	log_to_journal = getenv("JOURNAL_STREAM") != NULL;
 
 	e = getenv("IOMMU_LUD_LOG_LEVEL");
-	if (e && streq_ptr(e, "debug"))
-		log_max_level = LOG_DEBUG;
+	if (e) {
+		static const char *const names[] = { "emerg", "alert", "crit", "err",
+						     "warning", "notice", "info", "debug" };
+
+		for (int i = 0; i < (int)ELEMENTSOF(names); i++)
+			if (streq_ptr(e, names[i]))
+				log_max_level = i;
+	}
 }
 
 void log_set_max_level(int level)

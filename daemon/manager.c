@@ -371,7 +371,7 @@ int vm_preserve(Vm *v, sd_bus_error *error)
 					 vm_state_to_string(v->state));
 
 	r = vm_build_plan(v, &plan, &reason, &e);
-	if (r == -EPERM)
+	if (r == -EPERM || (r < 0 && reason != IOMMULU_REASON_NONE))
 		return sd_bus_error_setf(error, ERROR_NOT_ELIGIBLE, "VM %s: %s", v->name, e.message);
 	if (r < 0)
 		return sd_bus_error_set_errnof(error, r, "VM %s: cannot plan preservation: %s", v->name,

@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/*
+ * Benchmarks (meson benchmark()):
+ *  P3: a ListVMs round trip against org.freedesktop.DBus.GetId on the
+ *      same private bus (goal: ratio <= 1.3);
+ *  P4: the daemon's RSS with 256 registered memfd-only VMs (goal <= 4 MiB).
+ * Figures are printed, not asserted.
+ */
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <systemd/sd-bus.h>
+
+#include <iommulu/iommulu.h>
+
+#include "lud-env.h"
+
+#define DEST "org.iommulu.LiveUpdate1"
+#define MPATH "/org/iommulu/LiveUpdate1"
+#define MIFACE "org.iommulu.LiveUpdate1.Manager"
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int reg(sd_bus *bus, const char *name, int fd)
+{
+	return sd_bus_call_method(bus, DEST, MPATH, MIFACE, "RegisterVM", NULL, NULL, "sahahahat", name, 1,
+				  fd, 0, 0, 0);
+}
+
+static double time_calls(sd_bus *bus, bool listvms, unsigned n)
+{
+	double t0 = now();
+
+	for (unsigned i = 0; i < n; i++) {
+		sd_bus_message *reply = NULL;
+		int r;
+
+		if (listvms)
+			r = sd_bus_call_method(bus, DEST, MPATH, MIFACE, "ListVMs", NULL, &reply, NULL);
+		else
+			r = sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+					       "org.freedesktop.DBus", "GetId", NULL, &reply, NULL);
+		sd_bus_message_unref(reply);
+		if (r < 0)
+			return -1;
+	}
+	return (now() - t0) / n;
+}
+
+int main(void)
+{
+	const unsigned N = 4000;
+	LudEnv env;
+	sd_bus *bus = NULL;
+	double list = 0, getid = 0;
+	long rss0, rss1;
+	int fd, r, ok = 0;
+
+	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = true });
+	if (r < 0) {
+		fprintf(stderr, "cannot start the environment: %s\n", strerror(-r));
+		lud_env_stop(&env);
+		return 1;
+	}
+	lud_env_connect(&env, &bus);
+	iommulu_memfd_create("bench", 1 << 16, &fd);
+	reg(bus, "bench-0", fd);
+
+	/* Warm up, then interleave rounds so drift hits both alike. */
+	time_calls(bus, true, 500);
+	time_calls(bus, false, 500);
+	for (int round = 0; round < 4; round++) {
+		list += time_calls(bus, true, N / 4);
+		getid += time_calls(bus, false, N / 4);
+	}
+	list /= 4;
+	getid /= 4;
+	printf("P3 ListVMs round trip: %.1f us, GetId: %.1f us, ratio %.2f (goal <= 1.3)\n", list * 1e6,
+	       getid * 1e6, list / getid);
+
+	rss0 = rss_kib(env.daemon_pid);
+	for (int i = 1; i < 256; i++) {
+		char n[16];
+		int m;
+
+		snprintf(n, sizeof(n), "bench-%d", i);
+		if (iommulu_memfd_create(n, 1 << 16, &m) < 0)
+			continue;
+		ok += reg(bus, n, m) >= 0;
+		close(m);
+	}
+	rss1 = rss_kib(env.daemon_pid);
+	printf("P4 daemon RSS: %ld KiB with 1 VM, %ld KiB with %d registered memfd-only VMs (goal <= 4096 KiB)\n",
+	       rss0, rss1, ok + 1);
+	printf("daemon fds with %d VMs: %d\n", ok + 1, count_fds(env.daemon_pid));
+
+	sd_bus_flush_close_unref(bus);
+	close(fd);
+	lud_env_stop(&env);
+	return ok == 255 ? 0 : 1;
+}

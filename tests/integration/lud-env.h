@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * A private system bus (dbus-daemon --config-file=...) with the real
+ * iommu-lud binary on it, for the integration tests and benchmarks.
+ * The daemon's path comes from meson in $IOMMU_LUD_BINARY, the D-Bus
+ * policy in $IOMMU_LUD_POLICY.
+ */
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include <systemd/sd-bus.h>
+
+typedef struct LudEnv {
+	char dir[64];
+	char address[160];
+	pid_t bus_pid;
+	pid_t daemon_pid;
+} LudEnv;
+
+typedef struct LudEnvOptions {
+	bool with_policy;	/* include conf/org.iommulu.LiveUpdate1.conf */
+	const char *config;	/* iommu-lud.conf text, NULL = none */
+} LudEnvOptions;
+
+int lud_env_start(LudEnv *e, const LudEnvOptions *o);
+/* SIGTERM the daemon and reap it; returns its exit status (or 128+sig). */
+int lud_env_stop_daemon(LudEnv *e);
+void lud_env_stop(LudEnv *e);
+
+/* A new connection to the private bus as the current user. */
+int lud_env_connect(LudEnv *e, sd_bus **ret);
+
+/* Number of open fds of a process. */
+int count_fds(pid_t pid);
+/* VmRSS of a process in KiB. */
+long rss_kib(pid_t pid);

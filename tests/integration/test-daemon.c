@@ -1,0 +1,604 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/*
+ * Integration tests: the real iommu-lud binary on a private system bus,
+ * driven over D-Bus with sd-bus.  The host has no /dev/liveupdate (forced
+ * with $IOMMULU_LIVEUPDATE_DEV), so preservation must fail cleanly with
+ * KernelUnsupported; everything else runs for real.  Output is TAP.
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <systemd/sd-bus.h>
+
+#include <iommulu/iommulu.h>
+
+#include "config.h"
+#include "lud-env.h"
+
+#define DEST "org.iommulu.LiveUpdate1"
+#define MPATH "/org/iommulu/LiveUpdate1"
+#define MIFACE "org.iommulu.LiveUpdate1.Manager"
+#define VIFACE "org.iommulu.LiveUpdate1.VM"
+#define ERR(x) "org.iommulu.LiveUpdate1.Error." x
+
+static unsigned n_test, n_fail;
+
+static bool check(bool ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static bool check(bool ok, const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("%s %u - ", ok ? "ok" : "not ok", ++n_test);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+	if (!ok)
+		n_fail++;
+	return ok;
+}
+
+/* RegisterVM with explicit fd arrays.  Returns 0 or -errno, error filled. */
+static int register_vm(sd_bus *bus, const char *name, const int *memfds, size_t n_memfds,
+		       const int *iommufds, size_t n_iommufds, const int *devices, size_t n_devices,
+		       sd_bus_error *error, char **ret_path)
+{
+	sd_bus_message *call = NULL, *reply = NULL;
+	int r;
+
+	r = sd_bus_message_new_method_call(bus, &call, DEST, MPATH, MIFACE, "RegisterVM");
+	if (r >= 0)
+		r = sd_bus_message_append(call, "s", name);
+#define APPEND_FDS(a, n)                                                     \
+	do {                                                                 \
+		if (r >= 0)                                                  \
+			r = sd_bus_message_open_container(call, 'a', "h");  \
+		for (size_t _i = 0; r >= 0 && _i < (n); _i++)                \
+			r = sd_bus_message_append(call, "h", (a)[_i]);       \
+		if (r >= 0)                                                  \
+			r = sd_bus_message_close_container(call);           \
+	} while (0)
+	APPEND_FDS(memfds, n_memfds);
+	APPEND_FDS(iommufds, n_iommufds);
+	APPEND_FDS(devices, n_devices);
+	if (r >= 0)
+		r = sd_bus_message_append(call, "at", 0);
+	if (r >= 0)
+		r = sd_bus_call(bus, call, 0, error, &reply);
+	if (r >= 0 && ret_path) {
+		const char *p;
+
+		r = sd_bus_message_read(reply, "o", &p);
+		if (r >= 0)
+			*ret_path = strdup(p);
+	}
+	sd_bus_message_unref(call);
+	sd_bus_message_unref(reply);
+	return r;
+}
+
+static int call_s(sd_bus *bus, const char *method, const char *name, sd_bus_error *error)
+{
+	return sd_bus_call_method(bus, DEST, MPATH, MIFACE, method, error, NULL, "s", name);
+}
+
+static bool error_is(const sd_bus_error *e, const char *name)
+{
+	return e->name && strcmp(e->name, name) == 0;
+}
+
+static int vm_state(sd_bus *bus, const char *path, char **ret)
+{
+	return sd_bus_get_property_string(bus, DEST, path, VIFACE, "State", NULL, ret);
+}
+
+static int count_vms(sd_bus *bus)
+{
+	sd_bus_message *reply = NULL;
+	const char *n, *s, *o;
+	int r, count = 0;
+
+	r = sd_bus_call_method(bus, DEST, MPATH, MIFACE, "ListVMs", NULL, &reply, NULL);
+	if (r < 0)
+		return r;
+	r = sd_bus_message_enter_container(reply, 'a', "(sso)");
+	while (r >= 0 && (r = sd_bus_message_read(reply, "(sso)", &n, &s, &o)) > 0)
+		count++;
+	sd_bus_message_unref(reply);
+	return r < 0 ? r : count;
+}
+
+static void msleep(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+/* The daemon frees a call's message (and the fds in it) only after its
+ * reply went out, so give it a moment to settle. */
+static int settled_fds(pid_t pid, int expect)
+{
+	int n = count_fds(pid);
+
+	for (int i = 0; i < 100 && n != expect; i++) {
+		msleep(10);
+		n = count_fds(pid);
+	}
+	return n;
+}
+
+static void test_introspection(sd_bus *bus)
+{
+	sd_bus_message *reply = NULL;
+	const char *xml = "";
+	char *version = NULL;
+	int lu = -1, r;
+
+	r = sd_bus_call_method(bus, DEST, MPATH, "org.freedesktop.DBus.Introspectable", "Introspect",
+			       NULL, &reply, NULL);
+	if (r >= 0)
+		r = sd_bus_message_read(reply, "s", &xml);
+	check(r >= 0, "introspect the manager");
+	{
+		static const char *const want[] = {
+			"RegisterVM", "UnregisterVM", "PreserveVM", "UnpreserveVM", "PreserveAll",
+			"ListVMs", "VerifyVM", "RetrieveVM", "FinishVM", "type=\"ah\" name=\"memfds\"",
+			"type=\"at\" name=\"hwpt_ids\"", "type=\"o\" name=\"vm\"", "type=\"a(ss)\"", "type=\"a(sso)\"",
+			"type=\"a(sbs)\"", "type=\"a(sh)\"", "\"Version\"", "\"LiveUpdated\"",
+		};
+		bool all = true;
+
+		for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+			if (!strstr(xml, want[i])) {
+				printf("# missing in introspection: %s\n", want[i]);
+				all = false;
+			}
+		check(all, "introspection shows the whole contract");
+	}
+	sd_bus_message_unref(reply);
+
+	r = sd_bus_get_property_string(bus, DEST, MPATH, MIFACE, "Version", NULL, &version);
+	check(r >= 0 && version && strcmp(version, PACKAGE_VERSION) == 0, "Version is %s", PACKAGE_VERSION);
+	free(version);
+	r = sd_bus_get_property_trivial(bus, DEST, MPATH, MIFACE, "LiveUpdated", NULL, 'b', &lu);
+	check(r >= 0 && lu == 0, "LiveUpdated is false on a fresh boot");
+	check(count_vms(bus) == 0, "ListVMs is empty at start");
+}
+
+static void test_register(sd_bus *bus, pid_t daemon_pid)
+{
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	char *path = NULL, *state = NULL, *session = NULL;
+	uint64_t bytes = 0;
+	int memfd[2], r, fds_before;
+
+	r = iommulu_memfd_create("ram0", 1 << 20, &memfd[0]);
+	r = r < 0 ? r : iommulu_memfd_create("ram1", 2 << 20, &memfd[1]);
+	if (!check(r >= 0, "create sealed memfds"))
+		return;
+
+	fds_before = count_fds(daemon_pid);
+	r = register_vm(bus, "vm-1.a_b", memfd, 2, NULL, 0, NULL, 0, &e, &path);
+	check(r >= 0, "RegisterVM of a memfd-only VM succeeds (%s)", e.message ?: "");
+	sd_bus_error_free(&e);
+	check(path && strcmp(path, "/org/iommulu/LiveUpdate1/vm/vm_2d1_2ea_5fb") == 0,
+	      "object path is escaped: %s", path ?: "(null)");
+	r = settled_fds(daemon_pid, fds_before + 3);
+	check(r == fds_before + 2 + 1, "daemon keeps dups of 2 memfds and a pidfd (%d -> %d)", fds_before, r);
+
+	r = vm_state(bus, path, &state);
+	check(r >= 0 && state && strcmp(state, "registered") == 0, "State is registered");
+	free(state);
+	r = sd_bus_get_property_trivial(bus, DEST, path, VIFACE, "GuestMemoryBytes", NULL, 't', &bytes);
+	check(r >= 0 && bytes == 3 << 20, "GuestMemoryBytes = 3 MiB (%" PRIu64 ")", bytes);
+	r = sd_bus_get_property_string(bus, DEST, path, VIFACE, "Session", NULL, &session);
+	check(r >= 0 && session && !session[0], "Session is empty before preservation");
+	free(session);
+	check(count_vms(bus) == 1, "ListVMs has the VM");
+
+	r = register_vm(bus, "vm-1.a_b", memfd, 1, NULL, 0, NULL, 0, &e, NULL);
+	check(r < 0 && error_is(&e, ERR("AlreadyExists")), "double registration: AlreadyExists (%s)",
+	      e.name ?: "none");
+	sd_bus_error_free(&e);
+
+	/* Closing our copies must not matter: the daemon holds its own. */
+	close(memfd[0]);
+	close(memfd[1]);
+
+	/* Wrong states for a registered VM. */
+	{
+		static const char *const methods[] = { "UnpreserveVM", "VerifyVM", "RetrieveVM", "FinishVM" };
+
+		for (size_t i = 0; i < 4; i++) {
+			r = call_s(bus, methods[i], "vm-1.a_b", &e);
+			check(r < 0 && error_is(&e, ERR("InvalidState")), "%s of a registered VM: InvalidState (%s)",
+			      methods[i], e.name ?: "none");
+			sd_bus_error_free(&e);
+		}
+	}
+
+	/* No /dev/liveupdate on this host. */
+	r = call_s(bus, "PreserveVM", "vm-1.a_b", &e);
+	check(r < 0 && error_is(&e, ERR("KernelUnsupported")), "PreserveVM without LUO: KernelUnsupported (%s: %s)",
+	      e.name ?: "none", e.message ?: "");
+	sd_bus_error_free(&e);
+	r = vm_state(bus, path, &state);
+	check(r >= 0 && state && strcmp(state, "registered") == 0, "VM stays registered after that");
+	free(state);
+
+	{
+		sd_bus_message *reply = NULL;
+		const char *n = NULL, *res = NULL;
+
+		r = sd_bus_call_method(bus, DEST, MPATH, MIFACE, "PreserveAll", &e, &reply, NULL);
+		if (r >= 0)
+			r = sd_bus_message_read(reply, "a(ss)", 1, &n, &res);
+		check(r >= 0 && n && strcmp(n, "vm-1.a_b") == 0 && res &&
+			      strstr(res, ERR("KernelUnsupported")),
+		      "PreserveAll reports the VM with KernelUnsupported (%s)", res ?: "");
+		sd_bus_message_unref(reply);
+		sd_bus_error_free(&e);
+	}
+
+	r = call_s(bus, "UnregisterVM", "vm-1.a_b", &e);
+	check(r >= 0, "UnregisterVM succeeds");
+	sd_bus_error_free(&e);
+	check(count_vms(bus) == 0, "ListVMs is empty again");
+	r = settled_fds(daemon_pid, fds_before);
+	check(r == fds_before, "daemon closed the VM's fds (%d vs %d)", r, fds_before);
+	free(path);
+}
+
+static void test_refusals(sd_bus *bus, pid_t daemon_pid)
+{
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int good, unsealed, pipefd[2], devnull, r, before;
+	static const char *const bad_names[] = {
+		"", "has space", "slash/x", "0123456789012345678901234567890123456789012345678",
+		"ümlaut", "a:b",
+	};
+
+	r = iommulu_memfd_create("good", 1 << 16, &good);
+	check(r >= 0, "create a sealed memfd");
+	unsealed = memfd_create("unsealed", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	check(unsealed >= 0 && ftruncate(unsealed, 1 << 16) == 0, "create an unsealed memfd");
+	check(pipe2(pipefd, O_CLOEXEC) == 0, "create a pipe");
+	devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+	before = count_fds(daemon_pid);
+
+	for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++) {
+		r = register_vm(bus, bad_names[i], &good, 1, NULL, 0, NULL, 0, &e, NULL);
+		check(r < 0 && error_is(&e, ERR("InvalidName")), "bad name '%s': InvalidName (%s)",
+		      bad_names[i], e.name ?: "none");
+		sd_bus_error_free(&e);
+	}
+
+	r = register_vm(bus, "unsealed", &unsealed, 1, NULL, 0, NULL, 0, &e, NULL);
+	check(r < 0 && error_is(&e, ERR("NotEligible")) && e.message && strstr(e.message, "memfd") &&
+		      strstr(e.message, "F_SEAL"),
+	      "unsealed memfd: NotEligible naming the memfd and seal (%s)", e.message ?: "");
+	sd_bus_error_free(&e);
+
+	{
+		int two[2] = { good, unsealed };
+
+		r = register_vm(bus, "second-bad", two, 2, NULL, 0, NULL, 0, &e, NULL);
+		check(r < 0 && error_is(&e, ERR("NotEligible")) && e.message && strstr(e.message, "#1"),
+		      "second memfd unsealed: message names memfd #1 (%s)", e.message ?: "");
+		sd_bus_error_free(&e);
+	}
+
+	r = register_vm(bus, "pipe", &pipefd[0], 1, NULL, 0, NULL, 0, &e, NULL);
+	check(r < 0 && error_is(&e, ERR("NotEligible")) && e.message && strstr(e.message, "wrong-fd-kind"),
+	      "a pipe as memfd: NotEligible wrong-fd-kind (%s)", e.message ?: "");
+	sd_bus_error_free(&e);
+
+	r = register_vm(bus, "memfd-as-iommufd", &good, 1, &good, 1, NULL, 0, &e, NULL);
+	check(r < 0 && error_is(&e, ERR("NotEligible")) && e.message && strstr(e.message, "iommufd"),
+	      "a memfd as iommufd: NotEligible (%s)", e.message ?: "");
+	sd_bus_error_free(&e);
+
+	r = register_vm(bus, "null-as-device", &good, 1, NULL, 0, &devnull, 1, &e, NULL);
+	check(r < 0 && error_is(&e, ERR("NotEligible")), "/dev/null as a device: NotEligible (%s)",
+	      e.message ?: "");
+	sd_bus_error_free(&e);
+
+	{
+		int two[2] = { good, good };
+
+		r = register_vm(bus, "two-iommufds", &good, 1, two, 2, NULL, 0, &e, NULL);
+		check(r < 0 && error_is(&e, SD_BUS_ERROR_INVALID_ARGS), "two iommufds: InvalidArgs (%s)",
+		      e.name ?: "none");
+		sd_bus_error_free(&e);
+	}
+
+	r = register_vm(bus, "no-memory", NULL, 0, NULL, 0, NULL, 0, &e, NULL);
+	check(r < 0 && error_is(&e, SD_BUS_ERROR_INVALID_ARGS), "no memfd: InvalidArgs (%s)", e.name ?: "none");
+	sd_bus_error_free(&e);
+
+	check(count_vms(bus) == 0, "nothing registered by refused calls");
+	r = settled_fds(daemon_pid, before);
+	check(r == before, "daemon kept no fd from refused calls (%d vs %d)", r, before);
+
+	{
+		static const char *const methods[] = { "UnregisterVM", "PreserveVM", "UnpreserveVM",
+						       "VerifyVM",     "RetrieveVM", "FinishVM" };
+
+		for (size_t i = 0; i < 6; i++) {
+			r = call_s(bus, methods[i], "no-such-vm", &e);
+			check(r < 0 && error_is(&e, ERR("NoSuchVM")), "%s of an unknown VM: NoSuchVM (%s)",
+			      methods[i], e.name ?: "none");
+			sd_bus_error_free(&e);
+			r = call_s(bus, methods[i], "bad name", &e);
+			check(r < 0 && error_is(&e, ERR("InvalidName")), "%s with a bad name: InvalidName (%s)",
+			      methods[i], e.name ?: "none");
+			sd_bus_error_free(&e);
+		}
+	}
+
+	close(good);
+	close(unsealed);
+	close(pipefd[0]);
+	close(pipefd[1]);
+	close(devnull);
+}
+
+/* A VMM that registers and exits: the daemon drops the VM. */
+static void test_vmm_exit(LudEnv *env, sd_bus *bus)
+{
+	int status = 0, n = -1;
+	pid_t pid;
+
+	pid = fork();
+	if (pid == 0) {
+		sd_bus *b = NULL;
+		sd_bus_error e = SD_BUS_ERROR_NULL;
+		int fd;
+
+		if (lud_env_connect(env, &b) < 0 || iommulu_memfd_create("x", 1 << 16, &fd) < 0)
+			_exit(2);
+		_exit(register_vm(b, "ephemeral", &fd, 1, NULL, 0, NULL, 0, &e, NULL) < 0 ? 1 : 0);
+	}
+	waitpid(pid, &status, 0);
+	check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "a short-lived VMM registered its VM");
+	for (int i = 0; i < 300; i++) {
+		n = count_vms(bus);
+		if (n == 0)
+			break;
+		msleep(10);
+	}
+	check(n == 0, "the daemon dropped the VM when its VMM exited");
+}
+
+static void test_signals(sd_bus *bus)
+{
+	/* InterfacesAdded/Removed on registration and removal. */
+	sd_bus *b = bus;
+	sd_bus_slot *slot = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int added = 0, removed = 0, fd, r;
+
+	r = sd_bus_match_signal(b, &slot, DEST, MPATH, "org.freedesktop.DBus.ObjectManager", NULL, NULL, NULL);
+	check(r >= 0, "subscribe to ObjectManager signals");
+	iommulu_memfd_create("sig", 1 << 16, &fd);
+	r = register_vm(bus, "signals", &fd, 1, NULL, 0, NULL, 0, &e, NULL);
+	sd_bus_error_free(&e);
+	call_s(bus, "UnregisterVM", "signals", &e);
+	sd_bus_error_free(&e);
+	for (int i = 0; i < 200 && !(added && removed); i++) {
+		sd_bus_message *m = NULL;
+
+		r = sd_bus_process(b, &m);
+		if (r > 0 && m) {
+			if (sd_bus_message_is_signal(m, "org.freedesktop.DBus.ObjectManager", "InterfacesAdded"))
+				added++;
+			if (sd_bus_message_is_signal(m, "org.freedesktop.DBus.ObjectManager", "InterfacesRemoved"))
+				removed++;
+		}
+		sd_bus_message_unref(m);
+		if (r == 0)
+			sd_bus_wait(b, 10000);
+	}
+	check(added == 1 && removed == 1, "InterfacesAdded and InterfacesRemoved emitted (%d, %d)", added, removed);
+	sd_bus_slot_unref(slot);
+	close(fd);
+}
+
+static void test_fd_leak(sd_bus *bus, pid_t daemon_pid)
+{
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int fd, before, after, failures = 0;
+
+	iommulu_memfd_create("leak", 1 << 16, &fd);
+	before = count_fds(daemon_pid);
+	for (int i = 0; i < 1000; i++) {
+		if (register_vm(bus, "cycle", &fd, 1, NULL, 0, NULL, 0, &e, NULL) < 0)
+			failures++;
+		sd_bus_error_free(&e);
+		if (call_s(bus, "UnregisterVM", "cycle", &e) < 0)
+			failures++;
+		sd_bus_error_free(&e);
+	}
+	after = settled_fds(daemon_pid, before);
+	check(failures == 0, "1000 register/unregister cycles succeed (%d failures)", failures);
+	check(before == after, "no fd leaked over 1000 cycles (%d before, %d after)", before, after);
+	close(fd);
+}
+
+/* The non-root caller: the bus policy (first env) and the daemon's own
+ * check (second env, permissive bus) must both refuse. */
+static void test_non_root(LudEnv *env, bool expect_policy)
+{
+	int pipefd[2], status = 0;
+	char buf[1024] = "";
+	ssize_t k;
+	pid_t pid;
+
+	if (pipe(pipefd) < 0)
+		return;
+	pid = fork();
+	if (pid == 0) {
+		sd_bus *b = NULL;
+		sd_bus_error e = SD_BUS_ERROR_NULL;
+		char out[1024];
+		int fd = -1, r, ok = 0;
+		char *version = NULL;
+
+		close(pipefd[0]);
+		iommulu_memfd_create("nobody", 1 << 16, &fd);
+		if (setgroups(0, NULL) < 0 || setresgid(65534, 65534, 65534) < 0 ||
+		    setresuid(65534, 65534, 65534) < 0)
+			_exit(2);
+		if (lud_env_connect(env, &b) < 0)
+			_exit(3);
+		r = register_vm(b, "nobodys", &fd, 1, NULL, 0, NULL, 0, &e, NULL);
+		ok |= (r < 0 && error_is(&e, SD_BUS_ERROR_ACCESS_DENIED)) << 0;
+		snprintf(out, sizeof(out), "%s|", e.message ?: "");
+		sd_bus_error_free(&e);
+		r = call_s(b, "PreserveVM", "x", &e);
+		ok |= (r < 0 && error_is(&e, SD_BUS_ERROR_ACCESS_DENIED)) << 1;
+		sd_bus_error_free(&e);
+		r = sd_bus_call_method(b, DEST, MPATH, MIFACE, "PreserveAll", &e, NULL, NULL);
+		ok |= (r < 0 && error_is(&e, SD_BUS_ERROR_ACCESS_DENIED)) << 2;
+		sd_bus_error_free(&e);
+		r = sd_bus_call_method(b, DEST, MPATH, MIFACE, "ListVMs", &e, NULL, NULL);
+		ok |= (r >= 0) << 3;
+		sd_bus_error_free(&e);
+		r = sd_bus_get_property_string(b, DEST, MPATH, MIFACE, "Version", &e, &version);
+		ok |= (r >= 0) << 4;
+		free(version);
+		sd_bus_error_free(&e);
+		r = sd_bus_call_method(b, DEST, MPATH, "org.freedesktop.DBus.Introspectable", "Introspect",
+				       &e, NULL, NULL);
+		ok |= (r >= 0) << 5;
+		if (write(pipefd[1], out, strlen(out)) < 0)
+			_exit(4);
+		_exit(ok == 0x3f ? 0 : 10 + ok);
+	}
+	close(pipefd[1]);
+	k = read(pipefd[0], buf, sizeof(buf) - 1);
+	buf[k > 0 ? k : 0] = 0;
+	close(pipefd[0]);
+	waitpid(pid, &status, 0);
+	check(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	      "uid 65534: mutating calls AccessDenied, ListVMs/properties/introspection allowed (%s status %d, \"%s\")",
+	      expect_policy ? "bus policy" : "daemon check", WEXITSTATUS(status), buf);
+	if (!expect_policy)
+		check(strstr(buf, "Only root may call RegisterVM") != NULL,
+		      "the refusal came from the daemon's own credential check");
+}
+
+static void test_quota(void)
+{
+	LudEnv env;
+	sd_bus *bus = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int fds[5], r, ok = 0;
+	uint32_t max = 0;
+
+	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = false,
+						   .config = "[Daemon]\nMaxVMs=3\nMaxFdsPerVM=4\n" });
+	if (!check(r >= 0, "start a daemon with MaxVMs=3 MaxFdsPerVM=4 on a permissive bus")) {
+		lud_env_stop(&env);
+		return;
+	}
+	lud_env_connect(&env, &bus);
+	for (int i = 0; i < 5; i++)
+		iommulu_memfd_create("q", 1 << 16, &fds[i]);
+
+	r = sd_bus_get_property_trivial(bus, DEST, MPATH, MIFACE, "MaxVMs", NULL, 'u', &max);
+	check(r >= 0 && max == 3, "MaxVMs property reflects the config (%u)", max);
+
+	r = register_vm(bus, "five", fds, 5, NULL, 0, NULL, 0, &e, NULL);
+	check(r < 0 && error_is(&e, SD_BUS_ERROR_LIMITS_EXCEEDED), "5 fds > MaxFdsPerVM=4: LimitsExceeded (%s)",
+	      e.name ?: "none");
+	sd_bus_error_free(&e);
+	for (int i = 0; i < 3; i++) {
+		char n[8];
+
+		snprintf(n, sizeof(n), "q%d", i);
+		ok += register_vm(bus, n, fds, 4, NULL, 0, NULL, 0, &e, NULL) >= 0;
+		sd_bus_error_free(&e);
+	}
+	check(ok == 3, "3 VMs with 4 fds each register");
+	r = register_vm(bus, "q3", fds, 1, NULL, 0, NULL, 0, &e, NULL);
+	check(r < 0 && error_is(&e, SD_BUS_ERROR_LIMITS_EXCEEDED), "a 4th VM: LimitsExceeded (%s)", e.name ?: "none");
+	sd_bus_error_free(&e);
+
+	test_non_root(&env, false);
+
+	sd_bus_flush_close_unref(bus);
+	r = lud_env_stop_daemon(&env);
+	check(r == 0, "daemon exits cleanly on SIGTERM with VMs registered (status %d)", r);
+	lud_env_stop(&env);
+	for (int i = 0; i < 5; i++)
+		close(fds[i]);
+}
+
+static void test_bad_config(void)
+{
+	LudEnv env;
+	int r;
+
+	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = false,
+						   .config = "[Daemon]\nFailurePolicy=maybe\n" });
+	check(r < 0, "a malformed config makes the daemon refuse to start");
+	lud_env_stop(&env);
+}
+
+int main(void)
+{
+	LudEnv env;
+	sd_bus *bus = NULL;
+	int r;
+
+	signal(SIGPIPE, SIG_IGN);
+	if (geteuid() != 0) {
+		printf("1..0 # SKIP needs root (to test a non-root caller)\n");
+		return 77;
+	}
+
+	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = true });
+	if (!check(r >= 0, "start dbus-daemon with the policy and iommu-lud (%s)", strerror(-r))) {
+		lud_env_stop(&env);
+		printf("1..%u\n", n_test);
+		return 1;
+	}
+	r = lud_env_connect(&env, &bus);
+	check(r >= 0, "connect to the private bus");
+
+	test_introspection(bus);
+	test_register(bus, env.daemon_pid);
+	test_refusals(bus, env.daemon_pid);
+	test_vmm_exit(&env, bus);
+	test_signals(bus);
+	test_non_root(&env, true);
+	test_fd_leak(bus, env.daemon_pid);
+
+	sd_bus_flush_close_unref(bus);
+	r = lud_env_stop_daemon(&env);
+	check(r == 0, "daemon exits cleanly on SIGTERM (status %d)", r);
+	lud_env_stop(&env);
+
+	test_quota();
+	test_bad_config();
+
+	printf("1..%u\n", n_test);
+	return n_fail ? 1 : 0;
+}
