@@ -469,6 +469,15 @@ int vm_preserve(Vm *v, sd_bus_error *error)
 		return bus_error_from_errno(error, r, msg);
 	}
 
+	if (m->fdstore) {
+		/* Only report success once systemd has the fds: a SIGKILL
+		 * right after PreserveVM returns must lose nothing. */
+		r = sd_notify_barrier(0, 5 * 1000 * 1000);
+		if (r < 0)
+			log_vm_errno(LOG_WARNING, r, LOG_VM_SESSION(v->name, name),
+				     "Waiting for systemd to take session %s failed: %m", name);
+	}
+
 	v->session_fd = TAKE_FD(session);
 	v->record_fd = TAKE_FD(rec_store);
 	v->session_incoming = false;
