@@ -3,6 +3,7 @@
 #
 #   tests/vm/run-scenario.sh NAME [--iommu legacy|scalable] [--smp N]
 #                            [--kernel-dir DIR] [--initrd FILE] [--results DIR]
+#                            [--corrupt] [--append KERNEL-ARGS]
 #
 # Builds (or takes from the cache) the kernel and the initramfs unless they
 # are given, boots QEMU (TCG, q35, intel-iommu, edu devices), follows the
@@ -17,8 +18,8 @@ set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
-name= mode= smp= kdir= initrd= results=
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+name= mode= smp= kdir= initrd= results= append=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--iommu) mode=$2; shift ;;
@@ -27,6 +28,8 @@ while [ $# -gt 0 ]; do
 	--kernel-dir) kdir=$2; shift ;;
 	--initrd) initrd=$2; shift ;;
 	--results) results=$2; shift ;;
+	--corrupt) append+=" iommulu.corrupt=1" ;;
+	--append) append+=" $2"; shift ;;
 	-h|--help) usage ;;
 	-*) echo "run-scenario: unknown option $1" >&2; usage ;;
 	*) [ -z "$name" ] || usage; name=$1 ;;
@@ -63,6 +66,7 @@ TIMEOUT_BOOT=150          # QEMU start -> stage 1 start, seconds
 TIMEOUT_STAGE=120         # per stage
 TIMEOUT_KEXEC=120         # kexec -> next stage start
 XFAIL=                    # non-empty: expected to fail, with this reason
+BENCH_KEXEC_RATIO=0       # 1: print (kexec 2 -> "restored" mark) / (kexec 1 -> stage 2)
 QEMU_EXTRA=               # extra QEMU arguments (word-split)
 KERNEL_DIR=$kdir
 # shellcheck disable=SC1091
@@ -122,7 +126,7 @@ t_rootfs=$(sub "$(now)" "$t")
 iommu=intel-iommu,intremap=on
 [ "$mode" = scalable ] && iommu+=,x-scalable-mode=on
 cmdline="console=ttyS0 liveupdate=on kho=on intel_iommu=on retain_initrd panic=-1"
-cmdline+=" iommulu.scenario=$name iommulu.mode=$mode systemd.show_status=error"
+cmdline+=" iommulu.scenario=$name iommulu.mode=$mode systemd.show_status=error$append"
 qemu=(qemu-system-x86_64 -machine q35 -accel tcg -cpu max -smp "$smp" -m "$MEM"
 	-nodefaults -display none -no-reboot -monitor none
 	-serial "file:$results/serial.log"
@@ -205,7 +209,8 @@ gt() { sed -n 's/.* t=\([0-9.]*\).*/\1/p' <<< "$1"; }
 		printf '  %-22s %7ss (cached; cold build took %ss)\n' "kernel build" "$(fmt "$t_kernel")" "${kbuild:-?}"
 	fi
 	printf '  %-22s %7ss\n' "initramfs" "$(fmt "$t_rootfs")"
-	prev_kind=boot prev_t= prev_h=0 kexec_t= kexec_h=
+	prev_t= prev_h=0 kexec_t= kexec_h= cur=1
+	declare -A kx_old=() kx_total=()
 	for i in "${!mk_line[@]}"; do
 		l=${mk_line[$i]} h=${mk_host[$i]}
 		st=$(sed -n 's/.* stage=\([0-9]*\).*/\1/p' <<< "$l")
@@ -222,6 +227,7 @@ gt() { sed -n 's/.* t=\([0-9.]*\).*/\1/p' <<< "$1"; }
 					"$results/serial.log")
 				if [ -n "$ks" ]; then
 					gk=$(echo "($ks - $kexec_t) + $g" | bc -l)
+					kx_old[$st]=$(sub "$ks" "$kexec_t") kx_total[$st]=$gk
 					printf '  %-22s %7ss  [%ss]  (old kernel %ss, new kernel to stage %ss)\n' \
 						"kexec -> stage $st" "$(fmt "$gk")" "$(fmt "$(sub "$h" "$kexec_h")")" \
 						"$(fmt "$(sub "$ks" "$kexec_t")")" "$(fmt "$g")"
@@ -229,7 +235,18 @@ gt() { sed -n 's/.* t=\([0-9.]*\).*/\1/p' <<< "$1"; }
 					printf '  %-22s %7s   [%ss]\n' "kexec -> stage $st" "?" "$(fmt "$(sub "$h" "$kexec_h")")"
 				fi
 			fi
-			prev_t=$(gt "$l") prev_h=$h ;;
+			prev_t=$(gt "$l") prev_h=$h cur=$st ;;
+		"IOMMULU-MARK: restored"*)
+			if [ -n "${kx_old[$cur]:-}" ]; then
+				restored=$(echo "${kx_old[$cur]} + $(gt "$l")" | bc -l)
+				printf '  %-22s %7ss  (kexec %d -> restored)\n' "kexec -> restored" "$(fmt "$restored")" "$((cur - 1))"
+				if [ "$BENCH_KEXEC_RATIO" = 1 ] && [ -n "${kx_total[2]:-}" ]; then
+					ratio=$(printf '%.2f' "$(echo "$restored / ${kx_total[2]}" | bc -l)")
+					printf '  %-22s %7s   (kexec-to-restored with 1 VM %ss / plain kexec %ss)\n' \
+						"kexec overhead ratio" "$ratio" "$(fmt "$restored")" "$(fmt "${kx_total[2]}")"
+					echo "kexec_overhead_ratio=$ratio plain_kexec_s=$(fmt "${kx_total[2]}") vm_kexec_restored_s=$(fmt "$restored")" > "$results/metrics"
+				fi
+			fi ;;
 		"IOMMULU-MARK: stage-end"*)
 			printf '  %-22s %7ss  [%ss]\n' "stage $st" "$(fmt "$(sub "$(gt "$l")" "$prev_t")")" \
 				"$(fmt "$(sub "$h" "$prev_h")")" ;;
@@ -249,7 +266,7 @@ if [ "$outcome" != PASS ] && [ "$outcome" != SKIP ]; then
 	tail -n 25 "$results/serial.log" | tr -d '\r' | sed 's/^/   guest> /'
 fi
 case $outcome in
-PASS) finish PASS "" 0 ;;
+PASS) finish PASS "$(cat "$results/metrics" 2>/dev/null)" 0 ;;
 SKIP) finish SKIP "$(grep -a -m1 'IOMMULU-SKIP' "$results/serial.log" | sed 's/.*IOMMULU-SKIP: //' | tr -d '\r')" 77 ;;
 *) finish FAIL "$detail" 1 ;;
 esac

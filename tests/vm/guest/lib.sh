@@ -4,6 +4,8 @@
 #   IOMMULU_MODE      VT-d mode the host chose: legacy | scalable
 #   IOMMULU_DIR       the scenario's directory in the guest
 #   IOMMULU_TOOLS     where the project's test programs are installed
+#   IOMMULU_CORRUPT   1: damage the preserved data on purpose (the scenario
+#                     must then fail; run-scenario.sh --corrupt)
 # Everything printed goes to the serial console.  Lines starting with
 # "IOMMULU-" are the protocol the host parses; see docs/virtual-host.md.
 
@@ -62,4 +64,20 @@ bind_vfio() {
 	done
 	echo "bind_vfio: $bdf has no vfio-dev node" >&2
 	return 1
+}
+
+# mode_check: the guest's VT-d unit must be in the mode the host asked for
+# (ECAP.SMTS, bit 43, is set only with x-scalable-mode=on).
+mode_check() {
+	local ecap smts want
+	ecap=$(cat /sys/class/iommu/dmar0/intel-iommu/ecap 2>/dev/null) ||
+		fail "no VT-d unit (/sys/class/iommu/dmar0): intel_iommu not active"
+	smts=$(( (0x$ecap >> 43) & 1 ))
+	case $IOMMULU_MODE in
+	scalable) want=1 ;;
+	legacy) want=0 ;;
+	*) fail "unknown VT-d mode '$IOMMULU_MODE'" ;;
+	esac
+	[ "$smts" = "$want" ] || fail "VT-d ecap $ecap: SMTS=$smts, but mode $IOMMULU_MODE was requested"
+	info "VT-d unit dmar0 in $IOMMULU_MODE mode (ecap $ecap)"
 }

@@ -18,6 +18,8 @@
  *          --token N (1)  --size BYTES (1 MiB)  --seed N (0x10440100)
  *          --corrupt     (preserve: flip one byte after preserving, so that
  *                         the check must fail -- proves the check can fail)
+ *          --mark-restored (check: print the virtual host's "restored" mark
+ *                         with CLOCK_BOOTTIME once the memfd is retrieved)
  * Exit status 0 on success; every failure prints "IOMMULU-FAIL: ..." and
  * exits 1.  The unit that runs it needs NotifyAccess=, FileDescriptorStoreMax=
  * and FileDescriptorStorePreserve=yes.
@@ -33,6 +35,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <systemd/sd-daemon.h>
@@ -49,6 +52,7 @@ struct opts {
 	uint64_t size;
 	uint64_t seed;
 	int corrupt;
+	int mark_restored;
 };
 
 #define FAIL(...)                                       \
@@ -159,6 +163,15 @@ static int do_check(const struct opts *o)
 		FAIL("fstat retrieved memfd: %m");
 	if ((uint64_t)st.st_size != o->size)
 		FAIL("retrieved memfd is %jd bytes, expected %" PRIu64, (intmax_t)st.st_size, o->size);
+	if (o->mark_restored) {
+		/* The virtual host's benchmark point: guest RAM is back. */
+		struct timespec ts;
+
+		clock_gettime(CLOCK_BOOTTIME, &ts);
+		printf("IOMMULU-MARK: restored session=%s t=%.3f\n", name,
+		       (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
+		fflush(stdout);
+	}
 	map = mmap(NULL, o->size, PROT_READ, MAP_SHARED, memfd, 0);
 	if (map == MAP_FAILED)
 		FAIL("mmap retrieved memfd: %m");
@@ -196,7 +209,14 @@ static int parse_u64(const char *s, uint64_t *ret)
 
 	errno = 0;
 	v = strtoull(s, &end, 0);
-	if (errno || end == s || *end)
+	if (errno || end == s)
+		return -EINVAL;
+	switch (*end) {
+	case 'K': v <<= 10; end++; break;
+	case 'M': v <<= 20; end++; break;
+	case 'G': v <<= 30; end++; break;
+	}
+	if (*end)
 		return -EINVAL;
 	*ret = v;
 	return 0;
@@ -211,6 +231,7 @@ int main(int argc, char **argv)
 		{ "size", required_argument, NULL, 'z' },
 		{ "seed", required_argument, NULL, 'e' },
 		{ "corrupt", no_argument, NULL, 'c' },
+		{ "mark-restored", no_argument, NULL, 'r' },
 		{}
 	};
 	struct opts o = {
@@ -231,6 +252,7 @@ int main(int argc, char **argv)
 		case 'z': if (parse_u64(optarg, &o.size) < 0) goto usage; break;
 		case 'e': if (parse_u64(optarg, &o.seed) < 0) goto usage; break;
 		case 'c': o.corrupt = 1; break;
+		case 'r': o.mark_restored = 1; break;
 		default: goto usage;
 		}
 	}
@@ -242,6 +264,6 @@ int main(int argc, char **argv)
 		return do_check(&o);
 usage:
 	fprintf(stderr, "usage: lu-fdstore preserve|check [--session NAME] [--fdname NAME] "
-			"[--token N] [--size BYTES] [--seed N] [--corrupt]\n");
+			"[--token N] [--size BYTES[K|M|G]] [--seed N] [--corrupt] [--mark-restored]\n");
 	return 2;
 }
