@@ -39,7 +39,8 @@ static inline void fake_die(const char *what, const char *path)
 	abort();
 }
 
-static inline void fake_path(char *buf, const char *root, const char *fmt, va_list ap)
+static inline __attribute__((format(printf, 3, 0))) void fake_path(char *buf, const char *root,
+								     const char *fmt, va_list ap)
 {
 	char rel[PATH_MAX / 2];
 	int n;
