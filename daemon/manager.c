@@ -511,6 +511,8 @@ void vm_finish_session(Vm *v)
 	v->record_fd = safe_close(v->record_fd);
 	v->session_name[0] = 0;
 	v->session_incoming = false;
+	if (m->fdstore)
+		(void)sd_notify_barrier(0, 5 * 1000 * 1000);
 	manager_save_state(m);
 }
 
@@ -1200,6 +1202,8 @@ int manager_load_state(Manager *m)
 
 	strv_free(names);
 	strv_free(sessions);
+	if (m->fdstore && n > 0)
+		(void)sd_notify_barrier(0, 5 * 1000 * 1000);
 	manager_save_state(m);
 	log_info("Generation %" PRIu64 "%s, %zu VM(s) known.", m->generation,
 		 m->live_updated ? ", this boot came from a live update" : "", m->n_vms);

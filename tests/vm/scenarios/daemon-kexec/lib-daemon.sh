@@ -1,0 +1,57 @@
+# Shared by the daemon scenarios (sourced after /usr/lib/iommulu-vm/lib.sh).
+LUD_CLIENT=/usr/libexec/iommu-lud/iommu-lud-vmm-client
+LUD_UNIT=iommu-lud.service
+LUD_DEST=org.iommulu.LiveUpdate1
+LUD_PATH=/org/iommulu/LiveUpdate1
+LUD_IFACE=org.iommulu.LiveUpdate1.Manager
+
+lud_start() {
+	check "$LUD_UNIT started" systemctl start "$LUD_UNIT"
+	[ "$(systemctl show -P ActiveState "$LUD_UNIT")" = active ] || fail "$LUD_UNIT is not active"
+}
+
+lud_call() { busctl --system call "$LUD_DEST" "$LUD_PATH" "$LUD_IFACE" "$@"; }
+lud_prop() { busctl --system get-property "$LUD_DEST" "$LUD_PATH" "$LUD_IFACE" "$1" | cut -d' ' -f2-; }
+
+# lud_state VM: the VM's State property ("" if unknown).
+lud_state() {
+	local p
+	p=$(lud_call ListVMs | grep -o "\"$1\" \"[a-z]*\"" | awk '{print $2}' | tr -d '"')
+	echo "$p"
+}
+
+# lud_vmm VM SEED: start the VMM stand-in as a service that holds the VM.
+lud_vmm() {
+	local vm=$1 seed=$2 i
+	check "VMM stand-in for $vm started" systemd-run --unit="lud-vmm-$vm" --quiet \
+		-p After=$LUD_UNIT --service-type=exec \
+		"$LUD_CLIENT" register "$vm" --memfds=2 --size=$((8 << 20)) --seed="$seed" --hold
+	for i in $(seq 1 100); do
+		[ "$(lud_state "$vm")" = registered ] && break
+		sleep 0.1
+	done
+	[ "$(lud_state "$vm")" = registered ] || fail "VM $vm not registered: $(lud_call ListVMs)"
+	info "VM $vm registered by the VMM stand-in (seed $seed)"
+}
+
+lud_fdstore() { systemctl show -P NFileDescriptorStore "$LUD_UNIT"; }
+
+lud_journal() { journalctl -b -u "$LUD_UNIT" --no-pager -o cat | tail -n "${1:-40}"; }
+
+# After a kexec: the daemon must know it, verify the VM and hand it back.
+lud_after_kexec() {
+	local vm=$1 seed=$2 n lu
+	n=$(lud_fdstore)
+	[ "$n" -ge 1 ] 2>/dev/null || fail "after kexec the fd store of $LUD_UNIT holds '$n' fds: systemd did not carry the session"
+	info "fd store of $LUD_UNIT holds $n fd(s) after the kexec"
+	lud_start
+	lu=$(lud_prop LiveUpdated)
+	[ "$lu" = true ] || { lud_journal; fail "LiveUpdated is '$lu', expected true"; }
+	[ "$(lud_state "$vm")" = verified ] || { lud_journal; fail "VM $vm is '$(lud_state "$vm")', expected verified"; }
+	info "VM $vm restored and verified by the daemon"
+	"$LUD_CLIENT" retrieve "$vm" --seed="$seed" --finish || { lud_journal; fail "VerifyVM/RetrieveVM/FinishVM of $vm failed"; }
+	[ "$(lud_state "$vm")" = finished ] || fail "VM $vm is '$(lud_state "$vm")' after FinishVM"
+	n=$(lud_fdstore)
+	[ "$n" = 0 ] || fail "fd store still holds $n fd(s) after FinishVM: a retrieved session would be lost on the next kexec"
+	info "VM $vm retrieved intact, session finished and removed from the fd store"
+}
