@@ -44,7 +44,8 @@ int iommulu_luo_session_retrieve_fd(int session_fd, uint64_t token, int *ret_fd)
 /* Incoming session: tell the kernel userspace is done with it. */
 int iommulu_luo_session_finish(int session_fd);
 
-/* Name of a session; buf must hold IOMMULU_LUO_SESSION_NAME_MAX + 1. */
+/* Name of a session; buf must hold IOMMULU_LUO_SESSION_NAME_MAX + 1
+ * (-ERANGE if the name does not fit in len). */
 int iommulu_luo_session_get_name(int session_fd, char *buf, size_t len);
 
 /* 1 if fd is a LUO session fd, 0 if not, negative errno on error. */

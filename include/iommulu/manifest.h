@@ -7,6 +7,13 @@
  * description of what the session holds, so parsing is strict: an unknown
  * major version, a wrong type, a duplicate token or BDF, or an
  * out-of-range value is refused with a message naming the field.
+ *
+ * Compatibility within a major version: a document whose minor is <= ours
+ * may contain only the keys we know (anything else is refused as
+ * corruption); keys unknown to us in a document with a newer minor are
+ * ignored, so a newer minor may only add keys an older reader can skip.
+ * The JSON layout and every rule are described at the top of
+ * libiommulu/manifest.c.
  */
 
 #include "common.h"

@@ -31,7 +31,9 @@ int iommulu_memfd_create(const char *name, uint64_t size, int *ret_fd);
 int iommulu_memfd_check(int fd, uint64_t *ret_size, unsigned *ret_missing_seals,
 			iommulu_error *error);
 
-/* Names of seal bits, e.g. "F_SEAL_GROW|F_SEAL_SHRINK", into buf. */
+/* Names of seal bits, e.g. "F_SEAL_SHRINK|F_SEAL_GROW", into buf: known
+ * bits in ascending order, unknown ones as one hex number, 0 as "none".
+ * -ENOBUFS if buf is too small. */
 int iommulu_memfd_seals_to_string(unsigned seals, char *buf, size_t len);
 
 #ifdef __cplusplus

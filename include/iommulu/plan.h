@@ -95,7 +95,9 @@ iommulu_plan *iommulu_plan_free(iommulu_plan *plan);
  * Run the steps into an outgoing session, stopping at the first failure
  * with the kernel's errno and a message naming the step, e.g.
  * "preserving device 0000:00:03.0 (token 0x2000): Operation not supported".
- * ret_done (optional) receives the number of completed steps.  To roll
+ * ret_done (optional) receives the number of steps dealt with (completed
+ * or skipped) before the failing one, i.e. the failing step's index; on
+ * success it is n_steps.  To roll
  * back, close the session fd: the kernel then unpreserves every file.
  * HWPT marks live in the iommufd and survive that roll-back; a second
  * mark with the same token fails with -EADDRINUSE.  A caller that retries
