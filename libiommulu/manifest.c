@@ -42,6 +42,11 @@
  *    most IOMMULU_MANIFEST_MAX_BYTES.
  *  - Duplicate keys inside one JSON object are not detected: json-c keeps
  *    the last one.  The duplicate checks above are on values.
+ *  - Nesting deeper than 8 levels is refused by the tokenizer (the format
+ *    itself uses 4).
+ * The writer always writes IOMMULU_MANIFEST_MINOR, whatever version_minor
+ * says: re-serializing a document of a newer minor drops the keys we do
+ * not know, so claiming that newer minor would be a lie.
  * Every refusal is -EINVAL (or -EPROTONOSUPPORT) with a message that
  * starts with the field path, e.g. "devices[1].bdf: duplicate 0000:00:03.0".
  */
@@ -330,7 +335,7 @@ static json_object *manifest_to_object(const iommulu_manifest *m)
 	if (json_add(root, "format", json_object_new_string(MANIFEST_FORMAT)) < 0 ||
 	    json_add(root, "version", version) < 0 ||
 	    json_add(version, "major", json_object_new_uint64(m->version_major)) < 0 ||
-	    json_add(version, "minor", json_object_new_uint64(m->version_minor)) < 0 ||
+	    json_add(version, "minor", json_object_new_uint64(IOMMULU_MANIFEST_MINOR)) < 0 ||
 	    json_add(root, "name", json_object_new_string(m->name)) < 0 ||
 	    json_add(root, "generation", json_object_new_uint64(m->generation)) < 0)
 		return NULL;

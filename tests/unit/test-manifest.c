@@ -107,6 +107,20 @@ static void test_parse_newer_minor_ignores_unknown(void **state)
 	assert_int_equal(m->memfds[0].size, 4096);
 	assert_int_equal(m->hwpts[0].id, 3);
 	assert_string_equal(m->devices[0].bdf, "0000:00:03.0");
+
+	/* Written back, it is a document of our minor, without the extras. */
+	{
+		iommulu_manifest *back = NULL;
+		char *json = NULL;
+
+		assert_int_equal(iommulu_manifest_to_json(m, &json, NULL), 0);
+		assert_null(strstr(json, "future"));
+		assert_int_equal(iommulu_manifest_from_json(json, strlen(json), &back, NULL), 0);
+		assert_int_equal(back->version_minor, IOMMULU_MANIFEST_MINOR);
+		assert_int_equal(back->n_devices, 1);
+		iommulu_manifest_free(back);
+		free(json);
+	}
 	iommulu_manifest_free(m);
 }
 
