@@ -61,6 +61,9 @@ for name in "${names[@]}"; do
 		failed=$((failed + 1))
 		continue
 	fi
+	if [ $# -eq 0 ] && [ "$(RUN_ALL=1 KERNEL_DIR=$kdir bash -c '. "$1" >/dev/null 2>&1; echo $RUN_ALL' _ "$conf")" = 0 ]; then
+		continue	# e.g. the demo: only when named
+	fi
 	modes=$(MODES="legacy scalable" KERNEL_DIR=$kdir bash -c '. "$1" >/dev/null 2>&1; echo $MODES' _ "$conf")
 	for mode in $modes; do
 		echo

@@ -68,6 +68,7 @@ TIMEOUT_KEXEC=120         # kexec -> next stage start
 XFAIL=                    # non-empty: expected to fail, with this reason
 BENCH_KEXEC_RATIO=0       # 1: print (kexec 2 -> "restored" mark) / (kexec 1 -> stage 2)
 QEMU_EXTRA=               # extra QEMU arguments (word-split)
+RUN_ALL=1                 # 0: run-all.sh leaves it out (the demo)
 KERNEL_DIR=$kdir
 # shellcheck disable=SC1091
 . "$sdir/scenario.conf"
@@ -176,6 +177,7 @@ while :; do
 		"IOMMULU-RESULT: SKIP $name"*) outcome=SKIP; detail=${l#*SKIP $name} ;;
 		"IOMMULU-RESULT: "*) outcome=FAIL; detail=${l#IOMMULU-RESULT: FAIL $name} ;;
 		"IOMMULU-METRIC: "*) echo "   metric: ${l#IOMMULU-METRIC: }" ;;
+		"IOMMULU-STORY: "*) echo "${l#IOMMULU-STORY: }" ;;
 		esac
 	done
 	[ -n "$outcome" ] && break

@@ -23,6 +23,9 @@ fail() { echo "IOMMULU-FAIL: $*"; exit 1; }
 # The scenario cannot run here (missing device, ...): reported as SKIP.
 skip() { echo "IOMMULU-SKIP: $*"; exit 77; }
 
+# A line of the demo's story, shown by the host as it happens.
+story() { echo "IOMMULU-STORY: $*"; }
+
 # A figure for the host's summary: metric NAME VALUE UNIT
 metric() { echo "IOMMULU-METRIC: $1=$2 $3"; }
 
