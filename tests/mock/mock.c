@@ -156,7 +156,7 @@ const char *mock_end(void)
 		const struct expectation *x = &mock.script[mock.next];
 
 		snprintf(mock.end_msg, sizeof(mock.end_msg),
-			 "%zu of %zu expected ioctl(s) not made; next: fd=%d%s%s req=0x%lx",
+			 "%zu of %zu expected ioctl(s) not made; next: fd=%d%s%.128s req=0x%lx",
 			 mock.n - mock.next, mock.n, x->fd, x->has_path ? " path=*" : "",
 			 x->has_path ? x->path : "", x->req);
 		return mock.end_msg;
