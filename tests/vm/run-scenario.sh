@@ -104,8 +104,9 @@ if [ "$HOST_ONLY" = 1 ]; then
 	[ -x "$sdir/host" ] || { echo "run-scenario: $sdir/host missing" >&2; exit 2; }
 	KERNEL_DIR=$kdir REPO=$repo RESULTS=$results IOMMULU_MODE=$mode "$sdir/host" 2>&1 | tee "$results/host.log"
 	rc=${PIPESTATUS[0]}
+	hdetail=$(grep -m1 '^IOMMULU-DETAIL: ' "$results/host.log" | sed 's/^IOMMULU-DETAIL: //')
 	case $rc in
-	0) finish PASS "" 0 ;;
+	0) finish PASS "$hdetail" 0 ;;
 	77) finish SKIP "$(grep -m1 'IOMMULU-SKIP' "$results/host.log" | sed 's/^IOMMULU-SKIP: //')" 77 ;;
 	*) grep -E 'IOMMULU-FAIL' "$results/host.log" | sed 's/^/   guest> /' | head -n 40
 		finish FAIL "host check exited with $rc" 1 ;;

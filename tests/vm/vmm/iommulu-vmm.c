@@ -24,6 +24,16 @@
  *       check it landed in the retrieved memfd, and check that another
  *       driver cannot take the device.
  *
+ *   iommulu-vmm register NAME --device BDF ... [options]
+ *       the daemon path: as probe (one round trip per device), fill guest
+ *       RAM with the pattern, then hand memfd, iommufd, cdevs and the HWPT
+ *       id to iommu-lud with RegisterVM and keep running (SIGTERM ends it),
+ *       as a VMM does.  iommu-lud preserves the VM at `systemctl kexec`.
+ *   iommulu-vmm retrieve NAME [--device BDF ...] [options]
+ *       after the kexec: VerifyVM (every check must pass), RetrieveVM,
+ *       check the guest RAM pattern; for each device fd handed back, have
+ *       edu DMA into the preserved IOVA and check it landed; FinishVM.
+ *
  * Options: --mem BYTES (64 MiB)  --iova ADDR (0x1000000)  --xfer BYTES (2048)
  *          --seed N  --session NAME (vmm-vm1)  --fdname NAME (vmm-session)
  *          --corrupt (preserve: damage guest RAM after preserving)
@@ -48,6 +58,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <signal.h>
+
+#include <systemd/sd-bus.h>
 #include <systemd/sd-daemon.h>
 
 #include <iommulu/iommufd.h>
@@ -531,6 +544,156 @@ static int cmd_restore_check(struct vmm *v)
 	return 0;
 }
 
+#define LUD_BUS "org.iommulu.LiveUpdate1"
+#define LUD_PATH "/org/iommulu/LiveUpdate1"
+#define LUD_IFACE "org.iommulu.LiveUpdate1.Manager"
+
+static int bus_fail(const char *what, const sd_bus_error *e, int r)
+{
+	return fail("%s: %s: %s", what, e && e->name ? e->name : "error",
+		    e && e->message ? e->message : strerror(-r));
+}
+
+static int cmd_register(struct vmm *v, const char *name)
+{
+	sd_bus_message *call = NULL, *reply = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	sd_bus *bus = NULL;
+	const char *path;
+	sigset_t ss;
+	int r, sig;
+
+	/* A VM without devices is only its guest RAM: no iommufd at all. */
+	if (v->n_dev ? setup_vm(v) < 0 : (ram_create(v) < 0 || ram_map(v) < 0))
+		return 1;
+	for (unsigned i = 0; i < v->n_dev; i++)
+		if (dma_round_trip(v, &v->dev[i], 0x2000, 0x3000, v->seed + i) < 0)
+			return 1;
+	pattern_fill(v->ram, v->mem, v->seed, 0);
+	say("guest RAM filled with pattern %#" PRIx64, v->seed);
+
+	r = sd_bus_open_system(&bus);
+	if (r < 0)
+		return fail("system bus: %s", strerror(-r)), 1;
+	r = sd_bus_message_new_method_call(bus, &call, LUD_BUS, LUD_PATH, LUD_IFACE, "RegisterVM");
+	if (r >= 0)
+		r = sd_bus_message_append(call, "s", name);
+	if (r >= 0)
+		r = sd_bus_message_append(call, "ah", 1, v->memfd);
+	if (r >= 0)
+		r = v->n_dev ? sd_bus_message_append(call, "ah", 1, v->iommufd)
+			     : sd_bus_message_append(call, "ah", 0);
+	if (r >= 0)
+		r = sd_bus_message_open_container(call, 'a', "h");
+	for (unsigned i = 0; r >= 0 && i < v->n_dev; i++)
+		r = sd_bus_message_append(call, "h", v->dev[i].fd);
+	if (r >= 0)
+		r = sd_bus_message_close_container(call);
+	if (r >= 0)
+		r = v->n_dev ? sd_bus_message_append(call, "at", 1, (uint64_t)v->hwpt_id)
+			     : sd_bus_message_append(call, "at", 0);
+	if (r < 0)
+		return fail("building RegisterVM: %s", strerror(-r)), 1;
+	r = sd_bus_call(bus, call, 0, &e, &reply);
+	if (r < 0)
+		return bus_fail("RegisterVM", &e, r), 1;
+	r = sd_bus_message_read(reply, "o", &path);
+	if (r < 0)
+		return fail("RegisterVM reply: %s", strerror(-r)), 1;
+	say("VM %s registered with iommu-lud at %s (%" PRIu64 " MiB, %u device(s), HWPT %u)", name,
+	    path, v->mem >> 20, v->n_dev, v->hwpt_id);
+	sd_bus_message_unref(reply);
+	sd_bus_message_unref(call);
+	sd_bus_flush_close_unref(bus);
+
+	/* A VMM keeps running; iommu-lud drops an unpreserved VM whose VMM exits. */
+	sigemptyset(&ss);
+	sigaddset(&ss, SIGTERM);
+	sigaddset(&ss, SIGINT);
+	sigprocmask(SIG_BLOCK, &ss, NULL);
+	sd_notify(0, "READY=1");
+	(void)sigwait(&ss, &sig);
+	return 0;
+}
+
+static int cmd_retrieve(struct vmm *v, const char *name)
+{
+	sd_bus_message *reply = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	const char *what, *detail, *role;
+	unsigned n_checks = 0, n_failed = 0;
+	sd_bus *bus = NULL;
+	int r, ok, fd;
+	size_t bad;
+
+	r = sd_bus_open_system(&bus);
+	if (r < 0)
+		return fail("system bus: %s", strerror(-r)), 1;
+	r = sd_bus_call_method(bus, LUD_BUS, LUD_PATH, LUD_IFACE, "VerifyVM", &e, &reply, "s", name);
+	if (r < 0)
+		return bus_fail("VerifyVM", &e, r), 1;
+	r = sd_bus_message_enter_container(reply, 'a', "(sbs)");
+	while (r >= 0 && (r = sd_bus_message_read(reply, "(sbs)", &what, &ok, &detail)) > 0) {
+		say("VerifyVM %s: %s: %s", what, ok ? "ok" : "FAILED", detail);
+		n_checks++;
+		n_failed += !ok;
+	}
+	if (r < 0 || n_failed)
+		return fail("VerifyVM %s: %u of %u checks failed", name, n_failed, n_checks), 1;
+	reply = sd_bus_message_unref(reply);
+
+	r = sd_bus_call_method(bus, LUD_BUS, LUD_PATH, LUD_IFACE, "RetrieveVM", &e, &reply, "s", name);
+	if (r < 0)
+		return bus_fail("RetrieveVM", &e, r), 1;
+	r = sd_bus_message_enter_container(reply, 'a', "(sh)");
+	while (r >= 0 && (r = sd_bus_message_read(reply, "(sh)", &role, &fd)) > 0) {
+		say("RetrieveVM %s: %s", name, role);
+		if (strcmp(role, "memfd:0") == 0) {
+			v->memfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+		} else if (strncmp(role, "device:", 7) == 0) {
+			for (unsigned i = 0; i < v->n_dev; i++)
+				if (strcmp(v->dev[i].bdf, role + 7) == 0)
+					v->dev[i].fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+		}
+	}
+	if (r < 0)
+		return fail("RetrieveVM reply: %s", strerror(-r)), 1;
+	if (v->memfd < 0)
+		return fail("RetrieveVM %s returned no memfd:0", name), 1;
+	if (ram_map(v) < 0)
+		return 1;
+	bad = pattern_mismatch(v->ram, v->mem, v->seed, 0);
+	if (bad != v->mem)
+		return fail("guest RAM of %s differs from the pre-kexec pattern at byte %zu", name, bad), 1;
+	say("guest RAM of %s intact (%" PRIu64 " MiB)", name, v->mem >> 20);
+
+	for (unsigned i = 0; i < v->n_dev; i++) {
+		struct device *d = &v->dev[i];
+
+		if (d->fd < 0)
+			return fail("RetrieveVM %s returned no fd for device %s", name, d->bdf), 1;
+		/* No bind, no attach: the restored translation must already work. */
+		if (device_enable(d) < 0)
+			return 1;
+		pattern_fill(v->ram + 0x4000, v->xfer, v->seed ^ 0xf00d, 0);
+		if (edu_dma(d, v->iova + 0x4000, EDU_BUFFER, v->xfer, 0) < 0 ||
+		    edu_dma(d, EDU_BUFFER, v->iova + 0x8000, v->xfer, 1) < 0)
+			return 1;
+		bad = pattern_mismatch(v->ram + 0x8000, v->xfer, v->seed ^ 0xf00d, 0);
+		if (bad != v->xfer)
+			return fail("%s: DMA after kexec did not land in preserved guest RAM (byte %zu)",
+				    d->bdf, bad), 1;
+		say("%s: device DMA after kexec landed in preserved guest RAM: OK", d->bdf);
+	}
+	reply = sd_bus_message_unref(reply);
+	r = sd_bus_call_method(bus, LUD_BUS, LUD_PATH, LUD_IFACE, "FinishVM", &e, NULL, "s", name);
+	if (r < 0)
+		return bus_fail("FinishVM", &e, r), 1;
+	say("VM %s finished", name);
+	sd_bus_flush_close_unref(bus);
+	return 0;
+}
+
 static int parse_u64(const char *s, uint64_t *ret)
 {
 	unsigned long long x;
@@ -595,15 +758,25 @@ int main(int argc, char **argv)
 		default: goto usage;
 		}
 	}
-	if (optind + 1 != argc || v.n_dev == 0)
+	if (optind >= argc)
 		goto usage;
+	cmd = argv[optind];
+	if (strcmp(cmd, "register") == 0 || strcmp(cmd, "retrieve") == 0) {
+		if (optind + 2 != argc || !iommulu_vm_name_is_valid(argv[optind + 1]))
+			goto usage;
+	} else if (optind + 1 != argc || v.n_dev == 0) {
+		goto usage;
+	}
 	if (v.mem < 0x10000 || v.mem % 4096 || v.iova % 4096 || v.iova + v.mem > EDU_DMA_MASK + 1 ||
 	    v.xfer == 0 || v.xfer > EDU_XFER_MAX) {
 		fprintf(stderr, "vmm: --mem/--iova/--xfer out of edu's range (IOVA + mem <= 2^28, "
 				"xfer <= %d)\n", EDU_XFER_MAX);
 		return 2;
 	}
-	cmd = argv[optind];
+	if (strcmp(cmd, "register") == 0)
+		return cmd_register(&v, argv[optind + 1]);
+	if (strcmp(cmd, "retrieve") == 0)
+		return cmd_retrieve(&v, argv[optind + 1]);
 	if (strcmp(cmd, "probe") == 0)
 		return cmd_probe(&v);
 	if (strcmp(cmd, "preserve") == 0)
@@ -611,7 +784,9 @@ int main(int argc, char **argv)
 	if (strcmp(cmd, "restore-check") == 0)
 		return cmd_restore_check(&v);
 usage:
-	fprintf(stderr, "usage: iommulu-vmm probe|preserve|restore-check --device BDF [--device BDF]... "
+	fprintf(stderr, "usage: iommulu-vmm probe|preserve|restore-check --device BDF [--device BDF]... \n"
+			"       iommulu-vmm register|retrieve NAME [--device BDF]... \n"
+			"       options: "
 			"[--mem BYTES] [--iova ADDR] [--xfer BYTES] [--seed N] [--session NAME] "
 			"[--fdname NAME] [--corrupt]\n");
 	return 2;

@@ -1,0 +1,605 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * vfio-lu: preserve a vfio-pci device cdev (QEMU edu) through a LUO session
+ * across kexec and check it afterwards.  Test program of the vfio-kexec
+ * scenario (kernel series part 1, issue 5).
+ *
+ *   vfio-lu preserve BDF [--fdstore|--hold] [--session NAME] [--value V]
+ *       create session NAME; bind the device cdev to an iommufd; write V to
+ *       edu's liveness register (0x04, reads back as ~V); set bus mastering;
+ *       check that preserving fails with EBUSY while MSI is enabled; preserve
+ *       the cdev (token 1) and a memfd with the device's BARs and V
+ *       (token 2); then push the session into the service's fd store
+ *       (--fdstore) or leave a child process holding it (--hold).
+ *   vfio-lu refuse BDF
+ *       the errnos for devices that cannot be preserved, and no half state:
+ *       a device fd from a VFIO group -> EBADFD, an unbound cdev -> EBADFD;
+ *       a session that preserved the bound cdev and is closed releases it
+ *       (a second session can preserve it again, then is closed too).
+ *   vfio-lu check BDF [--fdstore] [--session NAME] [--no-finish]
+ *       after kexec: bus mastering still set and BARs unchanged (sysfs
+ *       config, before anything opens the device); a plain cdev open cannot
+ *       use the device (BIND_IOMMUFD fails with EBUSY); retrieve the cdev,
+ *       bind it to a new iommufd, read edu's identification register and the
+ *       liveness register (still ~V: no reset); FINISH the session.
+ *
+ * Exit status 0 on success; every failure prints "IOMMULU-FAIL: ..." and
+ * exits 1.
+ */
+
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+
+#include <iommulu/uapi.h>
+
+#define EDU_ID_REG	0x00
+#define EDU_LIVE_REG	0x04
+#define EDU_ID_MASK	0x000000ff
+#define EDU_ID_LOW	0xed
+#define TOKEN_DEV	1
+#define TOKEN_STATE	2
+#define FDNAME		"vfio-lu"
+
+struct state {
+	char magic[8];
+	uint32_t value;
+	uint32_t bars[6];
+};
+
+static const char state_magic[8] = "vfiolu1";
+
+#define FAIL(...)						\
+	do {							\
+		printf("IOMMULU-FAIL: vfio-lu: " __VA_ARGS__);	\
+		putchar('\n');					\
+		fflush(stdout);					\
+		exit(1);					\
+	} while (0)
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("vfio-lu: ", stdout);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+	fflush(stdout);
+}
+
+/* ---- LUO ---- */
+
+static int luo_open(void)
+{
+	int fd, i;
+
+	/* PID 1 opens /dev/liveupdate briefly at times: retry on EBUSY */
+	for (i = 0; i < 50; i++) {
+		fd = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
+		if (fd >= 0 || errno != EBUSY)
+			break;
+		usleep(100000);
+	}
+	if (fd < 0)
+		FAIL("open /dev/liveupdate: %s", strerror(errno));
+	return fd;
+}
+
+static int session_create(const char *name)
+{
+	struct liveupdate_ioctl_create_session a = { .size = sizeof(a) };
+	int luo = luo_open();
+
+	snprintf((char *)a.name, sizeof(a.name), "%s", name);
+	if (ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, &a) < 0)
+		FAIL("create session %s: %s", name, strerror(errno));
+	close(luo);
+	return a.fd;
+}
+
+static int session_retrieve(const char *name)
+{
+	struct liveupdate_ioctl_retrieve_session a = { .size = sizeof(a) };
+	int luo = luo_open();
+
+	snprintf((char *)a.name, sizeof(a.name), "%s", name);
+	if (ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, &a) < 0)
+		FAIL("retrieve session %s: %s", name, strerror(errno));
+	close(luo);
+	return a.fd;
+}
+
+/* 0 or -errno */
+static int preserve_fd(int session, int fd, uint64_t token)
+{
+	struct liveupdate_session_preserve_fd a = {
+		.size = sizeof(a), .fd = fd, .token = token,
+	};
+
+	return ioctl(session, LIVEUPDATE_SESSION_PRESERVE_FD, &a) < 0 ? -errno : 0;
+}
+
+static int retrieve_fd(int session, uint64_t token)
+{
+	struct liveupdate_session_retrieve_fd a = {
+		.size = sizeof(a), .token = token,
+	};
+
+	if (ioctl(session, LIVEUPDATE_SESSION_RETRIEVE_FD, &a) < 0)
+		FAIL("retrieve token %" PRIu64 ": %s", token, strerror(errno));
+	return a.fd;
+}
+
+static void session_finish(int session)
+{
+	struct liveupdate_session_finish a = { .size = sizeof(a) };
+
+	if (ioctl(session, LIVEUPDATE_SESSION_FINISH, &a) < 0)
+		FAIL("session FINISH: %s", strerror(errno));
+}
+
+/* ---- PCI / VFIO ---- */
+
+static void sysfs_path(char *buf, size_t len, const char *bdf, const char *f)
+{
+	snprintf(buf, len, "/sys/bus/pci/devices/%s/%s", bdf, f);
+}
+
+static void read_sysfs_config(const char *bdf, uint8_t cfg[64])
+{
+	char p[PATH_MAX];
+	int fd;
+
+	sysfs_path(p, sizeof(p), bdf, "config");
+	fd = open(p, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || pread(fd, cfg, 64, 0) != 64)
+		FAIL("read %s: %s", p, strerror(errno));
+	close(fd);
+}
+
+static uint16_t cfg16(const uint8_t *cfg, int off)
+{
+	return cfg[off] | cfg[off + 1] << 8;
+}
+
+static uint32_t cfg32(const uint8_t *cfg, int off)
+{
+	return (uint32_t)cfg16(cfg, off) | (uint32_t)cfg16(cfg, off + 2) << 16;
+}
+
+static void open_cdev_path(const char *bdf, char *out, size_t len)
+{
+	char p[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+
+	sysfs_path(p, sizeof(p), bdf, "vfio-dev");
+	d = opendir(p);
+	if (!d)
+		FAIL("%s: %s (not bound to vfio-pci?)", p, strerror(errno));
+	while ((de = readdir(d))) {
+		if (!strncmp(de->d_name, "vfio", 4)) {
+			snprintf(out, len, "/dev/vfio/devices/%s", de->d_name);
+			closedir(d);
+			return;
+		}
+	}
+	closedir(d);
+	FAIL("%s has no vfio device node", p);
+}
+
+static int open_cdev(const char *bdf)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	open_cdev_path(bdf, path, sizeof(path));
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		FAIL("open %s: %s", path, strerror(errno));
+	return fd;
+}
+
+/* 0 or -errno */
+static int bind_iommufd(int dev, int *iommufd)
+{
+	struct vfio_device_bind_iommufd b = { .argsz = sizeof(b) };
+
+	*iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
+	if (*iommufd < 0)
+		FAIL("open /dev/iommu: %s", strerror(errno));
+	b.iommufd = *iommufd;
+	return ioctl(dev, VFIO_DEVICE_BIND_IOMMUFD, &b) < 0 ? -errno : 0;
+}
+
+static uint64_t region_offset(int dev, unsigned int index)
+{
+	struct vfio_region_info ri = { .argsz = sizeof(ri), .index = index };
+
+	if (ioctl(dev, VFIO_DEVICE_GET_REGION_INFO, &ri) < 0)
+		FAIL("GET_REGION_INFO %u: %s", index, strerror(errno));
+	return ri.offset;
+}
+
+static uint32_t dev_read32(int dev, uint64_t off)
+{
+	uint32_t v;
+
+	if (pread(dev, &v, 4, off) != 4)
+		FAIL("read device at %#" PRIx64 ": %s", off, strerror(errno));
+	return v;
+}
+
+static void dev_write32(int dev, uint64_t off, uint32_t v)
+{
+	if (pwrite(dev, &v, 4, off) != 4)
+		FAIL("write device at %#" PRIx64 ": %s", off, strerror(errno));
+}
+
+static uint16_t cfg_read16(int dev, uint64_t cfg, int reg)
+{
+	uint16_t v;
+
+	if (pread(dev, &v, 2, cfg + reg) != 2)
+		FAIL("config read %#x: %s", reg, strerror(errno));
+	return v;
+}
+
+static void cfg_write16(int dev, uint64_t cfg, int reg, uint16_t v)
+{
+	if (pwrite(dev, &v, 2, cfg + reg) != 2)
+		FAIL("config write %#x: %s", reg, strerror(errno));
+}
+
+/* 0 or -errno: enable (efd >= 0) or disable (efd < 0) MSI vector 0 */
+static int set_msi(int dev, int efd)
+{
+	char buf[sizeof(struct vfio_irq_set) + sizeof(int32_t)];
+	struct vfio_irq_set *s = (struct vfio_irq_set *)buf;
+
+	memset(buf, 0, sizeof(buf));
+	s->argsz = sizeof(buf);
+	s->index = VFIO_PCI_MSI_IRQ_INDEX;
+	s->start = 0;
+	if (efd >= 0) {
+		s->flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
+		s->count = 1;
+		memcpy(s->data, &efd, sizeof(efd));
+	} else {
+		s->argsz = sizeof(*s);
+		s->flags = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER;
+		s->count = 0;
+	}
+	return ioctl(dev, VFIO_DEVICE_SET_IRQS, s) < 0 ? -errno : 0;
+}
+
+static void expect_errno(const char *what, int got, int want)
+{
+	if (got != -want)
+		FAIL("%s: got %s, expected %s", what,
+		     got ? strerror(-got) : "success", strerror(want));
+	say("ok: %s -> %s", what, strerror(want));
+}
+
+/* ---- sub-commands ---- */
+
+static void hold_forever(void)
+{
+	pid_t pid = fork();
+
+	if (pid < 0)
+		FAIL("fork: %s", strerror(errno));
+	if (pid > 0) {
+		say("child %d holds the session; kexec now", (int)pid);
+		exit(0);
+	}
+	setsid();
+	for (;;)
+		pause();
+}
+
+static int cmd_preserve(const char *bdf, const char *name, uint32_t value,
+			int fdstore, int hold)
+{
+	struct state st = { 0 };
+	uint64_t bar0, cfg;
+	uint8_t sysfs_cfg[64];
+	int session, dev, iommufd, mfd, efd, r, i;
+	uint16_t cmd;
+	uint32_t v;
+
+	session = session_create(name);
+	dev = open_cdev(bdf);
+	r = bind_iommufd(dev, &iommufd);
+	if (r)
+		FAIL("BIND_IOMMUFD: %s", strerror(-r));
+	bar0 = region_offset(dev, VFIO_PCI_BAR0_REGION_INDEX);
+	cfg = region_offset(dev, VFIO_PCI_CONFIG_REGION_INDEX);
+
+	v = dev_read32(dev, bar0 + EDU_ID_REG);
+	if ((v & EDU_ID_MASK) != EDU_ID_LOW)
+		FAIL("%s is not an edu device (id register %#x)", bdf, v);
+	dev_write32(dev, bar0 + EDU_LIVE_REG, value);
+	v = dev_read32(dev, bar0 + EDU_LIVE_REG);
+	if (v != (uint32_t)~value)
+		FAIL("liveness register reads %#x after writing %#x", v, value);
+
+	cmd = cfg_read16(dev, cfg, 0x04);
+	cfg_write16(dev, cfg, 0x04, cmd | 0x6);	/* memory + bus master */
+	read_sysfs_config(bdf, sysfs_cfg);
+	if (!(cfg16(sysfs_cfg, 0x04) & 0x4))
+		FAIL("bus mastering did not stick (command %#x)",
+		     cfg16(sysfs_cfg, 0x04));
+	say("%s: edu id %#x, liveness %#x, command %#x", bdf,
+	    dev_read32(dev, bar0 + EDU_ID_REG), v, cfg16(sysfs_cfg, 0x04));
+
+	/* Interrupts enabled: refused, nothing preserved */
+	efd = eventfd(0, EFD_CLOEXEC);
+	if (efd < 0)
+		FAIL("eventfd: %s", strerror(errno));
+	r = set_msi(dev, efd);
+	if (r)
+		FAIL("enable MSI: %s", strerror(-r));
+	expect_errno("preserve with MSI enabled", preserve_fd(session, dev, TOKEN_DEV), EBUSY);
+	r = set_msi(dev, -1);
+	if (r)
+		FAIL("disable MSI: %s", strerror(-r));
+	close(efd);
+
+	r = preserve_fd(session, dev, TOKEN_DEV);
+	if (r)
+		FAIL("preserve device cdev: %s", strerror(-r));
+	say("ok: device cdev preserved (token %d)", TOKEN_DEV);
+
+	/* What stage 2 compares with */
+	memcpy(st.magic, state_magic, sizeof(st.magic));
+	st.value = value;
+	for (i = 0; i < 6; i++)
+		st.bars[i] = cfg32(sysfs_cfg, 0x10 + 4 * i);
+	mfd = memfd_create("vfio-lu-state", MFD_CLOEXEC);
+	if (mfd < 0 || pwrite(mfd, &st, sizeof(st), 0) != sizeof(st))
+		FAIL("state memfd: %s", strerror(errno));
+	r = preserve_fd(session, mfd, TOKEN_STATE);
+	if (r)
+		FAIL("preserve state memfd: %s", strerror(-r));
+	say("state: value %#x, BAR0 %#x BAR1 %#x", st.value, st.bars[0], st.bars[1]);
+
+	if (fdstore) {
+		char msg[64];
+
+		snprintf(msg, sizeof(msg), "FDSTORE=1\nFDNAME=%s", FDNAME);
+		r = sd_pid_notify_with_fds(0, 0, msg, &session, 1);
+		if (r <= 0)
+			FAIL("FDSTORE=1: %s", r ? strerror(-r) : "no $NOTIFY_SOCKET");
+		r = sd_notify_barrier(0, 5 * 1000000ull);
+		if (r < 0)
+			FAIL("sd_notify_barrier: %s", strerror(-r));
+		say("session %s is in the fd store", name);
+		return 0;
+	}
+	if (hold)
+		hold_forever();
+	say("not holding the session (no --fdstore/--hold): it is released at exit");
+	return 0;
+}
+
+static int group_device_fd(const char *bdf)
+{
+	char p[PATH_MAX], link[256];
+	int container, group, dev;
+	ssize_t n;
+	char *g;
+	struct vfio_group_status gs = { .argsz = sizeof(gs) };
+
+	sysfs_path(p, sizeof(p), bdf, "iommu_group");
+	n = readlink(p, link, sizeof(link) - 1);
+	if (n < 0)
+		FAIL("readlink %s: %s", p, strerror(errno));
+	link[n] = 0;
+	g = strrchr(link, '/');
+	snprintf(p, sizeof(p), "/dev/vfio/%s", g ? g + 1 : link);
+	group = open(p, O_RDWR | O_CLOEXEC);
+	if (group < 0)
+		FAIL("open %s: %s", p, strerror(errno));
+	if (ioctl(group, VFIO_GROUP_GET_STATUS, &gs) < 0 ||
+	    !(gs.flags & VFIO_GROUP_FLAGS_VIABLE))
+		FAIL("group %s not viable", p);
+	container = open("/dev/vfio/vfio", O_RDWR | O_CLOEXEC);
+	if (container < 0)
+		FAIL("open /dev/vfio/vfio: %s", strerror(errno));
+	if (ioctl(group, VFIO_GROUP_SET_CONTAINER, &container) < 0)
+		FAIL("VFIO_GROUP_SET_CONTAINER: %s", strerror(errno));
+	if (ioctl(container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU) < 0)
+		FAIL("VFIO_SET_IOMMU: %s", strerror(errno));
+	dev = ioctl(group, VFIO_GROUP_GET_DEVICE_FD, bdf);
+	if (dev < 0)
+		FAIL("VFIO_GROUP_GET_DEVICE_FD: %s", strerror(errno));
+	close(group);
+	close(container);
+	return dev;
+}
+
+static int cmd_refuse(const char *bdf)
+{
+	int session, dev, iommufd, r;
+
+	session = session_create("vfio-lu-refuse");
+
+	dev = group_device_fd(bdf);
+	expect_errno("preserve a device fd from a VFIO group",
+		     preserve_fd(session, dev, 1), EBADFD);
+	close(dev);
+
+	dev = open_cdev(bdf);
+	expect_errno("preserve a cdev not bound to an iommufd",
+		     preserve_fd(session, dev, 2), EBADFD);
+
+	/* The refusals left nothing behind: the bound cdev can be preserved */
+	r = bind_iommufd(dev, &iommufd);
+	if (r)
+		FAIL("BIND_IOMMUFD: %s", strerror(-r));
+	r = preserve_fd(session, dev, 3);
+	if (r)
+		FAIL("preserve after refusals: %s", strerror(-r));
+	say("ok: bound cdev preserved after the refusals");
+	close(session);
+	say("ok: session closed (device unpreserved)");
+
+	/* ... and closing the session released it again */
+	session = session_create("vfio-lu-refuse2");
+	r = preserve_fd(session, dev, 1);
+	if (r)
+		FAIL("preserve again after closing the first session: %s", strerror(-r));
+	say("ok: a new session can preserve it again");
+	close(session);
+	close(dev);
+	close(iommufd);
+	return 0;
+}
+
+static int fdstore_session(void)
+{
+	char **names = NULL;
+	int n, i, s = -1;
+
+	n = sd_listen_fds_with_names(0, &names);
+	if (n < 0)
+		FAIL("sd_listen_fds_with_names: %s", strerror(-n));
+	for (i = 0; i < n; i++) {
+		if (!strcmp(names[i], FDNAME))
+			s = SD_LISTEN_FDS_START + i;
+		free(names[i]);
+	}
+	free(names);
+	if (s < 0)
+		FAIL("no fd named %s among %d passed fds", FDNAME, n);
+	return s;
+}
+
+static int cmd_check(const char *bdf, const char *name, int fdstore, int finish)
+{
+	uint8_t cfg_before[64], cfg_after[64];
+	struct state st;
+	uint64_t bar0, cfg;
+	int session, mfd, dev, plain, iommufd, iommufd2, r, i;
+	uint32_t v;
+
+	/* Before anything opens the device */
+	read_sysfs_config(bdf, cfg_before);
+	if (!(cfg16(cfg_before, 0x04) & 0x4))
+		FAIL("bus mastering was cleared across kexec (command %#x)",
+		     cfg16(cfg_before, 0x04));
+	say("ok: command register %#x, bus mastering still set", cfg16(cfg_before, 0x04));
+
+	session = fdstore ? fdstore_session() : session_retrieve(name);
+	mfd = retrieve_fd(session, TOKEN_STATE);
+	if (pread(mfd, &st, sizeof(st), 0) != sizeof(st) ||
+	    memcmp(st.magic, state_magic, sizeof(st.magic)))
+		FAIL("state memfd is corrupt");
+	for (i = 0; i < 6; i++) {
+		v = cfg32(cfg_before, 0x10 + 4 * i);
+		if (v != st.bars[i])
+			FAIL("BAR%d changed across kexec: %#x, was %#x", i, v, st.bars[i]);
+	}
+	say("ok: BARs unchanged (BAR0 %#x)", st.bars[0]);
+
+	/* Somebody else opening the cdev cannot use the device */
+	plain = open_cdev(bdf);
+	expect_errno("BIND_IOMMUFD on a plainly opened cdev before retrieve",
+		     bind_iommufd(plain, &iommufd2), EBUSY);
+	close(plain);
+	close(iommufd2);
+
+	dev = retrieve_fd(session, TOKEN_DEV);
+	say("ok: device cdev retrieved");
+	r = bind_iommufd(dev, &iommufd);
+	if (r)
+		FAIL("BIND_IOMMUFD on the retrieved cdev: %s", strerror(-r));
+	bar0 = region_offset(dev, VFIO_PCI_BAR0_REGION_INDEX);
+	cfg = region_offset(dev, VFIO_PCI_CONFIG_REGION_INDEX);
+	v = dev_read32(dev, bar0 + EDU_ID_REG);
+	if ((v & EDU_ID_MASK) != EDU_ID_LOW)
+		FAIL("edu identification register reads %#x through the retrieved fd", v);
+	say("ok: edu identification register %#x", v);
+	v = dev_read32(dev, bar0 + EDU_LIVE_REG);
+	if (v != (uint32_t)~st.value)
+		FAIL("liveness register %#x, expected %#x: the device was reset", v,
+		     (uint32_t)~st.value);
+	say("ok: liveness register still %#x (value %#x written before kexec)", v, st.value);
+	dev_write32(dev, bar0 + EDU_LIVE_REG, 0x5a5a0f0f);
+	v = dev_read32(dev, bar0 + EDU_LIVE_REG);
+	if (v != (uint32_t)~0x5a5a0f0fu)
+		FAIL("device does not answer: liveness register %#x", v);
+	say("ok: device answers through the retrieved fd");
+	if (!(cfg_read16(dev, cfg, 0x04) & 0x4))
+		FAIL("bus mastering cleared by BIND_IOMMUFD of the retrieved fd");
+	read_sysfs_config(bdf, cfg_after);
+	say("ok: command register %#x after bind", cfg16(cfg_after, 0x04));
+
+	if (finish) {
+		session_finish(session);
+		say("ok: session finished");
+		if (fdstore) {
+			r = sd_notify(0, "FDSTOREREMOVE=1\nFDNAME=" FDNAME);
+			if (r <= 0)
+				FAIL("FDSTOREREMOVE: %s", r ? strerror(-r) : "no $NOTIFY_SOCKET");
+		}
+		close(session);
+	}
+	close(mfd);
+	close(dev);
+	close(iommufd);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *name = "vfio-lu", *cmd, *bdf;
+	uint32_t value = 0x1c0ffee5;
+	int fdstore = 0, hold = 0, finish = 1, i;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc < 3)
+		FAIL("usage: vfio-lu preserve|refuse|check BDF [options]");
+	cmd = argv[1];
+	bdf = argv[2];
+	for (i = 3; i < argc; i++) {
+		if (!strcmp(argv[i], "--fdstore"))
+			fdstore = 1;
+		else if (!strcmp(argv[i], "--hold"))
+			hold = 1;
+		else if (!strcmp(argv[i], "--no-finish"))
+			finish = 0;
+		else if (!strcmp(argv[i], "--session") && i + 1 < argc)
+			name = argv[++i];
+		else if (!strcmp(argv[i], "--value") && i + 1 < argc)
+			value = strtoul(argv[++i], NULL, 0);
+		else
+			FAIL("unknown argument %s", argv[i]);
+	}
+
+	if (!strcmp(cmd, "preserve"))
+		return cmd_preserve(bdf, name, value, fdstore, hold);
+	if (!strcmp(cmd, "refuse"))
+		return cmd_refuse(bdf);
+	if (!strcmp(cmd, "check"))
+		return cmd_check(bdf, name, fdstore, finish);
+	FAIL("unknown command %s", cmd);
+}
