@@ -27,7 +27,6 @@
  * exits 1.
  */
 
-#define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
