@@ -57,7 +57,7 @@ static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void
 		m->config = c;
 		log_info("Reloaded %s.", m->config_path);
 		manager_emit_changed(m, "FailurePolicy");
-		shutdown_update_block(m);
+		shutdown_recheck_all(m);
 	} else
 		log_error("Keeping the previous configuration.");
 	(void)sd_notify(false, "READY=1");

@@ -131,6 +131,7 @@ int vm_new(Manager *m, const char *name, Vm **ret)
 		return -ENOMEM;
 	v->manager = m;
 	v->iommufd = v->owner_pidfd = v->session_fd = v->record_fd = -EBADF;
+	v->eligibility_stale = true;
 	snprintf(v->name, sizeof(v->name), "%s", name);
 	r = sd_bus_path_encode(VM_PATH_PREFIX, name, &v->path);
 	if (r < 0)
@@ -163,6 +164,7 @@ void vm_set_state(Vm *v, VmState s, const char *error)
 	bool changed = v->state != s;
 
 	v->state = s;
+	v->eligibility_stale = true;
 	if (error || s != VM_FAILED) {
 		if (!streq_ptr(v->last_error, error) && (error || v->last_error)) {
 			free(v->last_error);

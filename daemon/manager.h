@@ -69,6 +69,7 @@ typedef struct Vm {
 	VmState state;
 	char *last_error;
 	char *ineligible;	/* why it cannot be preserved right now, or NULL */
+	bool eligibility_stale;	/* ineligible needs re-evaluating */
 
 	/* The VM's files: the VMM's (dup'ed at registration) or, after a
 	 * kexec, those retrieved from the session (-1 where not restored). */
@@ -165,6 +166,7 @@ void fdstore_remove(Manager *m, const char *prefix, const char *session_name);
 /* logind / shutdown (shutdown.c) */
 int shutdown_watch_setup(Manager *m);
 void shutdown_update_block(Manager *m);
+void shutdown_recheck_all(Manager *m);
 bool shutdown_kexec_pending(Manager *m);
 void shutdown_watch_done(Manager *m);
 

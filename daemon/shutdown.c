@@ -193,7 +193,7 @@ static int on_recheck(sd_event_source *s, uint64_t usec, void *userdata)
 {
 	Manager *m = userdata;
 
-	shutdown_update_block(m);
+	shutdown_recheck_all(m);
 	if (m->config.recheck_sec > 0)
 		(void)sd_event_source_set_time_relative(s, (uint64_t)m->config.recheck_sec * 1000000);
 	return 0;
@@ -251,6 +251,13 @@ static bool liveupdate_present(void)
 	return access(p, F_OK) == 0;
 }
 
+void shutdown_recheck_all(Manager *m)
+{
+	for (size_t i = 0; i < m->n_vms; i++)
+		m->vms[i]->eligibility_stale = true;
+	shutdown_update_block(m);
+}
+
 /* Re-evaluate which VMs could not be preserved now, publish it per VM and
  * hold or drop the block inhibitor accordingly. */
 void shutdown_update_block(Manager *m)
@@ -262,6 +269,10 @@ void shutdown_update_block(Manager *m)
 	for (size_t i = 0; i < m->n_vms; i++) {
 		Vm *v = m->vms[i];
 		char reason[IOMMULU_ERROR_MAX + 64] = "";
+
+		if (!v->eligibility_stale)
+			goto compose;
+		v->eligibility_stale = false;
 
 		switch (v->state) {
 		case VM_REGISTERED:
@@ -305,11 +316,12 @@ void shutdown_update_block(Manager *m)
 			v->ineligible = reason[0] ? strdup(reason) : NULL;
 			(void)sd_bus_emit_properties_changed(m->bus, v->path, VM_IFACE, "IneligibleReason", NULL);
 		}
-		if (reason[0]) {
+compose:
+		if (v->ineligible) {
 			char *n;
 
 			if (asprintf(&n, "%s%sVM %s cannot be preserved: %s", strempty(why),
-				     why ? "; " : "", v->name, reason) >= 0) {
+				     why ? "; " : "", v->name, v->ineligible) >= 0) {
 				free(why);
 				why = n;
 				len = strlen(why);
