@@ -26,8 +26,10 @@ static int on_sigterm(sd_event_source *s, const struct signalfd_siginfo *si, voi
 	Manager *m = userdata;
 
 	(void)sd_notify(false, "STOPPING=1\nSTATUS=Shutting down.");
-	/* Without logind, this is the last moment before a kexec. */
-	if (!m->have_logind && shutdown_kexec_pending(m)) {
+	/* Without logind (or with `systemctl start kexec.target`, which
+	 * bypasses it) this is the last moment before a kexec.  Preserved
+	 * VMs are skipped, so after logind's route this is a no-op. */
+	if (shutdown_kexec_pending(m)) {
 		char **res = NULL;
 		int r;
 
