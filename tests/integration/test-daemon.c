@@ -543,6 +543,34 @@ static void test_quota(void)
 
 	test_non_root(&env, false);
 
+	/* SIGHUP re-reads the config; a bad one keeps the old values. */
+	{
+		char path[128];
+		FILE *f;
+
+		snprintf(path, sizeof(path), "%s/iommu-lud.conf", env.dir);
+		f = fopen(path, "we");
+		fputs("[Daemon]\nMaxVMs=5\nFailurePolicy=continue\n", f);
+		fclose(f);
+		kill(env.daemon_pid, SIGHUP);
+		for (int i = 0; i < 200 && max != 5; i++) {
+			msleep(10);
+			sd_bus_get_property_trivial(bus, DEST, MPATH, MIFACE, "MaxVMs", NULL, 'u', &max);
+		}
+		check(max == 5, "SIGHUP reloads the config (MaxVMs now %u)", max);
+		r = register_vm(bus, "q3", fds, 1, NULL, 0, NULL, 0, &e, NULL);
+		check(r >= 0, "a 4th VM registers after raising MaxVMs");
+		sd_bus_error_free(&e);
+
+		f = fopen(path, "we");
+		fputs("[Daemon]\nMaxVMs=zero\n", f);
+		fclose(f);
+		kill(env.daemon_pid, SIGHUP);
+		msleep(200);
+		sd_bus_get_property_trivial(bus, DEST, MPATH, MIFACE, "MaxVMs", NULL, 'u', &max);
+		check(max == 5 && kill(env.daemon_pid, 0) == 0, "a bad config on reload keeps the old one (MaxVMs %u)", max);
+	}
+
 	sd_bus_flush_close_unref(bus);
 	r = lud_env_stop_daemon(&env);
 	check(r == 0, "daemon exits cleanly on SIGTERM with VMs registered (status %d)", r);
