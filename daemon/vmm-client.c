@@ -4,11 +4,12 @@
  * iommu-lud-vmm-client: a minimal VMM stand-in for tests and the virtual
  * host.  It speaks the same D-Bus API a real VMM would.
  *
- *   register NAME [--memfds=N] [--size=BYTES] [--seed=S] [--preserve] [--hold]
+ *   register NAME [--memfds=N] [--size=BYTES] [--seed=S] [--count=K] [--preserve] [--hold]
  *	create N sealed memfds of BYTES each, fill them with a pattern
  *	derived from NAME, the memfd index and S, and call RegisterVM
  *	(and PreserveVM).  --hold keeps the process (the "VMM") alive until
  *	SIGTERM, as the daemon drops unpreserved VMs whose VMM exits.
+ *	--count=K registers K VMs NAME-0 .. NAME-(K-1) (benchmarks).
  *   retrieve NAME [--seed=S] [--finish]
  *	after a kexec: VerifyVM (every check must pass), RetrieveVM, check
  *	that every memfd has the pattern, then FinishVM if asked.
@@ -40,7 +41,7 @@ static void msg_unrefp(sd_bus_message **m)
 }
 #define _cleanup_bus_msg __attribute__((cleanup(msg_unrefp)))
 
-static uint64_t arg_memfds = 2, arg_size = 4u << 20, arg_seed = 1;
+static uint64_t arg_memfds = 2, arg_size = 4u << 20, arg_seed = 1, arg_count = 0;
 static bool arg_preserve, arg_hold, arg_finish;
 
 static uint64_t mix(uint64_t x)
@@ -101,18 +102,15 @@ static int check_memfd(int fd, const char *name, uint64_t idx, uint64_t *ret_siz
 	return 0;
 }
 
-static int do_register(sd_bus *bus, const char *name)
+static int register_one(sd_bus *bus, const char *name, int *fds)
 {
 	_cleanup_bus_msg sd_bus_message *call = NULL, *reply = NULL;
 	sd_bus_error error = SD_BUS_ERROR_NULL;
-	int fds[64];
 	const char *path;
 	int r;
 
-	if (arg_memfds == 0 || arg_memfds > 64 || arg_size == 0 || arg_size % PAGE)
-		return fprintf(stderr, "bad --memfds/--size\n"), 2;
 	for (uint64_t i = 0; i < arg_memfds; i++) {
-		char n[64];
+		char n[80];
 
 		snprintf(n, sizeof(n), "guest-ram-%s-%" PRIu64, name, i);
 		r = iommulu_memfd_create(n, arg_size, &fds[i]);
@@ -157,9 +155,31 @@ static int do_register(sd_bus *bus, const char *name)
 		}
 		printf("preserved %s\n", name);
 	}
+	return 0;
+}
+
+static int do_register(sd_bus *bus, const char *name)
+{
+	uint64_t n = arg_count ?: 1;
+	int *fds, r = 0;
+
+	if (arg_memfds == 0 || arg_memfds > 64 || arg_size == 0 || arg_size % PAGE || n > 1024)
+		return fprintf(stderr, "bad --memfds/--size/--count\n"), 2;
+	fds = calloc(n * arg_memfds, sizeof(int));
+	if (!fds)
+		return 1;
+	for (uint64_t k = 0; k < n && r == 0; k++) {
+		char vm[IOMMULU_VM_NAME_MAX + 1];
+
+		if (arg_count)
+			snprintf(vm, sizeof(vm), "%.40s-%" PRIu64, name, k);
+		else
+			snprintf(vm, sizeof(vm), "%s", name);
+		r = register_one(bus, vm, fds + k * arg_memfds);
+	}
 	fflush(stdout);
 
-	if (arg_hold) {
+	if (r == 0 && arg_hold) {
 		sigset_t ss;
 		int sig;
 
@@ -169,9 +189,11 @@ static int do_register(sd_bus *bus, const char *name)
 		sigprocmask(SIG_BLOCK, &ss, NULL);
 		(void)sigwait(&ss, &sig);
 	}
-	for (uint64_t i = 0; i < arg_memfds; i++)
-		close(fds[i]);
-	return 0;
+	for (uint64_t i = 0; i < n * arg_memfds; i++)
+		if (fds[i] > 2)
+			close(fds[i]);
+	free(fds);
+	return r;
 }
 
 static int do_retrieve(sd_bus *bus, const char *name)
@@ -245,6 +267,7 @@ int main(int argc, char *argv[])
 		{ "preserve", no_argument, NULL, 'p' },
 		{ "hold", no_argument, NULL, 'H' },
 		{ "finish", no_argument, NULL, 'f' },
+		{ "count", required_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
@@ -271,8 +294,11 @@ int main(int argc, char *argv[])
 		case 'f':
 			arg_finish = true;
 			break;
+		case 'c':
+			arg_count = strtoull(optarg, NULL, 0);
+			break;
 		case 'h':
-			printf("%s register NAME [--memfds=N] [--size=BYTES] [--seed=S] [--preserve] [--hold]\n"
+			printf("%s register NAME [--memfds=N] [--size=BYTES] [--seed=S] [--count=K] [--preserve] [--hold]\n"
 			       "%s retrieve NAME [--seed=S] [--finish]\n", argv[0], argv[0]);
 			return 0;
 		default:
