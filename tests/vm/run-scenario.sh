@@ -212,7 +212,7 @@ gt() { sed -n 's/.* t=\([0-9.]*\).*/\1/p' <<< "$1"; }
 		printf '  %-22s %7ss (cached; cold build took %ss)\n' "kernel build" "$(fmt "$t_kernel")" "${kbuild:-?}"
 	fi
 	printf '  %-22s %7ss\n' "initramfs" "$(fmt "$t_rootfs")"
-	prev_t= prev_h=0 kexec_t= kexec_h= cur=1
+	prev_t= prev_h=0 kexec_t= kexec_h= cur=1 end_t=0 end_h=0
 	declare -A kx_old=() kx_total=()
 	for i in "${!mk_line[@]}"; do
 		l=${mk_line[$i]} h=${mk_host[$i]}
@@ -252,9 +252,12 @@ gt() { sed -n 's/.* t=\([0-9.]*\).*/\1/p' <<< "$1"; }
 			fi ;;
 		"IOMMULU-MARK: stage-end"*)
 			printf '  %-22s %7ss  [%ss]\n' "stage $st" "$(fmt "$(sub "$(gt "$l")" "$prev_t")")" \
-				"$(fmt "$(sub "$h" "$prev_h")")" ;;
+				"$(fmt "$(sub "$h" "$prev_h")")"
+			end_t=$(gt "$l") end_h=$h ;;
 		"IOMMULU-MARK: kexec"*)
-			kexec_t=$(gt "$l") kexec_h=$h ;;
+			kexec_t=$(gt "$l") kexec_h=$h
+			printf '  %-22s %7ss  [%ss]  (kexec -s -l of kernel + initramfs)\n' "kexec load" \
+				"$(fmt "$(sub "$kexec_t" "$end_t")")" "$(fmt "$(sub "$h" "$end_h")")" ;;
 		esac
 	done
 	printf '  %-22s %7ss\n' "total (host)" "$(fmt "$(sub "$t_end" "$T0")")"
