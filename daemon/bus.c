@@ -17,17 +17,24 @@
 #include "manager.h"
 #include "util.h"
 
+#define UID_INVALID_VALUE ((uid_t)-1)
+
 /* ---- helpers ---------------------------------------------------------- */
 
-static int check_root(sd_bus_message *msg, const char *what, sd_bus_error *error)
+/* The caller must be uid 0; optionally also report its pid (one bus round
+ * trip for both: with dbus-daemon, sd-bus asks GetConnectionCredentials). */
+static int check_root_pid(sd_bus_message *msg, const char *what, sd_bus_error *error, pid_t *ret_pid)
 {
 	sd_bus_creds *creds = NULL;
-	uid_t uid;
+	uid_t uid = UID_INVALID_VALUE;
+	pid_t pid = 0;
 	int r;
 
-	r = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID, &creds);
+	r = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID | (ret_pid ? SD_BUS_CREDS_PID : 0), &creds);
 	if (r >= 0) {
 		r = sd_bus_creds_get_euid(creds, &uid);
+		if (r >= 0 && ret_pid && sd_bus_creds_get_pid(creds, &pid) < 0)
+			pid = 0;
 		sd_bus_creds_unref(creds);
 	}
 	if (r < 0)
@@ -36,7 +43,14 @@ static int check_root(sd_bus_message *msg, const char *what, sd_bus_error *error
 	if (uid != 0)
 		return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
 					 "Only root may call %s (caller uid %u)", what, (unsigned)uid);
+	if (ret_pid)
+		*ret_pid = pid;
 	return 0;
+}
+
+static int check_root(sd_bus_message *msg, const char *what, sd_bus_error *error)
+{
+	return check_root_pid(msg, what, error, NULL);
 }
 
 static int find_vm_or_error(Manager *m, const char *name, Vm **ret, sd_bus_error *error)
@@ -94,19 +108,12 @@ static int on_owner_exit(sd_event_source *s, int fd, uint32_t revents, void *use
 	return 0;
 }
 
-static int watch_owner(Vm *v, sd_bus_message *msg)
+static int watch_owner(Vm *v, pid_t pid)
 {
-	sd_bus_creds *creds = NULL;
-	pid_t pid;
 	int fd, r;
 
-	r = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_PID, &creds);
-	if (r >= 0) {
-		r = sd_bus_creds_get_pid(creds, &pid);
-		sd_bus_creds_unref(creds);
-	}
-	if (r < 0)
-		return r;
+	if (pid <= 0)
+		return -ESRCH;
 	/* libsystemd 252 has no SD_BUS_CREDS_PIDFD: pidfd_open() on the pid
 	 * the bus reported.  The pid cannot be recycled before the caller's
 	 * connection is gone, which it is not while the call is pending. */
@@ -176,10 +183,11 @@ static int method_register_vm(sd_bus_message *msg, void *userdata, sd_bus_error 
 	iommulu_error e = {};
 	const char *name;
 	size_t n_active = 0;
+	pid_t caller = 0;
 	Vm *old;
 	int r;
 
-	r = check_root(msg, "RegisterVM", error);
+	r = check_root_pid(msg, "RegisterVM", error, &caller);
 	if (r < 0)
 		return r;
 
@@ -294,7 +302,7 @@ static int method_register_vm(sd_bus_message *msg, void *userdata, sd_bus_error 
 	v->has_fds = true;
 	v->state = VM_REGISTERED;
 
-	r = watch_owner(v, msg);
+	r = watch_owner(v, caller);
 	if (r < 0)
 		log_vm_errno(LOG_WARNING, r, LOG_VM(name), "Cannot watch the VMM of VM %s: %m", name);
 
@@ -309,6 +317,7 @@ static int method_register_vm(sd_bus_message *msg, void *userdata, sd_bus_error 
 	r = sd_bus_reply_method_return(msg, "o", v->path);
 	TAKE_PTR(v);
 	shutdown_update_block(m);
+	manager_schedule_trim(m);
 	return r;
 }
 
@@ -334,6 +343,7 @@ static int method_unregister_vm(sd_bus_message *msg, void *userdata, sd_bus_erro
 	log_vm(LOG_INFO, LOG_VM(name), "Unregistered VM %s", name);
 	manager_remove_vm(m, v);
 	shutdown_update_block(m);
+	manager_schedule_trim(m);
 	return sd_bus_reply_method_return(msg, NULL);
 }
 

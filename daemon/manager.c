@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1009,10 +1010,33 @@ int manager_new(Manager **ret, const char *config_path)
 	return 0;
 }
 
+static int on_trim(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	/* Long-lived VM objects sit between freed message buffers; without
+	 * this the heap only grows (256 VMs: ~900 KiB instead of ~250). */
+	(void)malloc_trim(0);
+	return 0;
+}
+
+void manager_schedule_trim(Manager *m)
+{
+	if (!m->event)
+		return;
+	if (!m->trim_source) {
+		if (sd_event_add_time_relative(m->event, &m->trim_source, CLOCK_MONOTONIC, 500 * 1000,
+					       100 * 1000, on_trim, m) < 0)
+			return;
+		(void)sd_event_source_set_priority(m->trim_source, SD_EVENT_PRIORITY_IDLE);
+	} else
+		(void)sd_event_source_set_time_relative(m->trim_source, 500 * 1000);
+	(void)sd_event_source_set_enabled(m->trim_source, SD_EVENT_ONESHOT);
+}
+
 Manager *manager_free(Manager *m)
 {
 	if (!m)
 		return NULL;
+	m->trim_source = sd_event_source_disable_unref(m->trim_source);
 	shutdown_watch_done(m);
 	for (size_t i = 0; i < m->n_vms; i++)
 		vm_free(m->vms[i]);

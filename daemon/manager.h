@@ -127,6 +127,7 @@ struct Manager {
 	int block_fd;
 	char *block_why;
 	sd_event_source *recheck_source;
+	sd_event_source *trim_source;
 	bool exiting;
 };
 
@@ -173,5 +174,8 @@ void shutdown_watch_done(Manager *m);
 /* record (record.c) */
 int record_to_memfd(const Vm *v, int *ret_fd);
 int record_parse_fd(int fd, Vm *v);
+
+/* Give freed heap back to the kernel shortly after a burst of calls. */
+void manager_schedule_trim(Manager *m);
 
 int bus_error_from_errno(sd_bus_error *error, int r, const char *message);

@@ -105,7 +105,15 @@ int main(void)
 	printf("P3 ListVMs round trip: %.1f us, GetId: %.1f us (medians of 41 rounds), ratio %.2f (goal <= 1.3)\n",
 	       list * 1e6, getid * 1e6, list / getid);
 
+	usleep(1000 * 1000);
 	rss0 = rss_kib(env.daemon_pid);
+	if (getenv("BENCH_SMAPS")) {
+		char cmd[256];
+
+		snprintf(cmd, sizeof(cmd), "grep -E 'Rss|Private|Shared|Anon' /proc/%d/smaps_rollup", (int)env.daemon_pid);
+		if (system(cmd) != 0)
+			fprintf(stderr, "smaps_rollup unavailable\n");
+	}
 	for (int i = 1; i < 256; i++) {
 		char n[16];
 		int m;
@@ -116,11 +124,12 @@ int main(void)
 		ok += reg(bus, n, m) >= 0;
 		close(m);
 	}
+	usleep(1000 * 1000);	/* steady state: the daemon trims its heap when idle */
 	rss1 = rss_kib(env.daemon_pid);
 	if (getenv("BENCH_SMAPS")) {
-		char cmd[96];
+		char cmd[256];
 
-		snprintf(cmd, sizeof(cmd), "grep -E 'Rss|Private|Shared|Anon' /proc/%d/smaps_rollup", (int)env.daemon_pid);
+		snprintf(cmd, sizeof(cmd), "grep -E 'Rss|Anon' /proc/%d/smaps_rollup; awk '/^[0-9a-f]+-/{m=$0} /^Anonymous:/{if ($2 > 16) print $2, m}' /proc/%d/smaps", (int)env.daemon_pid, (int)env.daemon_pid);
 		if (system(cmd) != 0)
 			fprintf(stderr, "smaps_rollup unavailable\n");
 	}
