@@ -49,6 +49,9 @@ lud_after_kexec() {
 	[ "$lu" = true ] || { lud_journal; fail "LiveUpdated is '$lu', expected true"; }
 	[ "$(lud_state "$vm")" = verified ] || { lud_journal; fail "VM $vm is '$(lud_state "$vm")', expected verified"; }
 	info "VM $vm restored and verified by the daemon"
+	journalctl -b -u "$LUD_UNIT" VM="$vm" --no-pager -o cat | grep -q "VM $vm verified" ||
+		{ lud_journal; fail "no journal entry with VM=$vm saying it was verified"; }
+	info "journal (VM=$vm): $(journalctl -b -u "$LUD_UNIT" VM="$vm" --no-pager -o cat | grep -m1 'Restored VM')"
 	"$LUD_CLIENT" retrieve "$vm" --seed="$seed" --finish || { lud_journal; fail "VerifyVM/RetrieveVM/FinishVM of $vm failed"; }
 	[ "$(lud_state "$vm")" = finished ] || fail "VM $vm is '$(lud_state "$vm")' after FinishVM"
 	n=$(lud_fdstore)
