@@ -13,9 +13,10 @@
 #               host's /etc/apt/sources.list.d/*.sources (never hard-coded).
 #   2. overlay: this project's build (`meson install --destdir` of a
 #               non-sanitized build dir), the harness's guest side
-#               (tests/vm/guest/), every scenario (tests/vm/scenarios/), and
-#               the kernel (KERNEL_DIR/bzImage as /boot/vmlinuz, which stage 1
-#               kexecs into).  Rebuilt on every call; cheap.
+#               (tests/vm/guest/) and every scenario (tests/vm/scenarios/).
+#               Rebuilt on every call; cheap.  The kernel the guest kexecs
+#               into comes from QEMU's fw_cfg (run-scenario.sh), not from
+#               the image.
 # The guest gets its own copy of the initramfs for kexec from the kernel
 # itself: we boot with `retain_initrd`, which keeps the initrd in memory and
 # exposes it as /sys/firmware/initrd; `kexec -s --initrd=/sys/firmware/initrd`
@@ -206,8 +207,13 @@ for s in "$here"/scenarios/*/; do
 		cp -a "$s/units/." "$r/etc/systemd/system/"
 	fi
 done
-install -D -m 0644 "$kdir/bzImage" "$r/boot/vmlinuz"
-printf 'kernel_dir=%s\n' "$kdir" > "$r/usr/lib/iommulu-vm/build-info"
+# No /boot/vmlinuz: run-scenario.sh hands the guest its kernel through
+# fw_cfg, so the image does not depend on the kernel.  Kernels without
+# CONFIG_FW_CFG_SYSFS get a copy (IOMMULU_GUEST_KERNEL_COPY=1).
+if [ "${IOMMULU_GUEST_KERNEL_COPY:-0}" = 1 ]; then
+	install -D -m 0644 "$kdir/bzImage" "$r/boot/vmlinuz"
+fi
+: > "$r/usr/lib/iommulu-vm/build-info"
 (cd "$repo" && git log -1 --format='commit=%H' 2>/dev/null || true) >> "$r/usr/lib/iommulu-vm/build-info"
 
 overlay=$stage/overlay.cpio.zst
