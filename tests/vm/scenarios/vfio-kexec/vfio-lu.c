@@ -5,12 +5,15 @@
  * scenario (kernel series part 1, issue 5).
  *
  *   vfio-lu preserve BDF [--fdstore|--hold] [--session NAME] [--value V]
+ *                        [--dma-probe]
  *       create session NAME; bind the device cdev to an iommufd; write V to
  *       edu's liveness register (0x04, reads back as ~V); set bus mastering;
  *       check that preserving fails with EBUSY while MSI is enabled; preserve
  *       the cdev (token 1) and a memfd with the device's BARs and V
  *       (token 2); then push the session into the service's fd store
  *       (--fdstore) or leave a child process holding it (--hold).
+ *       --dma-probe: aim an edu DMA, 100 ms later, at a page of that memfd;
+ *       check verifies the page is untouched (DMA blocked, never untranslated).
  *   vfio-lu refuse BDF
  *       the errnos for devices that cannot be preserved, and no half state:
  *       a device fd from a VFIO group -> EBADFD, an unbound cdev -> EBADFD;
@@ -58,7 +61,19 @@ struct state {
 	char magic[8];
 	uint32_t value;
 	uint32_t bars[6];
+	uint32_t dma_page;	/* memfd page a stray DMA was aimed at, or ~0 */
+	uint64_t dma_addr;	/* its physical address */
 };
+
+#define STATE_PAGES	64
+#define EDU_DMA_SRC	0x80
+#define EDU_DMA_DST	0x88
+#define EDU_DMA_CNT	0x90
+#define EDU_DMA_CMD	0x98
+#define EDU_BUF		0x40000
+#define EDU_DMA_LEN	64
+#define EDU_DMA_MASK	((1ull << 28) - 1)
+#define DMA_PATTERN	0xa5
 
 static const char state_magic[8] = "vfiolu1";
 
@@ -314,8 +329,60 @@ static void hold_forever(void)
 		pause();
 }
 
+/*
+ * Aim an edu DMA (device buffer -> RAM) at the physical address of a page of
+ * the state memfd, which is preserved in the same session. edu starts the
+ * transfer 100 ms after the command, i.e. typically during the kexec. The
+ * device has no page table attached (iommufd bound, nothing attached), so
+ * the DMA must be blocked by the IOMMU in either kernel; had translation
+ * been switched off, the pattern would land in the memfd page, which the
+ * next kernel checks.
+ */
+static void aim_dma(int dev, uint64_t bar0, int mfd, struct state *st)
+{
+	uint8_t *map;
+	uint64_t ent, pa;
+	int pm, i;
+
+	map = mmap(NULL, STATE_PAGES * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	if (map == MAP_FAILED)
+		FAIL("mmap state memfd: %s", strerror(errno));
+	memset(map, 0, STATE_PAGES * 4096);
+	pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (pm < 0)
+		FAIL("open pagemap: %s", strerror(errno));
+	for (i = 1; i < STATE_PAGES; i++) {
+		if (pread(pm, &ent, 8, ((uintptr_t)map / 4096 + i) * 8) != 8)
+			FAIL("read pagemap: %s", strerror(errno));
+		if (!(ent >> 63))
+			continue;
+		pa = (ent & ((1ull << 55) - 1)) * 4096;
+		if (pa && pa + EDU_DMA_LEN <= EDU_DMA_MASK)
+			break;
+	}
+	close(pm);
+	munmap(map, STATE_PAGES * 4096);
+	if (i == STATE_PAGES) {
+		say("no state memfd page below 256 MiB (edu's DMA limit): no DMA probe");
+		return;
+	}
+	st->dma_page = i;
+	st->dma_addr = pa;
+	for (i = 0; i < EDU_DMA_LEN; i += 4)
+		dev_write32(dev, bar0 + EDU_BUF + i, DMA_PATTERN * 0x01010101u);
+	dev_write32(dev, bar0 + EDU_DMA_SRC, EDU_BUF);
+	dev_write32(dev, bar0 + EDU_DMA_SRC + 4, 0);
+	dev_write32(dev, bar0 + EDU_DMA_DST, (uint32_t)pa);
+	dev_write32(dev, bar0 + EDU_DMA_DST + 4, (uint32_t)(pa >> 32));
+	dev_write32(dev, bar0 + EDU_DMA_CNT, EDU_DMA_LEN);
+	dev_write32(dev, bar0 + EDU_DMA_CNT + 4, 0);
+	dev_write32(dev, bar0 + EDU_DMA_CMD, 0x1 | 0x2);	/* start, edu -> RAM */
+	say("edu DMA of %d bytes aimed at memfd page %u (physical %#" PRIx64 ") in 100 ms",
+	    EDU_DMA_LEN, st->dma_page, pa);
+}
+
 static int cmd_preserve(const char *bdf, const char *name, uint32_t value,
-			int fdstore, int hold)
+			int fdstore, int hold, int dma_probe)
 {
 	struct state st = { 0 };
 	uint64_t bar0, cfg;
@@ -332,6 +399,9 @@ static int cmd_preserve(const char *bdf, const char *name, uint32_t value,
 	bar0 = region_offset(dev, VFIO_PCI_BAR0_REGION_INDEX);
 	cfg = region_offset(dev, VFIO_PCI_CONFIG_REGION_INDEX);
 
+	cmd = cfg_read16(dev, cfg, 0x04);
+	cfg_write16(dev, cfg, 0x04, cmd | 0x6);	/* memory + bus master */
+
 	v = dev_read32(dev, bar0 + EDU_ID_REG);
 	if ((v & EDU_ID_MASK) != EDU_ID_LOW)
 		FAIL("%s is not an edu device (id register %#x)", bdf, v);
@@ -340,8 +410,6 @@ static int cmd_preserve(const char *bdf, const char *name, uint32_t value,
 	if (v != (uint32_t)~value)
 		FAIL("liveness register reads %#x after writing %#x", v, value);
 
-	cmd = cfg_read16(dev, cfg, 0x04);
-	cfg_write16(dev, cfg, 0x04, cmd | 0x6);	/* memory + bus master */
 	read_sysfs_config(bdf, sysfs_cfg);
 	if (!(cfg16(sysfs_cfg, 0x04) & 0x4))
 		FAIL("bus mastering did not stick (command %#x)",
@@ -373,7 +441,12 @@ static int cmd_preserve(const char *bdf, const char *name, uint32_t value,
 	for (i = 0; i < 6; i++)
 		st.bars[i] = cfg32(sysfs_cfg, 0x10 + 4 * i);
 	mfd = memfd_create("vfio-lu-state", MFD_CLOEXEC);
-	if (mfd < 0 || pwrite(mfd, &st, sizeof(st), 0) != sizeof(st))
+	if (mfd < 0 || ftruncate(mfd, STATE_PAGES * 4096))
+		FAIL("state memfd: %s", strerror(errno));
+	st.dma_page = ~0u;
+	if (dma_probe)
+		aim_dma(dev, bar0, mfd, &st);
+	if (pwrite(mfd, &st, sizeof(st), 0) != sizeof(st))
 		FAIL("state memfd: %s", strerror(errno));
 	r = preserve_fd(session, mfd, TOKEN_STATE);
 	if (r)
@@ -518,6 +591,17 @@ static int cmd_check(const char *bdf, const char *name, int fdstore, int finish)
 			FAIL("BAR%d changed across kexec: %#x, was %#x", i, v, st.bars[i]);
 	}
 	say("ok: BARs unchanged (BAR0 %#x)", st.bars[0]);
+	if (st.dma_page != ~0u) {
+		uint8_t page[EDU_DMA_LEN];
+
+		if (pread(mfd, page, sizeof(page), (off_t)st.dma_page * 4096) != sizeof(page))
+			FAIL("read state memfd page %u: %s", st.dma_page, strerror(errno));
+		for (i = 0; i < EDU_DMA_LEN; i++)
+			if (page[i] == DMA_PATTERN)
+				FAIL("stray DMA reached memory at %#" PRIx64 ": translation was off",
+				     st.dma_addr);
+		say("ok: the edu DMA aimed at %#" PRIx64 " did not reach memory", st.dma_addr);
+	}
 
 	/* Somebody else opening the cdev cannot use the device */
 	plain = open_cdev(bdf);
@@ -572,7 +656,7 @@ int main(int argc, char **argv)
 {
 	const char *name = "vfio-lu", *cmd, *bdf;
 	uint32_t value = 0x1c0ffee5;
-	int fdstore = 0, hold = 0, finish = 1, i;
+	int fdstore = 0, hold = 0, finish = 1, dma_probe = 0, i;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc < 3)
@@ -586,6 +670,8 @@ int main(int argc, char **argv)
 			hold = 1;
 		else if (!strcmp(argv[i], "--no-finish"))
 			finish = 0;
+		else if (!strcmp(argv[i], "--dma-probe"))
+			dma_probe = 1;
 		else if (!strcmp(argv[i], "--session") && i + 1 < argc)
 			name = argv[++i];
 		else if (!strcmp(argv[i], "--value") && i + 1 < argc)
@@ -595,7 +681,7 @@ int main(int argc, char **argv)
 	}
 
 	if (!strcmp(cmd, "preserve"))
-		return cmd_preserve(bdf, name, value, fdstore, hold);
+		return cmd_preserve(bdf, name, value, fdstore, hold, dma_probe);
 	if (!strcmp(cmd, "refuse"))
 		return cmd_refuse(bdf);
 	if (!strcmp(cmd, "check"))
