@@ -36,7 +36,7 @@ check() {
 	if "$@"; then
 		info "ok: $what"
 	else
-		fail "$what (command: $*; rc=$?)"
+		fail "not ok: $what (command: $*; rc=$?)"
 	fi
 }
 
