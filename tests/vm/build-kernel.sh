@@ -139,16 +139,30 @@ if ! g rev-parse -q --verify refs/tags/pristine > /dev/null 2>&1; then
 	log "unpacked in $(printf '%.0f' "$(echo "$(date +%s.%N) - $t0" | bc)") s"
 fi
 
-# Fresh branch from the pristine tree, then the series.
-g am --abort > /dev/null 2>&1 || true
-g checkout -q -f -B build refs/tags/pristine
-g clean -q -f -d -x
+# The series is applied in a second worktree ($src.am), never in the tree
+# we build: the build tree is then moved to the result with one checkout,
+# which rewrites only the files that really differ from what was built last
+# time.  Re-applying an unchanged patch therefore touches no file, and make
+# rebuilds only what a changed patch changed.
+am=$src.am
+ga() { git -C "$am" -c core.autocrlf=false -c gc.auto=0 "$@"; }
+if [ ! -e "$am/.git" ]; then
+	rm -rf "$am"
+	g worktree prune
+	g worktree add -q --detach "$am" refs/tags/pristine
+fi
+ga am --abort > /dev/null 2>&1 || true
+ga checkout -q -f --detach refs/tags/pristine
+ga clean -q -f -d -x
 for p in "${patches[@]}"; do
-	if ! g am -q --keep-cr "$p" >&2; then
-		g am --abort > /dev/null 2>&1 || true
+	if ! ga am -q --keep-cr "$p" >&2; then
+		ga am --abort > /dev/null 2>&1 || true
 		die "git am failed for kernel-patches/$(basename "$p")"
 	fi
 done
+result=$(ga rev-parse HEAD)
+g checkout -q -f -B build "$result"
+g clean -q -f -d -x
 log "applied ${#patches[@]} patch(es) on $src_ver"
 
 # Config.
