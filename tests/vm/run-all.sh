@@ -33,7 +33,7 @@ if ! kdir=$("$here/build-kernel.sh" | tail -n1) || [ ! -f "$kdir/bzImage" ]; the
 	exit 1
 fi
 t_kernel=$(echo "$(now) - $t" | bc)
-echo "   $kdir ($(sed -n 's/^patches=//p' "$kdir/info") patch(es), cold build $(sed -n 's/^build_seconds=//p' "$kdir/info") s; this step $(fmt "$t_kernel") s)"
+echo "   $kdir ($(sed -n 's/^patches=//p' "$kdir/info") patch(es), took $(sed -n "s/^build_seconds=//p" "$kdir/info") s to build; this step $(fmt "$t_kernel") s)"
 
 t=$(now)
 echo "== guest initramfs"

@@ -217,7 +217,7 @@ gt() { sed -n 's/.* t=\([0-9.]*\).*/\1/p' <<< "$1"; }
 	if [ -n "$kbuild" ] && [ "$(echo "$t_kernel > 5" | bc)" = 1 ]; then
 		printf '  %-22s %7ss (built)\n' "kernel build" "$(fmt "$t_kernel")"
 	else
-		printf '  %-22s %7ss (cached; cold build took %ss)\n' "kernel build" "$(fmt "$t_kernel")" "${kbuild:-?}"
+		printf '  %-22s %7ss (cached; its build took %ss)\n' "kernel build" "$(fmt "$t_kernel")" "${kbuild:-?}"
 	fi
 	printf '  %-22s %7ss\n' "initramfs" "$(fmt "$t_rootfs")"
 	prev_t= prev_h=0 kexec_t= kexec_h= cur=1 end_t=0 end_h=0
