@@ -704,7 +704,7 @@ int manager_restore_incoming(Manager *m, int session_fd, const char *fdname)
 	if (r < 0)
 		return r;
 	v->session_fd = session_fd;	/* owned only on success */
-	v = TAKE_PTR(v);
+	TAKE_PTR(v);
 	m->live_updated = true;
 	if (m->generation <= m->vms[m->n_vms - 1]->generation)
 		m->generation = m->vms[m->n_vms - 1]->generation + 1;
