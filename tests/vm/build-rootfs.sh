@@ -13,10 +13,9 @@
 #               host's /etc/apt/sources.list.d/*.sources (never hard-coded).
 #   2. overlay: this project's build (`meson install --destdir` of a
 #               non-sanitized build dir), the harness's guest side
-#               (tests/vm/guest/) and every scenario (tests/vm/scenarios/).
-#               Rebuilt on every call; cheap.  The kernel the guest kexecs
-#               into comes from QEMU's fw_cfg (run-scenario.sh), not from
-#               the image.
+#               (tests/vm/guest/), every scenario (tests/vm/scenarios/), and
+#               the kernel (KERNEL_DIR/bzImage as /boot/vmlinuz, which each
+#               stage kexecs into).  Rebuilt on every call; cheap.
 # The guest gets its own copy of the initramfs for kexec from the kernel
 # itself: we boot with `retain_initrd`, which keeps the initrd in memory and
 # exposes it as /sys/firmware/initrd; `kexec -s --initrd=/sys/firmware/initrd`
@@ -207,12 +206,10 @@ for s in "$here"/scenarios/*/; do
 		cp -a "$s/units/." "$r/etc/systemd/system/"
 	fi
 done
-# No /boot/vmlinuz: run-scenario.sh hands the guest its kernel through
-# fw_cfg, so the image does not depend on the kernel.  Kernels without
-# CONFIG_FW_CFG_SYSFS get a copy (IOMMULU_GUEST_KERNEL_COPY=1).
-if [ "${IOMMULU_GUEST_KERNEL_COPY:-0}" = 1 ]; then
-	install -D -m 0644 "$kdir/bzImage" "$r/boot/vmlinuz"
-fi
+# The kernel the guest kexecs into: the one it booted.  (QEMU's fw_cfg was
+# tried instead: the guest reads it by port I/O, byte by byte, which took
+# over two minutes for 8 MB under TCG; a copy here costs about a second.)
+install -D -m 0644 "$kdir/bzImage" "$r/boot/vmlinuz"
 : > "$r/usr/lib/iommulu-vm/build-info"
 (cd "$repo" && git log -1 --format='commit=%H' 2>/dev/null || true) >> "$r/usr/lib/iommulu-vm/build-info"
 

@@ -139,10 +139,6 @@ qemu=(qemu-system-x86_64 -machine q35 -accel tcg -cpu max -smp "$smp" -m "$MEM"
 	-device "$iommu")
 for _ in $(seq 1 "$EDU"); do qemu+=(-device edu); done
 qemu+=(-kernel "$kdir/bzImage" -initrd "$initrd" -append "$cmdline")
-# The guest kexecs into the kernel it booted: a copy through fw_cfg (read by
-# DMA, fast) instead of a second copy inside the initramfs, which every
-# boot would decompress and every kexec would load and hash again.
-qemu+=(-fw_cfg "name=opt/org.iommulu/vmlinuz,file=$kdir/bzImage")
 # shellcheck disable=SC2206
 [ -n "$QEMU_EXTRA" ] && qemu+=($QEMU_EXTRA)
 printf '%q ' "${qemu[@]}" > "$results/qemu.cmd"; echo >> "$results/qemu.cmd"
