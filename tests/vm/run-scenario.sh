@@ -62,9 +62,12 @@ HOST_ONLY=0               # 1: run ./host on the build host, no VM
 EDU=1                     # number of edu devices
 MEM=2048                  # guest RAM, MiB
 SMP=1                     # guest CPUs (see docs: -smp 2 is not reliable under TCG)
-TIMEOUT_BOOT=150          # QEMU start -> stage 1 start, seconds
-TIMEOUT_STAGE=120         # per stage
-TIMEOUT_KEXEC=120         # kexec -> next stage start
+# Timeouts only catch hangs.  They are generous because this 2-core host
+# often runs several TCG guests and kernel builds at once: a boot that
+# takes 40 s alone took over 100 s then.
+TIMEOUT_BOOT=300          # QEMU start -> stage 1 start, seconds
+TIMEOUT_STAGE=240         # per stage
+TIMEOUT_KEXEC=300         # kexec -> next stage start
 XFAIL=                    # non-empty: expected to fail, with this reason
 BENCH_KEXEC_RATIO=0       # 1: print (kexec 2 -> "restored" mark) / (kexec 1 -> stage 2)
 QEMU_EXTRA=               # extra QEMU arguments (word-split)
