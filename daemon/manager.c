@@ -472,9 +472,10 @@ int vm_preserve(Vm *v, sd_bus_error *error)
 		return bus_error_from_errno(error, r, msg);
 	}
 
-	if (m->fdstore) {
+	if (m->fdstore && !m->batch_barrier) {
 		/* Only report success once systemd has the fds: a SIGKILL
-		 * right after PreserveVM returns must lose nothing. */
+		 * right after PreserveVM returns must lose nothing.
+		 * PreserveAll waits once, after the last VM. */
 		r = sd_notify_barrier(0, 5 * 1000 * 1000);
 		if (r < 0)
 			log_vm_errno(LOG_WARNING, r, LOG_VM_SESSION(v->name, name),
@@ -528,6 +529,7 @@ int manager_preserve_all(Manager *m, char ***ret_results)
 
 	if (!res)
 		return -ENOMEM;
+	m->batch_barrier = true;
 	for (size_t i = 0; i < m->n_vms; i++) {
 		_cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
 		Vm *v = m->vms[i];
@@ -552,9 +554,13 @@ int manager_preserve_all(Manager *m, char ***ret_results)
 			for (size_t k = 0; k < n; k++)
 				free(res[k]);
 			free(res);
+			m->batch_barrier = false;
 			return -ENOMEM;
 		}
 	}
+	m->batch_barrier = false;
+	if (m->fdstore && sd_notify_barrier(0, 5 * 1000 * 1000) < 0)
+		log_warning("Waiting for systemd to take the preserved sessions failed.");
 	*ret_results = res;
 	return failed;
 }

@@ -119,6 +119,7 @@ struct Manager {
 	uint64_t generation;
 	bool live_updated;
 	bool fdstore;		/* running under systemd with a notify socket */
+	bool batch_barrier;	/* PreserveAll: one BARRIER=1 after the last VM */
 
 	/* logind */
 	bool have_logind;
