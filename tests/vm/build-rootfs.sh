@@ -223,7 +223,10 @@ if [ ! -s "$img" ]; then
 	cat "$base" "$overlay" > "$img.tmp.$$"
 	mv "$img.tmp.$$" "$img"
 fi
-# Keep the cache bounded: the 8 newest images.
-ls -1t "$CACHE"/initramfs/*.img 2>/dev/null | tail -n +9 | xargs -r rm -f
+# Keep the cache bounded, but never pull an image from under a run that is
+# still using it (several runs share this cache): drop images unused for
+# 12 hours.
+find "$CACHE/initramfs" -maxdepth 1 -name '*.img' -mmin +720 -delete 2>/dev/null || true
+touch "$img"
 log "initramfs $(du -h "$img" | cut -f1) ($(du -h "$overlay" | cut -f1) overlay) ready in $(since "$t0") s"
 echo "$img"
