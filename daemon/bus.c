@@ -88,8 +88,11 @@ static int on_owner_exit(sd_event_source *s, int fd, uint32_t revents, void *use
 
 	v->owner_source = sd_event_source_disable_unref(v->owner_source);
 	v->owner_pidfd = safe_close(v->owner_pidfd);
-	if (v->state != VM_REGISTERED && v->state != VM_FAILED)
-		return 0;	/* preserved (or later): the daemon owns it now */
+	if (v->state != VM_REGISTERED && v->state != VM_FAILED) {
+		/* preserved (or later): the daemon owns it now */
+		(void)sd_bus_emit_properties_changed(m->bus, v->path, VM_IFACE, "OwnerPID", NULL);
+		return 0;
+	}
 
 	if (shutdown_kexec_pending(m)) {
 		_cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;

@@ -146,7 +146,7 @@ static void vm_emit(Vm *v, const char *first, ...)
 	/* Only the names that changed; sd-bus builds the message from the
 	 * getters.  Errors here are not fatal for the daemon. */
 	Manager *m = v->manager;
-	char *props[8];
+	char *props[16];
 	size_t n = 0;
 	va_list ap;
 
@@ -173,8 +173,11 @@ void vm_set_state(Vm *v, VmState s, const char *error)
 			changed = true;
 		}
 	}
+	/* A state change may come with new files (restore), fewer files
+	 * (finish), a new session or owner: announce all that can move. */
 	if (changed)
-		vm_emit(v, "State", "LastError", "Session", "Generation", NULL);
+		vm_emit(v, "State", "LastError", "Session", "Generation", "Memfds", "Devices", "HWPTs",
+			"GuestMemoryBytes", "OwnerPID", "RestoreNotes", NULL);
 	log_vm(s == VM_FAILED ? LOG_ERR : LOG_INFO, LOG_VM_SESSION(v->name, v->session_name[0] ? v->session_name : NULL),
 	       "VM %s is %s%s%s", v->name, vm_state_to_string(s), error ? ": " : "", strempty(error));
 }
