@@ -296,6 +296,55 @@ static int device_enable(struct device *d)
 	return 0;
 }
 
+/*
+ * After a kexec the retrieved vfio cdev is not bound to an iommufd, and
+ * vfio refuses config and region access on it until the new VMM binds
+ * (which the kernel refuses until FINISH, by design).  The checks then go
+ * through sysfs, as root on the host would: bus mastering must still be on
+ * (the device kept running), and BAR0 is mapped from resource0.
+ */
+static int device_enable_sysfs(struct device *d)
+{
+	char path[128];
+	uint16_t cmd;
+	struct stat st;
+	uint32_t x;
+	void *p;
+	int fd, r;
+
+	r = iommulu_pci_config_read(d->bdf, 0x04, &cmd, sizeof(cmd));
+	if (r < 0)
+		return fail("%s: read PCI command through sysfs: %s", d->bdf, strerror(-r));
+	if (!(cmd & 0x0004))
+		return fail("%s: bus mastering is off after the kexec (command %#x)", d->bdf, cmd);
+	if (!(cmd & 0x0002))
+		return fail("%s: memory space is off after the kexec (command %#x)", d->bdf, cmd);
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/resource0", d->bdf);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return fail("%s: open %s: %m", d->bdf, path);
+	if (fstat(fd, &st) < 0 || st.st_size <= 0) {
+		close(fd);
+		return fail("%s: %s has no size", d->bdf, path);
+	}
+	p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	if (p == MAP_FAILED)
+		return fail("%s: mmap %s: %m", d->bdf, path);
+	d->bar0 = p;
+	d->bar0_size = (size_t)st.st_size;
+	if ((rd32(d, EDU_REG_IDENT) & 0xff) != 0xed)
+		return fail("%s: edu identification register reads %#x", d->bdf,
+			    rd32(d, EDU_REG_IDENT));
+	wr32(d, EDU_REG_LIVENESS, 0x5a5a0f0f);
+	x = rd32(d, EDU_REG_LIVENESS);
+	if (x != ~0x5a5a0f0fu)
+		return fail("%s: edu liveness check read %#x", d->bdf, x);
+	say("%s: bus mastering still on after the kexec (command %#x); BAR0 through sysfs", d->bdf,
+	    cmd);
+	return 0;
+}
+
 /* One edu DMA; waits for the device to clear the start bit. */
 static int edu_dma(const struct device *d, uint64_t src, uint64_t dst, uint64_t count,
 		   int to_ram)
@@ -503,7 +552,7 @@ static int cmd_restore_check(struct vmm *v)
 			return fail("%s not bound to vfio-pci after kexec (%s)", d->bdf,
 				    r < 0 ? strerror(-r) : drv), 1;
 		/* No bind, no attach: the restored translation must already work. */
-		if (device_enable(d) < 0)
+		if (device_enable_sysfs(d) < 0)
 			return 1;
 		pattern_fill(v->ram + 0x4000, v->xfer, v->seed ^ 0xf00d, 0);
 		if (edu_dma(d, v->iova + 0x4000, EDU_BUFFER, v->xfer, 0) < 0 ||
@@ -673,7 +722,7 @@ static int cmd_retrieve(struct vmm *v, const char *name)
 		if (d->fd < 0)
 			return fail("RetrieveVM %s returned no fd for device %s", name, d->bdf), 1;
 		/* No bind, no attach: the restored translation must already work. */
-		if (device_enable(d) < 0)
+		if (device_enable_sysfs(d) < 0)
 			return 1;
 		pattern_fill(v->ram + 0x4000, v->xfer, v->seed ^ 0xf00d, 0);
 		if (edu_dma(d, v->iova + 0x4000, EDU_BUFFER, v->xfer, 0) < 0 ||
