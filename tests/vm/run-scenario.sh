@@ -73,6 +73,7 @@ BENCH_KEXEC_RATIO=0       # 1: print (kexec 2 -> "restored" mark) / (kexec 1 -> 
 QEMU_EXTRA=               # extra QEMU arguments (word-split)
 RUN_ALL=1                 # 0: run-all.sh leaves it out (the demo)
 KERNEL_DIR=$kdir
+MODE=$mode                # the requested VT-d mode ("" = the first of MODES)
 # shellcheck disable=SC1091
 . "$sdir/scenario.conf"
 [ -n "$mode" ] || mode=${MODES%% *}
