@@ -80,10 +80,12 @@ fi
 note "fuzz: manifest parser (clang libFuzzer)"
 if CC=clang meson setup --wipe "$out/fuzz" -Dfuzz=enabled -Dtests=true >"$out/fuzz.setup.log" 2>&1 ||
    CC=clang meson setup "$out/fuzz" -Dfuzz=enabled -Dtests=true >"$out/fuzz.setup.log" 2>&1; then
-	if ninja -C "$out/fuzz" >/dev/null && meson test -C "$out/fuzz" --suite fuzz --print-errorlogs; then
+	if ninja -C "$out/fuzz" >"$out/fuzz.build.log" 2>&1; then
+		meson test -C "$out/fuzz" --suite fuzz --print-errorlogs
 		count_meson "$out/fuzz" "fuzz"
 	else
-		count_meson "$out/fuzz" "fuzz"
+		grep -E -A3 'error|FAILED' "$out/fuzz.build.log" | head -n 40
+		failed=$((failed + 1)); summary+=("fuzz: clang build FAILED (log: $out/fuzz.build.log)")
 	fi
 else
 	cat "$out/fuzz.setup.log"; failed=$((failed + 1)); summary+=("fuzz: meson setup FAILED")

@@ -68,6 +68,9 @@ struct iommu_ioas_unmap {
 static int failures;
 
 static void result(const char *name, int ok, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void result(const char *name, int ok, const char *fmt, ...)
 {
 	va_list ap;
 
