@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -86,7 +87,18 @@ static int luo_name_copy(uint8_t dst[LIVEUPDATE_SESSION_NAME_LENGTH], const char
 	return 0;
 }
 
-_public_ int iommulu_luo_session_create(int luo_fd, const char *name, int *ret_session_fd)
+/* CREATE_SESSION and RETRIEVE_SESSION take the same argument layout:
+ * size, an out fd and the name. */
+_Static_assert(sizeof(struct liveupdate_ioctl_create_session) ==
+		       sizeof(struct liveupdate_ioctl_retrieve_session) &&
+	       offsetof(struct liveupdate_ioctl_create_session, fd) ==
+		       offsetof(struct liveupdate_ioctl_retrieve_session, fd) &&
+	       offsetof(struct liveupdate_ioctl_create_session, name) ==
+		       offsetof(struct liveupdate_ioctl_retrieve_session, name),
+	       "LUO session create/retrieve layouts differ");
+
+static int luo_session_open(int luo_fd, unsigned long request, const char *name,
+			    int *ret_session_fd)
 {
 	struct liveupdate_ioctl_create_session arg = { .size = sizeof(arg), .fd = -1 };
 	int r;
@@ -98,7 +110,7 @@ _public_ int iommulu_luo_session_create(int luo_fd, const char *name, int *ret_s
 	r = luo_name_copy(arg.name, name);
 	if (r < 0)
 		return r;
-	if (ioctl(luo_fd, LIVEUPDATE_IOCTL_CREATE_SESSION, &arg) < 0)
+	if (ioctl(luo_fd, request, &arg) < 0)
 		return negative_errno();
 	if (arg.fd < 0)
 		return -EIO;
@@ -106,24 +118,14 @@ _public_ int iommulu_luo_session_create(int luo_fd, const char *name, int *ret_s
 	return 0;
 }
 
+_public_ int iommulu_luo_session_create(int luo_fd, const char *name, int *ret_session_fd)
+{
+	return luo_session_open(luo_fd, LIVEUPDATE_IOCTL_CREATE_SESSION, name, ret_session_fd);
+}
+
 _public_ int iommulu_luo_session_retrieve(int luo_fd, const char *name, int *ret_session_fd)
 {
-	struct liveupdate_ioctl_retrieve_session arg = { .size = sizeof(arg), .fd = -1 };
-	int r;
-
-	if (luo_fd < 0)
-		return -EBADF;
-	if (!ret_session_fd)
-		return -EINVAL;
-	r = luo_name_copy(arg.name, name);
-	if (r < 0)
-		return r;
-	if (ioctl(luo_fd, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, &arg) < 0)
-		return negative_errno();
-	if (arg.fd < 0)
-		return -EIO;
-	*ret_session_fd = arg.fd;
-	return 0;
+	return luo_session_open(luo_fd, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, name, ret_session_fd);
 }
 
 _public_ int iommulu_luo_session_preserve_fd(int session_fd, int fd, uint64_t token)
