@@ -72,6 +72,7 @@ XFAIL=                    # non-empty: expected to fail, with this reason
 BENCH_KEXEC_RATIO=0       # 1: print (kexec 2 -> "restored" mark) / (kexec 1 -> stage 2)
 QEMU_EXTRA=               # extra QEMU arguments (word-split)
 RUN_ALL=1                 # 0: run-all.sh leaves it out (the demo)
+EXCLUSIVE=0               # 1: run-all.sh runs it alone, after the others (benchmarks)
 KERNEL_DIR=$kdir
 MODE=$mode                # the requested VT-d mode ("" = the first of MODES)
 # shellcheck disable=SC1091
