@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install a build into a scratch root, then check what a consumer sees:
 # pkg-config works, a program builds and runs against the installed
-# library, and libiommulu.so.0 exports only versioned public symbols.
+# library, libiommulu.so.0 exports only versioned public symbols, and the
+# manual pages are installed with their paths filled in.
 #   check-install.sh BUILDDIR
 set -euo pipefail
 build=$1
@@ -34,3 +35,14 @@ if [ -n "$nonapi" ]; then
 	exit 1
 fi
 echo "check-install: $n versioned public symbols, no others"
+
+# The manual pages: installed, and every @PLACEHOLDER@ filled in.
+for page in man8/iommu-lud.8 man5/iommu-lud.conf.5; do
+	f=$(find "$root" -path "*/share/man/$page" | head -n1)
+	[ -n "$f" ] || { echo "check-install: $page was not installed" >&2; exit 1; }
+	if grep -n '@[A-Z_]*@' "$f" >&2; then
+		echo "check-install: $page has unfilled placeholders" >&2
+		exit 1
+	fi
+done
+echo "check-install: manual pages iommu-lud(8), iommu-lud.conf(5) installed"
