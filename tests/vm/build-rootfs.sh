@@ -205,6 +205,18 @@ for s in "$here"/scenarios/*/; do
 	if [ -d "$s/units" ]; then
 		cp -a "$s/units/." "$r/etc/systemd/system/"
 	fi
+	# An executable "build" hook puts host-built files into the scenario's
+	# guest directory: `build KERNEL_DIR GUEST_DIR` (e.g. the kernel's
+	# selftests).  A failing hook must not break the image of the other
+	# scenarios: its log goes to GUEST_DIR/build-failed, which the
+	# scenario's stage 1 reports.
+	if [ -x "$s/build" ]; then
+		if ! "$s/build" "$kdir" "$r/usr/lib/iommulu-vm/scenarios/$n" > "$stage/build-$n.log" 2>&1; then
+			log "WARNING: build hook of scenario $n failed; the scenario will fail"
+			tail -n 20 "$stage/build-$n.log" >&2
+			cp "$stage/build-$n.log" "$r/usr/lib/iommulu-vm/scenarios/$n/build-failed"
+		fi
+	fi
 done
 # The kernel the guest kexecs into: the one it booted.  (QEMU's fw_cfg was
 # tried instead: the guest reads it by port I/O, byte by byte, which took
