@@ -365,7 +365,7 @@ int vm_preserve(Vm *v, sd_bus_error *error)
 	Manager *m = v->manager;
 	_cleanup_(plan_freep) iommulu_plan *plan = NULL;
 	_cleanup_close_ int luo = -EBADF, session = -EBADF, rec = -EBADF, rec_store = -EBADF;
-	char name[IOMMULU_LUO_SESSION_NAME_MAX + 1], msg[IOMMULU_ERROR_MAX + 64];
+	char name[IOMMULU_LUO_SESSION_NAME_MAX + 1], msg[IOMMULU_ERROR_MAX + 192];
 	iommulu_reason reason = IOMMULU_REASON_NONE;
 	iommulu_error e = {};
 	size_t done = 0;
@@ -424,15 +424,31 @@ int vm_preserve(Vm *v, sd_bus_error *error)
 		if (plan->steps[i].kind == IOMMULU_STEP_MARK_HWPT && plan->steps[i].index < v->n_hwpts)
 			v->hwpt_marked[plan->steps[i].index] = true;
 	if (r < 0) {
+		const iommulu_plan_step *failed = done < plan->n_steps ? &plan->steps[done] : NULL;
+
 		/* Closing the session makes the kernel unpreserve every file. */
 		session = safe_close(session);
-		snprintf(msg, sizeof(msg), "%s", e.message[0] ? e.message : strerror(-r));
+		/* The iommufd handler refusing what a marked HWPT maps (user
+		 * memory, an unsealed or foreign memfd) is the VM's fault, not
+		 * the kernel's: NotEligible, not KernelUnsupported (which
+		 * EOPNOTSUPP would give), and it blocks a kexec like any other
+		 * ineligible VM until the VMM fixes it or goes away. */
+		v->kernel_refused = iommulu_plan_step_refusal(failed, r) != IOMMULU_REASON_NONE;
+		if (v->kernel_refused)
+			snprintf(msg, sizeof(msg), "%s (a marked HWPT maps memory other than the VM's "
+				 "sealed guest-RAM memfds; the kernel log names the IOVA range)",
+				 e.message[0] ? e.message : strerror(-r));
+		else
+			snprintf(msg, sizeof(msg), "%s", e.message[0] ? e.message : strerror(-r));
 		vm_set_state(v, VM_FAILED, msg);
 		log_vm_errno(LOG_ERR, r, LOG_VM_SESSION(v->name, name),
 			     "Preserving VM %s failed, session rolled back: %s", v->name, msg);
+		if (v->kernel_refused)
+			return sd_bus_error_setf(error, ERROR_NOT_ELIGIBLE, "VM %s: %s", v->name, msg);
 		snprintf(msg, sizeof(msg), "VM %s: %s", v->name, e.message[0] ? e.message : "preservation failed");
 		return bus_error_from_errno(error, r, msg);
 	}
+	v->kernel_refused = false;
 
 	/* The daemon's record: device snapshots and the manifest text. */
 	iommulu_manifest_free(v->manifest);

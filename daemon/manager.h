@@ -74,6 +74,7 @@ typedef struct Vm {
 	/* The VM's files: the VMM's (dup'ed at registration) or, after a
 	 * kexec, those retrieved from the session (-1 where not restored). */
 	bool has_fds;
+	bool kernel_refused;	/* the last PreserveVM was refused for what the VM maps */
 	int *memfds;
 	uint64_t *memfd_sizes;
 	size_t n_memfds;

@@ -286,6 +286,10 @@ void shutdown_update_block(Manager *m)
 				snprintf(reason, sizeof(reason), "the running kernel has no /dev/liveupdate");
 				break;
 			}
+			if (v->state == VM_FAILED && v->kernel_refused) {
+				snprintf(reason, sizeof(reason), "%s", strempty(v->last_error));
+				break;
+			}
 			{
 				iommulu_plan *plan = NULL;
 				iommulu_error e = {};

@@ -32,6 +32,7 @@ static const char *const reason_names[_IOMMULU_REASON_MAX] = {
 	[IOMMULU_REASON_DUPLICATE] = "duplicate",
 	[IOMMULU_REASON_NO_IOMMUFD] = "devices-without-iommufd",
 	[IOMMULU_REASON_TOO_MANY] = "too-many",
+	[IOMMULU_REASON_HWPT_MAPPING] = "hwpt-maps-foreign-memory",
 };
 
 _public_ const char *iommulu_reason_to_string(iommulu_reason reason)
@@ -429,4 +430,18 @@ out:
 	if (ret_done)
 		*ret_done = done;
 	return r;
+}
+
+_public_ iommulu_reason iommulu_plan_step_refusal(const iommulu_plan_step *step, int err)
+{
+	if (!step || step->kind != IOMMULU_STEP_IOMMUFD)
+		return IOMMULU_REASON_NONE;
+	switch (err) {
+	case -EOPNOTSUPP:
+	case -EPERM:
+	case -ENOLINK:
+		return IOMMULU_REASON_HWPT_MAPPING;
+	default:
+		return IOMMULU_REASON_NONE;
+	}
 }

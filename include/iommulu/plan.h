@@ -38,6 +38,7 @@ typedef enum iommulu_reason {
 	IOMMULU_REASON_DUPLICATE,		/* "duplicate" (same device or hwpt twice) */
 	IOMMULU_REASON_NO_IOMMUFD,		/* "devices-without-iommufd" */
 	IOMMULU_REASON_TOO_MANY,		/* "too-many" */
+	IOMMULU_REASON_HWPT_MAPPING,		/* "hwpt-maps-foreign-memory" (kernel refusal) */
 	_IOMMULU_REASON_MAX,
 } iommulu_reason;
 
@@ -105,6 +106,18 @@ iommulu_plan *iommulu_plan_free(iommulu_plan *plan);
  */
 int iommulu_plan_execute(const iommulu_plan *plan, int session_fd, size_t *ret_done,
 			 iommulu_error *error);
+
+/*
+ * Whether the kernel's refusal of a step (err: the negative errno
+ * iommulu_plan_execute returned) is about the VM itself rather than the
+ * kernel or the system: the iommufd handler refuses a marked HWPT whose IOAS
+ * maps user memory or a file that is not a memfd (-EOPNOTSUPP), an
+ * unsealed memfd (-EPERM), or a memfd not preserved in the same session
+ * (-ENOLINK).  Returns IOMMULU_REASON_HWPT_MAPPING then, otherwise
+ * IOMMULU_REASON_NONE (a missing handler gives -ENOENT, a missing ioctl
+ * -ENOTTY: the kernel's fault).
+ */
+iommulu_reason iommulu_plan_step_refusal(const iommulu_plan_step *step, int err);
 
 #ifdef __cplusplus
 }

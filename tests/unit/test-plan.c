@@ -625,13 +625,37 @@ static void test_execute_other_failures(void **state)
 	iommulu_plan_free(p);
 }
 
+static void test_step_refusal(void **state)
+{
+	iommulu_plan_step s = { .kind = IOMMULU_STEP_IOMMUFD };
+
+	/* What a marked HWPT maps: the VM's fault. */
+	assert_int_equal(iommulu_plan_step_refusal(&s, -EOPNOTSUPP), IOMMULU_REASON_HWPT_MAPPING);
+	assert_int_equal(iommulu_plan_step_refusal(&s, -EPERM), IOMMULU_REASON_HWPT_MAPPING);
+	assert_int_equal(iommulu_plan_step_refusal(&s, -ENOLINK), IOMMULU_REASON_HWPT_MAPPING);
+	/* No handler, busy, or anything else: not the VM's fault. */
+	assert_int_equal(iommulu_plan_step_refusal(&s, -ENOENT), IOMMULU_REASON_NONE);
+	assert_int_equal(iommulu_plan_step_refusal(&s, -EBUSY), IOMMULU_REASON_NONE);
+	assert_int_equal(iommulu_plan_step_refusal(&s, -ENOTTY), IOMMULU_REASON_NONE);
+	assert_int_equal(iommulu_plan_step_refusal(&s, 0), IOMMULU_REASON_NONE);
+	/* The same errnos from other steps mean something else. */
+	for (int k = 0; k < _IOMMULU_STEP_KIND_MAX; k++) {
+		s.kind = (iommulu_step_kind)k;
+		if (k == IOMMULU_STEP_IOMMUFD)
+			continue;
+		assert_int_equal(iommulu_plan_step_refusal(&s, -EOPNOTSUPP), IOMMULU_REASON_NONE);
+		assert_int_equal(iommulu_plan_step_refusal(&s, -EPERM), IOMMULU_REASON_NONE);
+	}
+	assert_int_equal(iommulu_plan_step_refusal(NULL, -EOPNOTSUPP), IOMMULU_REASON_NONE);
+}
+
 static void test_strings(void **state)
 {
 	static const char *const reasons[] = {
 		"none",		  "wrong-fd-kind",	    "unsealed-memfd",
 		"hugetlb-memfd",  "sriov-pf",		    "sriov-vf",
 		"not-bound-to-vfio-pci", "duplicate",	    "devices-without-iommufd",
-		"too-many",
+		"too-many",	  "hwpt-maps-foreign-memory",
 	};
 	static const char *const steps[] = { "manifest", "memfd", "mark-hwpt", "iommufd", "device" };
 
@@ -666,6 +690,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_execute_failure_and_retry, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_execute_other_failures, setup, teardown),
 		cmocka_unit_test(test_strings),
+		cmocka_unit_test(test_step_refusal),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -29,14 +29,20 @@
  *       RAM with the pattern, then hand memfd, iommufd, cdevs and the HWPT
  *       id to iommu-lud with RegisterVM and keep running (SIGTERM ends it),
  *       as a VMM does.  iommu-lud preserves the VM at `systemctl kexec`.
- *   iommulu-vmm retrieve NAME [--device BDF ...] [options]
+ *   iommulu-vmm retrieve NAME [--device BDF ...] [--rebind] [options]
  *       after the kexec: VerifyVM (every check must pass), RetrieveVM,
  *       check the guest RAM pattern; for each device fd handed back, have
  *       edu DMA into the preserved IOVA and check it landed; FinishVM.
+ *       --rebind: then drop the retrieved device and iommufd files and
+ *       attach each device afresh (new iommufd and HWPT mapping the
+ *       retrieved memfd), with a DMA round trip: after FINISH the device
+ *       is an ordinary vfio-pci device again.
  *
  * Options: --mem BYTES (64 MiB)  --iova ADDR (0x1000000)  --xfer BYTES (2048)
  *          --seed N  --session NAME (vmm-vm1)  --fdname NAME (vmm-session)
  *          --corrupt (preserve: damage guest RAM after preserving)
+ *          --anon BYTES (also map BYTES of anonymous memory with IOMMU_IOAS_MAP
+ *          right after guest RAM: a HWPT the kernel must refuse to preserve)
  * edu limits (QEMU 7.2): DMA addresses below 2^28 (its dma_mask), and a
  * transfer must stay inside its 4 KiB buffer at 0x40000 without touching
  * the last byte, so transfers are at most 2048 bytes from offset 0.
@@ -53,6 +59,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -72,6 +79,22 @@
 #include "pattern.h"
 
 #define MAX_DEVICES 8
+
+/* IOMMU_IOAS_MAP (user VA) from include/uapi/linux/iommufd.h, which
+ * Debian 12's headers lack; only --anon uses it. */
+struct vmm_ioas_map {
+	uint32_t size;
+	uint32_t flags;
+	uint32_t ioas_id;
+	uint32_t reserved;
+	uint64_t user_va;
+	uint64_t length;
+	uint64_t iova;
+};
+#define VMM_IOMMU_IOAS_MAP _IO(';', 0x85)
+#define VMM_IOAS_MAP_FIXED_IOVA (1u << 0)
+#define VMM_IOAS_MAP_WRITEABLE (1u << 1)
+#define VMM_IOAS_MAP_READABLE (1u << 2)
 
 /* QEMU hw/misc/edu.c */
 #define EDU_VENDOR 0x1234
@@ -103,9 +126,9 @@ struct device {
 };
 
 struct vmm {
-	uint64_t mem, iova, xfer, seed;
+	uint64_t mem, iova, xfer, seed, anon;
 	const char *session_name, *fdname;
-	int corrupt;
+	int corrupt, rebind;
 	int memfd, iommufd;
 	uint8_t *ram;
 	uint32_t ioas_id, hwpt_id;
@@ -215,6 +238,30 @@ static int iommu_setup(struct vmm *v)
 			    v->iova, strerror(-r));
 	say("guest RAM %" PRIu64 " MiB mapped at IOVA %#" PRIx64 " (ioas %u)", v->mem >> 20, iova,
 	    v->ioas_id);
+	if (v->anon) {
+		/* Not guest RAM in a memfd: what a VMM must not do for a VM it
+		 * wants preserved (the kernel refuses such a HWPT). */
+		struct vmm_ioas_map map = {
+			.size = sizeof(map),
+			.flags = VMM_IOAS_MAP_FIXED_IOVA | VMM_IOAS_MAP_READABLE |
+				 VMM_IOAS_MAP_WRITEABLE,
+			.ioas_id = v->ioas_id,
+			.length = v->anon,
+			.iova = v->iova + v->mem,
+		};
+		void *p = mmap(NULL, v->anon, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			       -1, 0);
+
+		if (p == MAP_FAILED)
+			return fail("mmap %" PRIu64 " bytes of anonymous memory: %m", v->anon);
+		memset(p, 0x5a, v->anon);
+		map.user_va = (uintptr_t)p;
+		if (ioctl(v->iommufd, VMM_IOMMU_IOAS_MAP, &map) < 0)
+			return fail("IOMMU_IOAS_MAP of anonymous memory at IOVA %#" PRIx64 ": %m",
+				    (uint64_t)map.iova);
+		say("%" PRIu64 " KiB of anonymous memory mapped at IOVA %#" PRIx64 " (IOMMU_IOAS_MAP)",
+		    v->anon >> 10, (uint64_t)map.iova);
+	}
 	return 0;
 }
 
@@ -665,6 +712,43 @@ static int cmd_register(struct vmm *v, const char *name)
 	return 0;
 }
 
+/*
+ * After FinishVM the device is an ordinary vfio-pci device again: drop the
+ * files of the old VM (as a VMM that sets up its VM afresh would) and
+ * attach the device to a new iommufd and HWPT mapping the retrieved guest
+ * RAM, then do a DMA round trip through it.
+ */
+static int rebind_after_finish(struct vmm *v)
+{
+	for (unsigned i = 0; i < v->n_dev; i++) {
+		struct device *d = &v->dev[i];
+
+		if (d->bar0)
+			munmap((void *)d->bar0, d->bar0_size);
+		d->bar0 = NULL;
+		if (d->fd >= 0)
+			close(d->fd);
+		d->fd = -1;
+	}
+	if (v->iommufd >= 0)
+		close(v->iommufd);
+	v->iommufd = -1;
+	v->hwpt_id = 0;
+	if (iommu_setup(v) < 0)
+		return -1;
+	for (unsigned i = 0; i < v->n_dev; i++) {
+		struct device *d = &v->dev[i];
+
+		if (device_open(v, d) < 0 || device_attach(v, d) < 0 || device_enable(d) < 0)
+			return -1;
+		if (dma_round_trip(v, d, 0x5000, 0x6000, v->seed ^ 0xbeef) < 0)
+			return -1;
+		say("%s: after FinishVM re-bound to a new iommufd (HWPT %u) and did DMA: OK", d->bdf,
+		    v->hwpt_id);
+	}
+	return 0;
+}
+
 static int cmd_retrieve(struct vmm *v, const char *name)
 {
 	sd_bus_message *reply = NULL;
@@ -699,6 +783,8 @@ static int cmd_retrieve(struct vmm *v, const char *name)
 		say("RetrieveVM %s: %s", name, role);
 		if (strcmp(role, "memfd:0") == 0) {
 			v->memfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+		} else if (strcmp(role, "iommufd") == 0) {
+			v->iommufd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
 		} else if (strncmp(role, "device:", 7) == 0) {
 			for (unsigned i = 0; i < v->n_dev; i++)
 				if (strcmp(v->dev[i].bdf, role + 7) == 0)
@@ -709,6 +795,8 @@ static int cmd_retrieve(struct vmm *v, const char *name)
 		return fail("RetrieveVM reply: %s", strerror(-r)), 1;
 	if (v->memfd < 0)
 		return fail("RetrieveVM %s returned no memfd:0", name), 1;
+	if (v->n_dev && v->iommufd < 0)
+		return fail("RetrieveVM %s returned devices but no iommufd", name), 1;
 	if (ram_map(v) < 0)
 		return 1;
 	bad = pattern_mismatch(v->ram, v->mem, v->seed, 0);
@@ -740,6 +828,8 @@ static int cmd_retrieve(struct vmm *v, const char *name)
 		return bus_fail("FinishVM", &e, r), 1;
 	say("VM %s finished", name);
 	sd_bus_flush_close_unref(bus);
+	if (v->rebind && rebind_after_finish(v) < 0)
+		return 1;
 	return 0;
 }
 
@@ -774,6 +864,8 @@ int main(int argc, char **argv)
 		{ "session", required_argument, NULL, 'S' },
 		{ "fdname", required_argument, NULL, 'f' },
 		{ "corrupt", no_argument, NULL, 'c' },
+		{ "anon", required_argument, NULL, 'a' },
+		{ "rebind", no_argument, NULL, 'r' },
 		{}
 	};
 	struct vmm v = {
@@ -804,6 +896,8 @@ int main(int argc, char **argv)
 		case 'S': v.session_name = optarg; break;
 		case 'f': v.fdname = optarg; break;
 		case 'c': v.corrupt = 1; break;
+		case 'a': if (parse_u64(optarg, &v.anon) < 0 || v.anon % 4096) goto usage; break;
+		case 'r': v.rebind = 1; break;
 		default: goto usage;
 		}
 	}
@@ -817,7 +911,7 @@ int main(int argc, char **argv)
 		goto usage;
 	}
 	if (v.mem < 0x10000 || v.mem % 4096 || v.iova % 4096 || v.iova + v.mem > EDU_DMA_MASK + 1 ||
-	    v.xfer == 0 || v.xfer > EDU_XFER_MAX) {
+	    v.xfer == 0 || v.xfer > EDU_XFER_MAX || v.iova + v.mem + v.anon > EDU_DMA_MASK + 1) {
 		fprintf(stderr, "vmm: --mem/--iova/--xfer out of edu's range (IOVA + mem <= 2^28, "
 				"xfer <= %d)\n", EDU_XFER_MAX);
 		return 2;
@@ -837,6 +931,6 @@ usage:
 			"       iommulu-vmm register|retrieve NAME [--device BDF]... \n"
 			"       options: "
 			"[--mem BYTES] [--iova ADDR] [--xfer BYTES] [--seed N] [--session NAME] "
-			"[--fdname NAME] [--corrupt]\n");
+			"[--fdname NAME] [--corrupt] [--anon BYTES] [--rebind]\n");
 	return 2;
 }
