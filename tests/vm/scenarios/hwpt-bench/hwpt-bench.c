@@ -1,0 +1,885 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * hwpt-bench: what preserving a VM's HWPT (I/O page table) costs, against
+ * the same VM preserved without it (issue 6, the P2 figure).
+ *
+ *   hwpt-bench preserve --device BDF [--sizes 64M,256M,1G] [--reps N] [--corrupt]
+ *   hwpt-bench restore  --device BDF [--sizes 64M,256M,1G]
+ *
+ * For each guest RAM size and each folio size the guest kernel offers (4 KiB
+ * always; 2 MiB when shmem THP exists, see below) two VMs are built the same
+ * way: a sealed guest-RAM memfd filled with a pattern, an iommufd whose IOAS
+ * maps the memfd with IOMMU_IOAS_MAP_FILE at IOVA 0x1000000, and a paging
+ * HWPT allocated on that IOAS (so its page tables are populated).  The two
+ * differ in one thing only: the "hwpt" VM marks its HWPT with
+ * IOMMU_HWPT_LIVEUPDATE_MARK_PRESERVE, the "base" VM does not.  Each VM is
+ * one LUO session (memfd, then iommufd) in this unit's fd store, named
+ * hb-<4k|2m>-<size>-<hwpt|base>.  The difference between the two is
+ * therefore exactly what the HWPT adds: freezing the IOAS, walking the
+ * page tables and preserving every table page, describing the ranges, and
+ * after the kexec the IOAS rebuilt by the kernel.
+ *
+ * The edu device (--device, bound to vfio-pci) is needed to allocate a
+ * HWPT.  It is bound to each iommufd in turn, allocates that VM's HWPT and
+ * is closed again, except for the smallest 4 KiB "hwpt" VM: there it stays
+ * bound and attached and is preserved in that session too (its preserve
+ * and retrieve are timed apart, not in the VM's figures).
+ *
+ * 4 KiB folios are written even pages first, then odd pages, so that no two
+ * neighbouring pages of the file are physically contiguous: the IOMMU then
+ * has to use 4 KiB IOPTEs (a fresh guest often hands out contiguous pages,
+ * which would let it use 2 MiB ones).  2 MiB folios come from fallocate()
+ * with /sys/kernel/mm/transparent_hugepage/shmem_enabled = always; a memfd
+ * lives on the kernel's internal shm mount, whose huge= setting is that
+ * sysfs file (there is no memfd_create() flag for THP).  Both are measured,
+ * not assumed: ShmemHugePages (folios) and nr_iommu_pages (page table pages
+ * of each HWPT) are read around the allocations.
+ *
+ * preserve: build the VMs, time each session's preserve (create, memfd,
+ * iommufd; the mark for "hwpt" VMs) --reps times (closing the session
+ * unpreserves it), keep the last, push it into the fd store.
+ * restore (after the kexec): per session, time retrieve memfd + retrieve
+ * iommufd (+ for "base", IOMMU_IOAS_ALLOC + IOMMU_IOAS_MAP_FILE, so both end
+ * with guest RAM at its IOVA in an IOAS).  Then check: every byte of every
+ * memfd, the folio size, the rebuilt IOAS (unmap returns the whole size;
+ * "base" iommufds come back empty), and that edu DMA through the preserved
+ * translation lands in the device's VM before anything is attached.
+ * FINISH every session.
+ *
+ * Figures: "IOMMULU-METRIC: name=value unit" lines.  Failures:
+ * "IOMMULU-FAIL: ..." and exit 1.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+
+#include <iommulu/iommufd.h>
+#include <iommulu/luo.h>
+#include <iommulu/memfd.h>
+#include <iommulu/pci.h>
+#include <iommulu/uapi.h>
+#include <iommulu/vfio.h>
+
+#include "pattern.h"
+
+/* Debian 12's headers predate iommufd; iommulu/uapi.h has no unmap. */
+#ifndef IOMMU_IOAS_UNMAP
+struct iommu_ioas_unmap {
+	__u32 size;
+	__u32 ioas_id;
+	__aligned_u64 iova;
+	__aligned_u64 length;
+};
+#define IOMMU_IOAS_UNMAP _IO(IOMMUFD_TYPE, 0x86)
+#endif
+
+#define IOVA 0x1000000ull
+#define MAX_SIZES 4
+#define MAX_VMS (2 * 2 * MAX_SIZES)
+#define SZ_2M ((uint64_t)2 << 20)
+#define PAGE ((uint64_t)4096)
+
+#define TOKEN_MEMFD 1
+#define TOKEN_IOMMUFD 2
+#define TOKEN_DEVICE 16
+#define HWPT_TOKEN 0x4857
+
+/* A preserve or a restore slower than this is a hang, not a figure. */
+#define SANITY_MS 120000.0
+
+#define THP_SYSFS "/sys/kernel/mm/transparent_hugepage/shmem_enabled"
+
+/* QEMU hw/misc/edu.c */
+#define EDU_REG_IDENT 0x00
+#define EDU_REG_DMA_SRC 0x80
+#define EDU_REG_DMA_DST 0x88
+#define EDU_REG_DMA_COUNT 0x90
+#define EDU_REG_DMA_CMD 0x98
+#define EDU_DMA_START 0x1
+#define EDU_DMA_TO_RAM 0x2
+#define EDU_BUFFER 0x40000
+#define EDU_XFER 2048
+
+struct vm {
+	char name[40];
+	char tag[24]; /* figure suffix: 4k_64m_hwpt */
+	unsigned huge;  /* 0: 4 KiB folios, 1: 2 MiB */
+	int hwpt;       /* 1: HWPT marked for preservation */
+	uint64_t size, seed;
+	int memfd, iommufd, session, devfd;
+	uint8_t *ram;
+	uint32_t ioas_id, hwpt_id;
+	long tables, thp;
+	double preserve_ms, restore_ms, dev_ms;
+};
+
+struct bench {
+	const char *bdf;
+	uint64_t sizes[MAX_SIZES];
+	unsigned n_sizes, reps;
+	int corrupt;
+	struct vm vm[MAX_VMS];
+	unsigned n_vm;
+	int have_thp;
+	char thp_orig[32];
+};
+
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int fail(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("IOMMULU-FAIL: hwpt-bench: ", stdout);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+	fflush(stdout);
+	return -1;
+}
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("hwpt-bench: ", stdout);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+	fflush(stdout);
+}
+
+static void metric(const char *name, const char *tag, double v, const char *unit)
+{
+	printf("IOMMULU-METRIC: hwpt_bench_%s%s%s=%.3f %s\n", name, tag ? "_" : "", tag ? tag : "",
+	       v, unit);
+	fflush(stdout);
+}
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static double boottime_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A "key value" line of /proc/meminfo or /proc/vmstat; -1 if absent. */
+static long proc_value(const char *path, const char *key)
+{
+	char line[256];
+	size_t n = strlen(key);
+	long v = -1;
+	FILE *f;
+
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, key, n) == 0 && (line[n] == ' ' || line[n] == ':')) {
+			v = strtol(line + n + 1 + strspn(line + n + 1, " :"), NULL, 10);
+			break;
+		}
+	fclose(f);
+	return v;
+}
+
+/* Fold the per-CPU vmstat deltas first, or small changes may not show. */
+static void stat_refresh(void)
+{
+	int fd = open("/proc/sys/vm/stat_refresh", O_WRONLY | O_CLOEXEC);
+
+	if (fd >= 0) {
+		if (write(fd, "1", 1) < 0)
+			say("stat_refresh: %m (counters may lag)");
+		close(fd);
+	}
+}
+
+static long shmem_thp(void)
+{
+	long kb;
+
+	stat_refresh();
+	kb = proc_value("/proc/meminfo", "ShmemHugePages");
+
+	return kb < 0 ? -1 : kb / 2048;
+}
+
+static long iommu_pages(void)
+{
+	stat_refresh();
+	return proc_value("/proc/vmstat", "nr_iommu_pages");
+}
+
+static int write_file(const char *path, const char *s)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	n = write(fd, s, strlen(s));
+	close(fd);
+	return n == (ssize_t)strlen(s) ? 0 : -EIO;
+}
+
+/* shmem_enabled reads "always within_size advise [never] deny force". */
+static int thp_current(char *buf, size_t len)
+{
+	char line[256], *a, *b;
+	FILE *f = fopen(THP_SYSFS, "re");
+
+	if (!f)
+		return -errno;
+	if (!fgets(line, sizeof(line), f)) {
+		fclose(f);
+		return -EIO;
+	}
+	fclose(f);
+	a = strchr(line, '[');
+	b = a ? strchr(a, ']') : NULL;
+	if (!a || !b || (size_t)(b - a) > len)
+		return -EINVAL;
+	memcpy(buf, a + 1, (size_t)(b - a - 1));
+	buf[b - a - 1] = 0;
+	return 0;
+}
+
+static int parse_size(const char *s, uint64_t *ret)
+{
+	unsigned long long x;
+	char *end;
+
+	errno = 0;
+	x = strtoull(s, &end, 0);
+	if (errno || end == s)
+		return -EINVAL;
+	switch (*end) {
+	case 'M': x <<= 20; end++; break;
+	case 'G': x <<= 30; end++; break;
+	}
+	if (*end || x < SZ_2M || x % SZ_2M || x > (64ull << 30))
+		return -EINVAL;
+	*ret = x;
+	return 0;
+}
+
+static void size_tag(uint64_t size, char *buf, size_t len)
+{
+	if (size % (1ull << 30) == 0)
+		snprintf(buf, len, "%" PRIu64 "g", size >> 30);
+	else
+		snprintf(buf, len, "%" PRIu64 "m", size >> 20);
+}
+
+/* The VMs in a fixed order: 4k before 2m, sizes ascending, hwpt then base. */
+static void plan(struct bench *b)
+{
+	b->n_vm = 0;
+	for (unsigned huge = 0; huge <= (unsigned)b->have_thp; huge++)
+		for (unsigned s = 0; s < b->n_sizes; s++)
+			for (int hwpt = 1; hwpt >= 0; hwpt--) {
+				struct vm *v = &b->vm[b->n_vm++];
+				char st[16];
+
+				memset(v, 0, sizeof(*v));
+				size_tag(b->sizes[s], st, sizeof(st));
+				v->huge = huge;
+				v->hwpt = hwpt;
+				v->size = b->sizes[s];
+				snprintf(v->tag, sizeof(v->tag), "%s_%s_%s", huge ? "2m" : "4k", st,
+					 hwpt ? "hwpt" : "base");
+				snprintf(v->name, sizeof(v->name), "hb-%s-%s-%s", huge ? "2m" : "4k",
+					 st, hwpt ? "hwpt" : "base");
+				/* Distinct per VM: a memfd handed to the wrong VM fails the check. */
+				v->seed = 0x68776274ull ^ ((uint64_t)b->n_vm << 40);
+				v->memfd = v->iommufd = v->session = v->devfd = -1;
+			}
+}
+
+/* The VM whose HWPT the device stays attached to: the smallest 4k hwpt. */
+static int is_dev_vm(const struct bench *b, const struct vm *v)
+{
+	return v == &b->vm[0];
+}
+
+/* ------------------------------------------------------------- edu DMA */
+
+struct edu {
+	volatile uint8_t *bar0;
+	size_t len;
+};
+
+static uint64_t rd64(const struct edu *e, uint32_t r)
+{
+	return *(volatile uint64_t *)(e->bar0 + r);
+}
+
+static void wr64(const struct edu *e, uint32_t r, uint64_t v)
+{
+	*(volatile uint64_t *)(e->bar0 + r) = v;
+}
+
+static int edu_dma(const struct edu *e, uint64_t src, uint64_t dst, int to_ram)
+{
+	double t0 = now_ms();
+
+	wr64(e, EDU_REG_DMA_SRC, src);
+	wr64(e, EDU_REG_DMA_DST, dst);
+	wr64(e, EDU_REG_DMA_COUNT, EDU_XFER);
+	wr64(e, EDU_REG_DMA_CMD, EDU_DMA_START | (to_ram ? EDU_DMA_TO_RAM : 0));
+	while (rd64(e, EDU_REG_DMA_CMD) & EDU_DMA_START) {
+		if (now_ms() - t0 > 10000)
+			return fail("edu DMA did not complete in 10 s");
+		usleep(1000);
+	}
+	return 0;
+}
+
+/* After the kexec vfio refuses region access on the retrieved, unbound
+ * cdev: bus mastering must still be on, BAR0 comes from sysfs. */
+static int edu_open_sysfs(const char *bdf, struct edu *e)
+{
+	char path[128];
+	struct stat st;
+	uint16_t cmd;
+	void *p;
+	int fd, r;
+
+	r = iommulu_pci_config_read(bdf, 0x04, &cmd, sizeof(cmd));
+	if (r < 0)
+		return fail("%s: PCI command register: %s", bdf, strerror(-r));
+	if ((cmd & 0x6) != 0x6)
+		return fail("%s: memory space or bus mastering off after the kexec (command %#x)",
+			    bdf, cmd);
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/resource0", bdf);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return fail("open %s: %m", path);
+	if (fstat(fd, &st) < 0 || st.st_size <= 0) {
+		close(fd);
+		return fail("%s has no size", path);
+	}
+	p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	if (p == MAP_FAILED)
+		return fail("mmap %s: %m", path);
+	e->bar0 = p;
+	e->len = (size_t)st.st_size;
+	if ((*(volatile uint32_t *)(e->bar0 + EDU_REG_IDENT) & 0xff) != 0xed)
+		return fail("%s is not an edu device", bdf);
+	return 0;
+}
+
+/* Before the kexec: memory space + bus mastering, BAR0 through vfio. */
+static int edu_open_vfio(const char *bdf, int devfd, struct edu *e)
+{
+	iommulu_vfio_region reg;
+	uint16_t cmd;
+	void *p;
+	int r;
+
+	r = iommulu_vfio_config_read(devfd, 0x04, &cmd, sizeof(cmd));
+	if (r == 0) {
+		cmd |= 0x6;
+		r = iommulu_vfio_config_write(devfd, 0x04, &cmd, sizeof(cmd));
+	}
+	if (r < 0)
+		return fail("%s: enable memory space and bus mastering: %s", bdf, strerror(-r));
+	r = iommulu_vfio_region_info(devfd, IOMMULU_VFIO_PCI_BAR0_REGION, &reg);
+	if (r < 0)
+		return fail("%s: BAR0 region info: %s", bdf, strerror(-r));
+	p = mmap(NULL, reg.size, PROT_READ | PROT_WRITE, MAP_SHARED, devfd, (off_t)reg.offset);
+	if (p == MAP_FAILED)
+		return fail("%s: mmap BAR0: %m", bdf);
+	e->bar0 = p;
+	e->len = reg.size;
+	if ((*(volatile uint32_t *)(e->bar0 + EDU_REG_IDENT) & 0xff) != 0xed)
+		return fail("%s is not an edu device", bdf);
+	return 0;
+}
+
+/* RAM at offset a -> edu -> RAM at offset b, through the IOMMU; check b. */
+static int dma_check(const struct edu *e, struct vm *v, uint64_t a, uint64_t b, uint64_t seed)
+{
+	size_t bad;
+
+	pattern_fill(v->ram + a, EDU_XFER, seed, 0);
+	memset(v->ram + b, 0, EDU_XFER);
+	if (edu_dma(e, IOVA + a, EDU_BUFFER, 0) < 0 || edu_dma(e, EDU_BUFFER, IOVA + b, 1) < 0)
+		return -1;
+	bad = pattern_mismatch(v->ram + b, EDU_XFER, seed, 0);
+	if (bad != EDU_XFER)
+		return fail("%s: edu DMA IOVA %#llx -> edu -> IOVA %#llx did not land in its memfd "
+			    "(byte %zu)",
+			    v->name, IOVA + a, IOVA + b, bad);
+	return 0;
+}
+
+/* ------------------------------------------------------------- stage 1 */
+
+static int vm_ram(struct bench *b, struct vm *v)
+{
+	long thp0, thp1;
+	int r;
+
+	if (b->have_thp) {
+		r = write_file(THP_SYSFS, v->huge ? "always" : "never");
+		if (r < 0)
+			return fail("write %s: %s", THP_SYSFS, strerror(-r));
+	}
+	r = iommulu_memfd_create(v->name, v->size, &v->memfd);
+	if (r < 0)
+		return fail("%s: memfd of %" PRIu64 " MiB: %s", v->name, v->size >> 20, strerror(-r));
+	thp0 = shmem_thp();
+	if (v->huge && fallocate(v->memfd, 0, 0, (off_t)v->size) < 0)
+		return fail("%s: fallocate: %m", v->name);
+	v->ram = mmap(NULL, v->size, PROT_READ | PROT_WRITE, MAP_SHARED, v->memfd, 0);
+	if (v->ram == MAP_FAILED)
+		return fail("%s: mmap: %m", v->name);
+	if (v->huge) {
+		pattern_fill(v->ram, v->size, v->seed, 0);
+	} else {
+		/* Even pages, then odd ones: neighbours are never contiguous. */
+		for (uint64_t first = 0; first < 2; first++)
+			for (uint64_t off = first * PAGE; off < v->size; off += 2 * PAGE)
+				pattern_fill(v->ram + off, PAGE, v->seed, off);
+	}
+	thp1 = shmem_thp();
+	v->thp = thp0 < 0 ? 0 : thp1 - thp0;
+	if (v->huge && (uint64_t)v->thp != v->size / SZ_2M)
+		return fail("%s: %ld of %" PRIu64 " 2 MiB folios with shmem_enabled=always", v->name,
+			    v->thp, v->size / SZ_2M);
+	if (!v->huge && v->thp != 0)
+		return fail("%s: %ld 2 MiB folios with shmem_enabled=never", v->name, v->thp);
+	return 0;
+}
+
+static int vm_iommu(struct bench *b, struct vm *v, int *devfd)
+{
+	uint64_t iova = IOVA;
+	uint32_t dev_id;
+	long p0, p1;
+	int r;
+
+	r = iommulu_iommufd_open(&v->iommufd);
+	if (r < 0)
+		return fail("open /dev/iommu: %s", strerror(-r));
+	r = iommulu_iommufd_ioas_alloc(v->iommufd, &v->ioas_id);
+	if (r < 0)
+		return fail("%s: IOMMU_IOAS_ALLOC: %s", v->name, strerror(-r));
+	r = iommulu_iommufd_ioas_map_file(v->iommufd, v->ioas_id, v->memfd, 0, v->size,
+					  IOMMULU_MAP_FIXED_IOVA | IOMMULU_MAP_READABLE |
+						  IOMMULU_MAP_WRITEABLE,
+					  &iova);
+	if (r < 0)
+		return fail("%s: IOMMU_IOAS_MAP_FILE: %s", v->name, strerror(-r));
+	r = iommulu_vfio_cdev_open(b->bdf, devfd);
+	if (r < 0)
+		return fail("%s: open vfio cdev: %s", b->bdf, strerror(-r));
+	r = iommulu_vfio_bind_iommufd(*devfd, v->iommufd, &dev_id);
+	if (r < 0)
+		return fail("%s: bind to the iommufd of %s: %s", b->bdf, v->name, strerror(-r));
+	p0 = iommu_pages();
+	r = iommulu_iommufd_hwpt_alloc(v->iommufd, dev_id, v->ioas_id, 0, &v->hwpt_id);
+	p1 = iommu_pages();
+	if (r < 0)
+		return fail("%s: IOMMU_HWPT_ALLOC: %s", v->name, strerror(-r));
+	v->tables = p0 < 0 ? -1 : p1 - p0;
+	/* 4 KiB IOPTEs need a leaf table per 2 MiB; 2 MiB ones need none. */
+	if (!v->huge && v->tables >= 0 && (uint64_t)v->tables < v->size / SZ_2M)
+		return fail("%s: HWPT has %ld page table pages, fewer than the %" PRIu64
+			    " leaf tables of 4 KiB IOPTEs: the figure would not be what it says",
+			    v->name, v->tables, v->size / SZ_2M);
+	if (v->huge && v->tables >= 0 && (uint64_t)v->tables >= v->size / SZ_2M)
+		return fail("%s: HWPT has %ld page table pages with 2 MiB folios: no 2 MiB IOPTEs",
+			    v->name, v->tables);
+	say("%s: %" PRIu64 " MiB at IOVA %#llx, HWPT %u with %ld page table pages, %ld 2 MiB folios",
+	    v->name, v->size >> 20, IOVA, v->hwpt_id, v->tables, v->thp);
+	if (is_dev_vm(b, v)) {
+		r = iommulu_vfio_attach_pt(*devfd, v->hwpt_id);
+		if (r < 0)
+			return fail("%s: attach to HWPT %u: %s", b->bdf, v->hwpt_id, strerror(-r));
+		v->devfd = *devfd;
+	} else {
+		close(*devfd); /* unbinds: the device is free for the next iommufd */
+	}
+	*devfd = -1;
+	return 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+static int vm_preserve(struct bench *b, struct vm *v)
+{
+	double t[16], mark_ms = 0, t0;
+	char state[96];
+	int luo, r;
+
+	if (v->hwpt) {
+		t0 = now_ms();
+		r = iommulu_iommufd_hwpt_mark_preserve(v->iommufd, v->hwpt_id, HWPT_TOKEN);
+		mark_ms = now_ms() - t0;
+		if (r < 0)
+			return fail("%s: IOMMU_HWPT_LIVEUPDATE_MARK_PRESERVE: %s", v->name, strerror(-r));
+	}
+	for (unsigned rep = 0; rep < b->reps; rep++) {
+		luo = iommulu_luo_open(5000);
+		if (luo < 0)
+			return fail("open /dev/liveupdate: %s", strerror(-luo));
+		t0 = now_ms();
+		r = iommulu_luo_session_create(luo, v->name, &v->session);
+		if (r == 0)
+			r = iommulu_luo_session_preserve_fd(v->session, v->memfd, TOKEN_MEMFD);
+		if (r == 0)
+			r = iommulu_luo_session_preserve_fd(v->session, v->iommufd, TOKEN_IOMMUFD);
+		t[rep] = now_ms() - t0 + mark_ms;
+		close(luo);
+		if (r < 0)
+			return fail("%s: preserve (repetition %u): %s", v->name, rep + 1, strerror(-r));
+		if (rep + 1 < b->reps) {
+			close(v->session); /* unpreserves memfd and iommufd */
+			v->session = -1;
+		}
+	}
+	qsort(t, b->reps, sizeof(t[0]), cmp_double);
+	v->preserve_ms = t[b->reps / 2];
+	if (v->preserve_ms > SANITY_MS)
+		return fail("%s: preserve took %.0f ms (sanity bound %.0f ms)", v->name, v->preserve_ms,
+			    SANITY_MS);
+	if (v->devfd >= 0) {
+		t0 = now_ms();
+		r = iommulu_luo_session_preserve_fd(v->session, v->devfd, TOKEN_DEVICE);
+		v->dev_ms = now_ms() - t0;
+		if (r < 0)
+			return fail("%s: preserve vfio cdev of %s: %s", v->name, b->bdf, strerror(-r));
+	}
+	say("%s: preserved in %.1f ms (median of %u; min %.1f, max %.1f%s)%s", v->name,
+	    v->preserve_ms, b->reps, t[0], t[b->reps - 1], v->hwpt ? ", incl. the mark" : "",
+	    v->devfd >= 0 ? ", device preserved too" : "");
+	snprintf(state, sizeof(state), "FDSTORE=1\nFDNAME=%s", v->name);
+	r = sd_pid_notify_with_fds(0, 0, state, &v->session, 1);
+	if (r <= 0)
+		return fail("FDSTORE %s: %s", v->name, r < 0 ? strerror(-r) : "no $NOTIFY_SOCKET");
+	return 0;
+}
+
+static void print_pairs(const struct bench *b, int restore, double boot_s)
+{
+	for (unsigned i = 0; i + 1 < b->n_vm; i += 2) {
+		const struct vm *w = &b->vm[i], *o = &b->vm[i + 1];
+		char tag[24];
+
+		snprintf(tag, sizeof(tag), "%.*s", (int)(strlen(w->tag) - 5), w->tag);
+		if (!restore) {
+			metric("preserve_ms", w->tag, w->preserve_ms, "ms");
+			metric("preserve_ms", o->tag, o->preserve_ms, "ms");
+			metric("preserve_ratio", tag, w->preserve_ms / o->preserve_ms, "x");
+			metric("iommu_table_pages", tag, (double)w->tables, "pages");
+		} else {
+			metric("restore_ms", w->tag, w->restore_ms, "ms");
+			metric("restore_ms", o->tag, o->restore_ms, "ms");
+			metric("restore_ratio", tag, w->restore_ms / o->restore_ms, "x");
+			metric("boot_to_restored_ratio", tag,
+			       (boot_s + w->restore_ms / 1e3) / (boot_s + o->restore_ms / 1e3), "x");
+		}
+	}
+}
+
+static int cmd_preserve(struct bench *b)
+{
+	int devfd = -1, r;
+
+	plan(b);
+	say("%u VMs: sizes x {4 KiB%s} x {hwpt, base}, %u preserve repetition(s) each", b->n_vm,
+	    b->have_thp ? ", 2 MiB" : "", b->reps);
+	for (unsigned i = 0; i < b->n_vm; i++)
+		if (vm_ram(b, &b->vm[i]) < 0)
+			goto err;
+	if (b->have_thp && (r = write_file(THP_SYSFS, b->thp_orig)) < 0) {
+		fail("restore %s to %s: %s", THP_SYSFS, b->thp_orig, strerror(-r));
+		goto err;
+	}
+	/* The device VM last: the device allocates every other HWPT first. */
+	for (unsigned i = b->n_vm; i-- > 0;)
+		if (vm_iommu(b, &b->vm[i], &devfd) < 0)
+			goto err;
+
+	/* Pre-kexec DMA through the device VM's HWPT, then the pattern back. */
+	{
+		struct vm *v = &b->vm[0];
+		struct edu e;
+
+		if (edu_open_vfio(b->bdf, v->devfd, &e) < 0 ||
+		    dma_check(&e, v, 0x2000, 0x3000, 0x5eed) < 0)
+			goto err;
+		pattern_fill(v->ram + 0x2000, 0x2000, v->seed, 0x2000);
+		munmap((void *)e.bar0, e.len);
+		say("%s: edu DMA through HWPT %u of %s: OK", b->bdf, v->hwpt_id, v->name);
+	}
+
+	for (unsigned i = 0; i < b->n_vm; i++)
+		if (vm_preserve(b, &b->vm[i]) < 0)
+			goto err;
+	if (b->corrupt) {
+		struct vm *v = &b->vm[b->n_vm > 4 ? 4 : 0];
+
+		v->ram[v->size / 3] ^= 0xa5;
+		say("--corrupt: flipped byte %" PRIu64 " of %s after preserving", v->size / 3, v->name);
+	}
+	print_pairs(b, 0, 0);
+	metric("device_preserve_ms", NULL, b->vm[0].dev_ms, "ms");
+	say("%u sessions in the fd store", b->n_vm);
+	return 0;
+err:
+	if (b->have_thp)
+		(void)write_file(THP_SYSFS, b->thp_orig);
+	return 1;
+}
+
+/* ------------------------------------------------------------- stage 2 */
+
+static int ioas_unmap(int iommufd, uint32_t ioas, uint64_t iova, uint64_t len, uint64_t *done)
+{
+	struct iommu_ioas_unmap u = { .size = sizeof(u), .ioas_id = ioas, .iova = iova,
+				      .length = len };
+
+	if (ioctl(iommufd, IOMMU_IOAS_UNMAP, &u) < 0)
+		return -errno;
+	*done = u.length;
+	return 0;
+}
+
+static int vm_restore(struct bench *b, struct vm *v, int first)
+{
+	uint64_t iova = IOVA;
+	long thp0, thp1;
+	double t0;
+	int r;
+
+	thp0 = shmem_thp();
+	if (first)
+		printf("IOMMULU-MARK: restored scenario=hwpt-bench stage=2 t=%.2f first-retrieve=%s\n",
+		       boottime_s(), v->name);
+	t0 = now_ms();
+	r = iommulu_luo_session_retrieve_fd(v->session, TOKEN_MEMFD, &v->memfd);
+	if (r < 0)
+		return fail("%s: retrieve memfd: %s", v->name, strerror(-r));
+	r = iommulu_luo_session_retrieve_fd(v->session, TOKEN_IOMMUFD, &v->iommufd);
+	if (r < 0)
+		return fail("%s: retrieve iommufd: %s", v->name, strerror(-r));
+	if (v->hwpt) {
+		v->ioas_id = 1; /* the kernel's IOAS of the first preserved HWPT */
+	} else {
+		/* No HWPT came back: the VMM puts guest RAM into an IOAS itself. */
+		r = iommulu_iommufd_ioas_alloc(v->iommufd, &v->ioas_id);
+		if (r == 0)
+			r = iommulu_iommufd_ioas_map_file(v->iommufd, v->ioas_id, v->memfd, 0, v->size,
+							  IOMMULU_MAP_FIXED_IOVA |
+								  IOMMULU_MAP_READABLE |
+								  IOMMULU_MAP_WRITEABLE,
+							  &iova);
+		if (r < 0)
+			return fail("%s: rebuild the IOAS: %s", v->name, strerror(-r));
+	}
+	v->restore_ms = now_ms() - t0;
+	thp1 = shmem_thp();
+	v->thp = thp0 < 0 ? 0 : thp1 - thp0;
+	if (v->restore_ms > SANITY_MS)
+		return fail("%s: restore took %.0f ms (sanity bound %.0f ms)", v->name, v->restore_ms,
+			    SANITY_MS);
+	return 0;
+}
+
+static int vm_check(struct bench *b, struct vm *v)
+{
+	uint64_t done = 0;
+	struct stat st;
+	size_t bad;
+	int r;
+
+	if (fstat(v->memfd, &st) < 0 || (uint64_t)st.st_size != v->size)
+		return fail("%s: retrieved memfd is %jd bytes, expected %" PRIu64, v->name,
+			    (intmax_t)st.st_size, v->size);
+	v->ram = mmap(NULL, v->size, PROT_READ | PROT_WRITE, MAP_SHARED, v->memfd, 0);
+	if (v->ram == MAP_FAILED)
+		return fail("%s: mmap retrieved memfd: %m", v->name);
+	bad = pattern_mismatch(v->ram, v->size, v->seed, 0);
+	if (bad != v->size)
+		return fail("%s: guest RAM differs from the pre-kexec pattern at byte %zu (got %#x)",
+			    v->name, bad, v->ram[bad]);
+	/* Large folios must come back large (memfd_luo keeps the folio order). */
+	if (v->huge && (uint64_t)v->thp != v->size / SZ_2M)
+		return fail("%s: %ld of %" PRIu64 " 2 MiB folios came back", v->name, v->thp,
+			    v->size / SZ_2M);
+	if (!v->hwpt && v->ioas_id != 1)
+		return fail("%s: the retrieved iommufd was not empty (new IOAS got ID %u)", v->name,
+			    v->ioas_id);
+	say("%s: restored in %.1f ms; all %" PRIu64 " MiB intact, %ld 2 MiB folios", v->name,
+	    v->restore_ms, v->size >> 20, v->thp);
+	if (v->devfd >= 0) {
+		struct edu e;
+		char drv[64];
+
+		r = iommulu_pci_driver(b->bdf, drv, sizeof(drv));
+		if (r < 0 || strcmp(drv, "vfio-pci") != 0)
+			return fail("%s not bound to vfio-pci after the kexec", b->bdf);
+		/* Nothing attached yet: the preserved translation must carry it. */
+		if (edu_open_sysfs(b->bdf, &e) < 0 || dma_check(&e, v, 0x4000, 0x8000, 0xf00d) < 0)
+			return -1;
+		munmap((void *)e.bar0, e.len);
+		say("%s: edu DMA after the kexec landed in %s through the preserved HWPT: OK", b->bdf,
+		    v->name);
+	}
+	/* The IOAS holds exactly guest RAM at its IOVA (unmapping it says so). */
+	r = ioas_unmap(v->iommufd, v->ioas_id, IOVA, v->size, &done);
+	if (r < 0 || done != v->size)
+		return fail("%s: IOAS %u does not map %" PRIu64 " MiB at IOVA %#llx (%s, %" PRIu64
+			    " bytes)",
+			    v->name, v->ioas_id, v->size >> 20, IOVA, r < 0 ? strerror(-r) : "ok",
+			    done);
+	munmap(v->ram, v->size);
+	return 0;
+}
+
+static int cmd_restore(struct bench *b)
+{
+	char **names = NULL, state[96];
+	double boot_s = 0;
+	int n, r;
+
+	plan(b);
+	n = sd_listen_fds_with_names(0, &names);
+	if (n < 0)
+		return fail("sd_listen_fds_with_names: %s", strerror(-n)), 1;
+	for (int i = 0; i < n; i++) {
+		unsigned k;
+
+		for (k = 0; k < b->n_vm; k++)
+			if (strcmp(names[i], b->vm[k].name) == 0)
+				break;
+		if (k == b->n_vm)
+			return fail("unexpected fd %s in the fd store", names[i]), 1;
+		b->vm[k].session = SD_LISTEN_FDS_START + i;
+	}
+	for (unsigned k = 0; k < b->n_vm; k++)
+		if (b->vm[k].session < 0)
+			return fail("session %s did not come back through the fd store", b->vm[k].name),
+			       1;
+
+	boot_s = boottime_s();
+	for (unsigned k = 0; k < b->n_vm; k++)
+		if (vm_restore(b, &b->vm[k], k == 0) < 0)
+			return 1;
+	{
+		struct vm *v = &b->vm[0];
+		double t0 = now_ms();
+
+		r = iommulu_luo_session_retrieve_fd(v->session, TOKEN_DEVICE, &v->devfd);
+		v->dev_ms = now_ms() - t0;
+		if (r < 0)
+			return fail("%s: retrieve vfio cdev: %s", v->name, strerror(-r)), 1;
+	}
+	for (unsigned k = 0; k < b->n_vm; k++)
+		if (vm_check(b, &b->vm[k]) < 0)
+			return 1;
+	for (unsigned k = 0; k < b->n_vm; k++) {
+		r = iommulu_luo_session_finish(b->vm[k].session);
+		if (r < 0)
+			return fail("%s: FINISH: %s", b->vm[k].name, strerror(-r)), 1;
+		snprintf(state, sizeof(state), "FDSTOREREMOVE=1\nFDNAME=%s", b->vm[k].name);
+		r = sd_pid_notify(0, 0, state);
+		if (r <= 0)
+			return fail("FDSTOREREMOVE %s: %s", b->vm[k].name,
+				    r < 0 ? strerror(-r) : "no $NOTIFY_SOCKET"),
+			       1;
+	}
+	metric("boot_to_first_retrieve_s", NULL, boot_s, "s");
+	print_pairs(b, 1, boot_s);
+	metric("device_retrieve_ms", NULL, b->vm[0].dev_ms, "ms");
+	say("%u sessions restored, checked and finished", b->n_vm);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "device", required_argument, NULL, 'd' },
+		{ "sizes", required_argument, NULL, 's' },
+		{ "reps", required_argument, NULL, 'r' },
+		{ "corrupt", no_argument, NULL, 'c' },
+		{}
+	};
+	struct bench *b;
+	const char *sizes = "64M,256M,1G";
+	char *list, *tok, *save = NULL;
+	int c;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return 1;
+	b->reps = 3;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': b->bdf = optarg; break;
+		case 's': sizes = optarg; break;
+		case 'r': b->reps = (unsigned)strtoul(optarg, NULL, 10); break;
+		case 'c': b->corrupt = 1; break;
+		default: goto usage;
+		}
+	}
+	if (optind + 1 != argc || !b->bdf || !iommulu_bdf_is_valid(b->bdf) || b->reps < 1 ||
+	    b->reps > 16)
+		goto usage;
+	list = strdup(sizes);
+	for (tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		if (b->n_sizes == MAX_SIZES || parse_size(tok, &b->sizes[b->n_sizes]) < 0)
+			goto usage;
+		b->n_sizes++;
+	}
+	free(list);
+	if (!b->n_sizes)
+		goto usage;
+	b->have_thp = thp_current(b->thp_orig, sizeof(b->thp_orig)) == 0;
+	say("shmem THP: %s", b->have_thp ? b->thp_orig : "not in this kernel (no " THP_SYSFS ")");
+	if (strcmp(argv[optind], "preserve") == 0)
+		return cmd_preserve(b);
+	if (strcmp(argv[optind], "restore") == 0)
+		return cmd_restore(b);
+usage:
+	fprintf(stderr, "usage: hwpt-bench preserve|restore --device BDF [--sizes 64M,256M,1G] "
+			"[--reps N] [--corrupt]\n");
+	return 2;
+}
