@@ -3,7 +3,9 @@
 #include <errno.h>
 #include <limits.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "iommulu/fdclass.h"
@@ -15,6 +17,8 @@
  * except the LUO session, which has no other identity):
  *   memfd / hugetlb memfd   see memfd.c: internal shm mount, HUGETLBFS_MAGIC
  *   iommufd                 char device with the st_rdev of $IOMMULU_DEV_ROOT/iommu
+ *                           or, restored by the kernel after a live update (LUO
+ *                           RETRIEVE_FD), an anon inode named "[iommufd]"
  *   vfio cdev               char device whose <sysfs>/dev/char/MAJ:MIN/subsystem
  *                           is "vfio-dev"
  *   LUO session             anon inode named "[luo_session] ..." (luo.c)
@@ -86,11 +90,29 @@ _public_ int iommulu_fd_classify(int fd, iommulu_fd_kind *ret_kind)
 		return 0;
 	}
 
-	r = iommulu_luo_is_session(fd);
-	if (r < 0)
-		return r;
-	*ret_kind = r > 0 ? IOMMULU_FD_LUO_SESSION : IOMMULU_FD_OTHER;
+	{
+		char path[64], link[256];
+		ssize_t n;
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		n = readlink(path, link, sizeof(link) - 1);
+		if (n < 0)
+			return errno == ENOENT ? -EBADF : negative_errno();
+		link[n] = '\0';
+		*ret_kind = (iommulu_fd_kind)fdclass_anon_link_kind(link);
+	}
 	return 0;
+}
+
+int fdclass_anon_link_kind(const char *link)
+{
+	/* The kernel names the file; userspace cannot fake an anon inode's
+	 * name.  A retrieved iommufd is not the /dev/iommu char device. */
+	if (streq(link, "anon_inode:[iommufd]"))
+		return IOMMULU_FD_IOMMUFD;
+	if (startswith(link, "anon_inode:[luo_session] "))
+		return IOMMULU_FD_LUO_SESSION;
+	return IOMMULU_FD_OTHER;
 }
 
 static const char *const fd_kind_names[_IOMMULU_FD_KIND_MAX] = {

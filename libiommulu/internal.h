@@ -29,6 +29,11 @@ _printf_(3, 4) int iommulu_error_setf(iommulu_error *error, int r, const char *f
 const char *root_sysfs(void);
 const char *root_dev(void);
 
+/* Kind of an anon-inode file from its /proc/self/fd link: an iommufd the
+ * kernel restored after a live update ("anon_inode:[iommufd]"), a LUO
+ * session, or IOMMULU_FD_OTHER. */
+int fdclass_anon_link_kind(const char *link);
+
 /* fd must be an open char device: 0 and its st_rdev; -ENOTTY if it is
  * something else; -EBADF etc. from fstat. */
 int fd_chardev(int fd, dev_t *ret_rdev);

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 
 #include "fake-sysfs.h"
+#include "internal.h"
 #include "iommulu/fdclass.h"
 #include "iommulu/memfd.h"
 #include "test-helpers.h"
@@ -83,6 +84,21 @@ static void test_other(void **state)
 	assert_true(fd >= 0);
 	assert_int_equal(classify(fd), IOMMULU_FD_OTHER);
 	close(fd);
+}
+
+/* The link names of anon-inode files: a restored iommufd and a LUO
+ * session are recognised, nothing else. */
+static void test_anon_links(void **state)
+{
+	assert_int_equal(fdclass_anon_link_kind("anon_inode:[iommufd]"), IOMMULU_FD_IOMMUFD);
+	assert_int_equal(fdclass_anon_link_kind("anon_inode:[luo_session] iommulu.1.vm1"),
+			 IOMMULU_FD_LUO_SESSION);
+	assert_int_equal(fdclass_anon_link_kind("anon_inode:[iommufd] x"), IOMMULU_FD_OTHER);
+	assert_int_equal(fdclass_anon_link_kind("anon_inode:[iommufd"), IOMMULU_FD_OTHER);
+	assert_int_equal(fdclass_anon_link_kind("anon_inode:[luo_session]"), IOMMULU_FD_OTHER);
+	assert_int_equal(fdclass_anon_link_kind("anon_inode:[eventfd]"), IOMMULU_FD_OTHER);
+	assert_int_equal(fdclass_anon_link_kind("/dev/iommu"), IOMMULU_FD_OTHER);
+	assert_int_equal(fdclass_anon_link_kind(""), IOMMULU_FD_OTHER);
 }
 
 /* With the real /sys and /dev, /dev/null is just a char device. */
@@ -165,6 +181,7 @@ int main(void)
 		cmocka_unit_test(test_memfds),
 		cmocka_unit_test(test_hugetlb),
 		cmocka_unit_test(test_other),
+		cmocka_unit_test(test_anon_links),
 		cmocka_unit_test(test_real_chardev),
 		cmocka_unit_test(test_fake_iommufd),
 		cmocka_unit_test(test_fake_vfio_cdev),
