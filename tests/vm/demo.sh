@@ -14,13 +14,13 @@ mode=scalable
 [ "${1:-}" = --iommu ] && mode=${2:?}
 
 say() { printf '%s\n' "$*"; }
-say "iommu-lud demo: a VM's guest RAM (and, with the kernel series, its device) across a host kernel live update"
+say "iommu-lud demo: a VM with a passed-through PCI device (guest RAM, IOMMU page table, device) across a host kernel live update"
 say "Building the host kernel (Linux 7.3 + kernel-patches/series) and the Debian sid guest image (cached after the first run)..."
 t0=$(date +%s)
 kdir=$("$here/build-kernel.sh" --quiet | tail -n1) || { say "kernel build FAILED"; exit 1; }
 say "Kernel ready: $(sed -n 's/^kernel_release=//p' "$kdir/info"), $(sed -n 's/^patches=//p' "$kdir/info") patch(es) applied"
 initrd=$("$here/build-rootfs.sh" "$kdir" 2>/dev/null | tail -n1) || { say "guest image build FAILED"; exit 1; }
-say "Booting the virtual host under QEMU (TCG, q35, intel-iommu $mode mode, edu device)..."
+say "Booting the virtual host under QEMU (TCG, q35, intel-iommu $mode mode, edu DMA device); the kexec boot takes a few minutes under TCG..."
 out=$(mktemp)
 "$here/run-scenario.sh" demo --iommu "$mode" --kernel-dir "$kdir" --initrd "$initrd" > "$out" 2>&1 &
 pid=$!
