@@ -25,10 +25,10 @@
  * bound and attached and is preserved in that session too (its preserve
  * and retrieve are timed apart, not in the VM's figures).
  *
- * 4 KiB folios are written even pages first, then odd pages, so that no two
- * neighbouring pages of the file are physically contiguous: the IOMMU then
- * has to use 4 KiB IOPTEs (a fresh guest often hands out contiguous pages,
- * which would let it use 2 MiB ones).  2 MiB folios come from fallocate()
+ * 4 KiB folios are written the first MiB of every 2 MiB first, then the
+ * second, so that no 2 MiB of the file is physically contiguous: the IOMMU
+ * then has to use 4 KiB IOPTEs (a fresh guest often hands out contiguous
+ * pages, which would let it use 2 MiB ones).  2 MiB folios come from fallocate()
  * with /sys/kernel/mm/transparent_hugepage/shmem_enabled = always; a memfd
  * lives on the kernel's internal shm mount, whose huge= setting is that
  * sysfs file (there is no memfd_create() flag for THP).  Both are measured,
@@ -91,6 +91,7 @@ struct iommu_ioas_unmap {
 #define IOVA 0x1000000ull
 #define MAX_SIZES 4
 #define MAX_VMS (2 * 2 * MAX_SIZES)
+#define MAX_REPS 15
 #define SZ_2M ((uint64_t)2 << 20)
 #define PAGE ((uint64_t)4096)
 
@@ -125,7 +126,8 @@ struct vm {
 	uint8_t *ram;
 	uint32_t ioas_id, hwpt_id;
 	long tables, thp;
-	double preserve_ms, restore_ms, dev_ms;
+	double mark_ms, rep_ms[MAX_REPS], rep_iommufd_ms[MAX_REPS];
+	double preserve_ms, iommufd_ms, restore_ms, restore_iommufd_ms, dev_ms;
 };
 
 struct bench {
@@ -446,18 +448,16 @@ static int dma_check(const struct edu *e, struct vm *v, uint64_t a, uint64_t b, 
 
 #define CHUNK ((uint64_t)2 << 20)
 
-/* Pattern into the memfd from offset first, every stride-th page (stride
- * 1: all of it, in 2 MiB pwrite()s). */
-static int write_pattern(struct vm *v, uint64_t first, unsigned stride)
+/* Pattern into [off, off + len) of the memfd for every off = first + k * 2 MiB. */
+static int write_pattern(struct vm *v, uint64_t first, uint64_t len)
 {
 	static uint8_t buf[2 << 20];
-	uint64_t step = stride == 1 ? CHUNK : PAGE, len = step;
 
-	for (uint64_t off = first; off < v->size; off += stride == 1 ? CHUNK : stride * PAGE) {
-		if (off + len > v->size)
-			len = v->size - off;
-		pattern_fill(buf, len, v->seed, off);
-		if (pwrite(v->memfd, buf, len, (off_t)off) != (ssize_t)len)
+	for (uint64_t off = first; off < v->size; off += CHUNK) {
+		uint64_t n = v->size - off < len ? v->size - off : len;
+
+		pattern_fill(buf, n, v->seed, off);
+		if (pwrite(v->memfd, buf, n, (off_t)off) != (ssize_t)n)
 			return errno ? -errno : -EIO;
 	}
 	return 0;
@@ -500,15 +500,17 @@ static int vm_ram(struct bench *b, struct vm *v)
 		return fail("%s: fallocate: %m", v->name);
 	/*
 	 * pwrite(), not stores through a mapping: under TCG a write fault per
-	 * 4 KiB page costs more than the copy.  Even pages, then odd ones, for
-	 * 4 KiB folios: file neighbours are then never physically contiguous.
+	 * 4 KiB page costs more than the copy.  4 KiB folios: the first MiB of
+	 * every 2 MiB, then the second one, so that no 2 MiB of the file is
+	 * one physically contiguous run (which would let the IOMMU use a 2 MiB
+	 * IOPTE; a fresh guest hands out contiguous pages).
 	 */
 	if (v->huge) {
-		r = write_pattern(v, 0, 1);
+		r = write_pattern(v, 0, CHUNK);
 	} else {
-		r = write_pattern(v, 0, 2);
+		r = write_pattern(v, 0, CHUNK / 2);
 		if (r == 0)
-			r = write_pattern(v, PAGE, 2);
+			r = write_pattern(v, CHUNK / 2, CHUNK / 2);
 	}
 	if (r < 0)
 		return fail("%s: writing the pattern: %s", v->name, strerror(-r));
@@ -586,43 +588,33 @@ static int cmp_double(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-static int vm_preserve(struct bench *b, struct vm *v)
+/* One preserve of VM v: session create, memfd, iommufd (timed), then the
+ * device when it is the device VM and keep is set. */
+static int vm_preserve_once(struct bench *b, struct vm *v, unsigned rep, int keep)
 {
-	double t[16], mark_ms = 0, t0;
-	char state[96];
+	double t0, t1;
 	int luo, r;
 
-	if (v->hwpt) {
-		t0 = now_ms();
-		r = iommulu_iommufd_hwpt_mark_preserve(v->iommufd, v->hwpt_id, HWPT_TOKEN);
-		mark_ms = now_ms() - t0;
-		if (r < 0)
-			return fail("%s: IOMMU_HWPT_LIVEUPDATE_MARK_PRESERVE: %s", v->name, strerror(-r));
+	luo = iommulu_luo_open(5000);
+	if (luo < 0)
+		return fail("open /dev/liveupdate: %s", strerror(-luo));
+	t0 = now_ms();
+	r = iommulu_luo_session_create(luo, v->name, &v->session);
+	if (r == 0)
+		r = iommulu_luo_session_preserve_fd(v->session, v->memfd, TOKEN_MEMFD);
+	t1 = now_ms();
+	if (r == 0)
+		r = iommulu_luo_session_preserve_fd(v->session, v->iommufd, TOKEN_IOMMUFD);
+	v->rep_ms[rep] = now_ms() - t0 + v->mark_ms;
+	v->rep_iommufd_ms[rep] = now_ms() - t1;
+	close(luo);
+	if (r < 0)
+		return fail("%s: preserve (repetition %u): %s", v->name, rep + 1, strerror(-r));
+	if (!keep) {
+		close(v->session); /* unpreserves memfd and iommufd */
+		v->session = -1;
+		return 0;
 	}
-	for (unsigned rep = 0; rep < b->reps; rep++) {
-		luo = iommulu_luo_open(5000);
-		if (luo < 0)
-			return fail("open /dev/liveupdate: %s", strerror(-luo));
-		t0 = now_ms();
-		r = iommulu_luo_session_create(luo, v->name, &v->session);
-		if (r == 0)
-			r = iommulu_luo_session_preserve_fd(v->session, v->memfd, TOKEN_MEMFD);
-		if (r == 0)
-			r = iommulu_luo_session_preserve_fd(v->session, v->iommufd, TOKEN_IOMMUFD);
-		t[rep] = now_ms() - t0 + mark_ms;
-		close(luo);
-		if (r < 0)
-			return fail("%s: preserve (repetition %u): %s", v->name, rep + 1, strerror(-r));
-		if (rep + 1 < b->reps) {
-			close(v->session); /* unpreserves memfd and iommufd */
-			v->session = -1;
-		}
-	}
-	qsort(t, b->reps, sizeof(t[0]), cmp_double);
-	v->preserve_ms = t[b->reps / 2];
-	if (v->preserve_ms > SANITY_MS)
-		return fail("%s: preserve took %.0f ms (sanity bound %.0f ms)", v->name, v->preserve_ms,
-			    SANITY_MS);
 	if (v->devfd >= 0) {
 		t0 = now_ms();
 		r = iommulu_luo_session_preserve_fd(v->session, v->devfd, TOKEN_DEVICE);
@@ -630,13 +622,114 @@ static int vm_preserve(struct bench *b, struct vm *v)
 		if (r < 0)
 			return fail("%s: preserve vfio cdev of %s: %s", v->name, b->bdf, strerror(-r));
 	}
-	say("%s: preserved in %.1f ms (median of %u; min %.1f, max %.1f%s)%s", v->name,
-	    v->preserve_ms, b->reps, t[0], t[b->reps - 1], v->hwpt ? ", incl. the mark" : "",
-	    v->devfd >= 0 ? ", device preserved too" : "");
-	snprintf(state, sizeof(state), "FDSTORE=1\nFDNAME=%s", v->name);
-	r = sd_pid_notify_with_fds(0, 0, state, &v->session, 1);
+	return 0;
+}
+
+static double median(double *t, unsigned n)
+{
+	double c[MAX_REPS];
+
+	memcpy(c, t, n * sizeof(*t));
+	qsort(c, n, sizeof(c[0]), cmp_double);
+	return n % 2 ? c[n / 2] : (c[n / 2 - 1] + c[n / 2]) / 2;
+}
+
+/*
+ * Every VM --reps times, the repetitions interleaved (VM 1..n, then again)
+ * so that a change of the host's load hits both VMs of a pair alike; the
+ * last repetition stays preserved and goes into the fd store.
+ */
+static int preserve_all(struct bench *b)
+{
+	char state[96];
+	double t0;
+	int r;
+
+	for (unsigned i = 0; i < b->n_vm; i++) {
+		struct vm *v = &b->vm[i];
+
+		if (!v->hwpt)
+			continue;
+		t0 = now_ms();
+		r = iommulu_iommufd_hwpt_mark_preserve(v->iommufd, v->hwpt_id, HWPT_TOKEN);
+		v->mark_ms = now_ms() - t0;
+		if (r < 0)
+			return fail("%s: IOMMU_HWPT_LIVEUPDATE_MARK_PRESERVE: %s", v->name, strerror(-r));
+	}
+	for (unsigned rep = 0; rep < b->reps; rep++)
+		for (unsigned i = 0; i < b->n_vm; i++)
+			if (vm_preserve_once(b, &b->vm[i], rep, rep + 1 == b->reps) < 0)
+				return -1;
+	for (unsigned i = 0; i < b->n_vm; i++) {
+		struct vm *v = &b->vm[i];
+
+		v->preserve_ms = median(v->rep_ms, b->reps);
+		v->iommufd_ms = median(v->rep_iommufd_ms, b->reps);
+		if (v->preserve_ms > SANITY_MS)
+			return fail("%s: preserve took %.0f ms (sanity bound %.0f ms)", v->name,
+				    v->preserve_ms, SANITY_MS);
+		say("%s: preserved in %.1f ms, of which iommufd %.2f ms (medians of %u)%s%s", v->name,
+		    v->preserve_ms, v->iommufd_ms, b->reps, v->hwpt ? "; incl. the mark" : "",
+		    v->devfd >= 0 ? "; device preserved too" : "");
+		snprintf(state, sizeof(state), "FDSTORE=1\nFDNAME=%s", v->name);
+		r = sd_pid_notify_with_fds(0, 0, state, &v->session, 1);
+		if (r <= 0)
+			return fail("FDSTORE %s: %s", v->name,
+				    r < 0 ? strerror(-r) : "no $NOTIFY_SOCKET");
+	}
+	return 0;
+}
+
+/*
+ * A small session retrieved first after the kexec and left out of the
+ * figures: whatever the first retrieve of a boot pays once (cold code and
+ * data, lazily set up kernel state) would otherwise go to the first VM.
+ */
+#define WARMUP "hb-warmup"
+
+static int warmup_preserve(void)
+{
+	int memfd = -1, iommufd = -1, luo, session = -1, r;
+	char state[96];
+
+	r = iommulu_memfd_create(WARMUP, SZ_2M, &memfd);
+	if (r == 0)
+		r = iommulu_iommufd_open(&iommufd);
+	if (r < 0)
+		return fail("warm-up session: %s", strerror(-r));
+	luo = iommulu_luo_open(5000);
+	if (luo < 0)
+		return fail("open /dev/liveupdate: %s", strerror(-luo));
+	r = iommulu_luo_session_create(luo, WARMUP, &session);
+	close(luo);
+	if (r == 0)
+		r = iommulu_luo_session_preserve_fd(session, memfd, TOKEN_MEMFD);
+	if (r == 0)
+		r = iommulu_luo_session_preserve_fd(session, iommufd, TOKEN_IOMMUFD);
+	if (r < 0)
+		return fail("warm-up session: preserve: %s", strerror(-r));
+	snprintf(state, sizeof(state), "FDSTORE=1\nFDNAME=%s", WARMUP);
+	r = sd_pid_notify_with_fds(0, 0, state, &session, 1);
 	if (r <= 0)
-		return fail("FDSTORE %s: %s", v->name, r < 0 ? strerror(-r) : "no $NOTIFY_SOCKET");
+		return fail("FDSTORE %s: %s", WARMUP, r < 0 ? strerror(-r) : "no $NOTIFY_SOCKET");
+	return 0;
+}
+
+static int warmup_restore(int session)
+{
+	int memfd, iommufd, r;
+
+	r = iommulu_luo_session_retrieve_fd(session, TOKEN_MEMFD, &memfd);
+	if (r == 0)
+		r = iommulu_luo_session_retrieve_fd(session, TOKEN_IOMMUFD, &iommufd);
+	if (r == 0)
+		r = iommulu_luo_session_finish(session);
+	if (r < 0)
+		return fail("warm-up session: %s", strerror(-r));
+	close(memfd);
+	close(iommufd);
+	if (sd_pid_notify(0, 0, "FDSTOREREMOVE=1\nFDNAME=" WARMUP) <= 0)
+		return fail("FDSTOREREMOVE %s failed", WARMUP);
 	return 0;
 }
 
@@ -651,11 +744,15 @@ static void print_pairs(const struct bench *b, int restore, double boot_s)
 			metric("preserve_ms", w->tag, w->preserve_ms, "ms");
 			metric("preserve_ms", o->tag, o->preserve_ms, "ms");
 			metric("preserve_ratio", tag, w->preserve_ms / o->preserve_ms, "x");
+			metric("preserve_iommufd_ms", w->tag, w->iommufd_ms, "ms");
+			metric("preserve_iommufd_ms", o->tag, o->iommufd_ms, "ms");
 			metric("iommu_table_pages", tag, (double)w->tables, "pages");
 		} else {
 			metric("restore_ms", w->tag, w->restore_ms, "ms");
 			metric("restore_ms", o->tag, o->restore_ms, "ms");
 			metric("restore_ratio", tag, w->restore_ms / o->restore_ms, "x");
+			metric("restore_iommufd_ms", w->tag, w->restore_iommufd_ms, "ms");
+			metric("restore_iommufd_ms", o->tag, o->restore_iommufd_ms, "ms");
 			metric("boot_to_restored_ratio", tag,
 			       (boot_s + w->restore_ms / 1e3) / (boot_s + o->restore_ms / 1e3), "x");
 		}
@@ -667,7 +764,7 @@ static void print_pairs(const struct bench *b, int restore, double boot_s)
  * only shmem files (memfd_luo_can_preserve(): shmem_file()), so a hugetlb
  * memfd finds no handler and LIVEUPDATE_SESSION_PRESERVE_FD fails with
  * ENOENT.  Reported, not a failure: the guest kernel may not even have
- * hugetlbfs (then memfd_create(MFD_HUGETLB) fails with EINVAL).
+ * hugetlbfs (then memfd_create(MFD_HUGETLB) fails with ENOSYS).
  */
 static void hugetlb_probe(void)
 {
@@ -725,9 +822,8 @@ static int cmd_preserve(struct bench *b)
 		say("%s: edu DMA through HWPT %u of %s: OK", b->bdf, v->hwpt_id, v->name);
 	}
 
-	for (unsigned i = 0; i < b->n_vm; i++)
-		if (vm_preserve(b, &b->vm[i]) < 0)
-			goto err;
+	if (preserve_all(b) < 0 || warmup_preserve() < 0)
+		goto err;
 	if (b->corrupt) {
 		struct vm *v = &b->vm[b->n_vm > 4 ? 4 : 0];
 
@@ -736,7 +832,7 @@ static int cmd_preserve(struct bench *b)
 	}
 	print_pairs(b, 0, 0);
 	metric("device_preserve_ms", NULL, b->vm[0].dev_ms, "ms");
-	say("%u sessions in the fd store", b->n_vm);
+	say("%u sessions and the warm-up session in the fd store", b->n_vm);
 	return 0;
 err:
 	if (b->have_thp)
@@ -757,21 +853,19 @@ static int ioas_unmap(int iommufd, uint32_t ioas, uint64_t iova, uint64_t len, u
 	return 0;
 }
 
-static int vm_restore(struct bench *b, struct vm *v, int first)
+static int vm_restore(struct bench *b, struct vm *v)
 {
 	uint64_t iova = IOVA;
 	long thp0, thp1;
-	double t0;
+	double t0, t1;
 	int r;
 
 	thp0 = shmem_thp();
-	if (first)
-		printf("IOMMULU-MARK: restored scenario=hwpt-bench stage=2 t=%.2f first-retrieve=%s\n",
-		       boottime_s(), v->name);
 	t0 = now_ms();
 	r = iommulu_luo_session_retrieve_fd(v->session, TOKEN_MEMFD, &v->memfd);
 	if (r < 0)
 		return fail("%s: retrieve memfd: %s", v->name, strerror(-r));
+	t1 = now_ms();
 	r = iommulu_luo_session_retrieve_fd(v->session, TOKEN_IOMMUFD, &v->iommufd);
 	if (r < 0)
 		return fail("%s: retrieve iommufd: %s", v->name, strerror(-r));
@@ -790,6 +884,7 @@ static int vm_restore(struct bench *b, struct vm *v, int first)
 			return fail("%s: rebuild the IOAS: %s", v->name, strerror(-r));
 	}
 	v->restore_ms = now_ms() - t0;
+	v->restore_iommufd_ms = now_ms() - t1;
 	thp1 = shmem_thp();
 	v->thp = thp0 < 0 ? 0 : thp1 - thp0;
 	if (v->restore_ms > SANITY_MS)
@@ -824,8 +919,8 @@ static int vm_check(struct bench *b, struct vm *v)
 	if (!v->hwpt && v->ioas_id != 1)
 		return fail("%s: the retrieved iommufd was not empty (new IOAS got ID %u)", v->name,
 			    v->ioas_id);
-	say("%s: restored in %.1f ms; all %" PRIu64 " MiB intact, %ld 2 MiB folios", v->name,
-	    v->restore_ms, v->size >> 20, v->thp);
+	say("%s: restored in %.1f ms, of which iommufd (+ IOAS rebuild) %.2f ms; all %" PRIu64 " MiB intact, %ld 2 MiB folios", v->name,
+	    v->restore_ms, v->restore_iommufd_ms, v->size >> 20, v->thp);
 	if (v->devfd >= 0) {
 		struct edu e;
 		char drv[64];
@@ -854,8 +949,8 @@ static int vm_check(struct bench *b, struct vm *v)
 static int cmd_restore(struct bench *b)
 {
 	char **names = NULL, state[96];
+	int n, r, warmup = -1;
 	double boot_s = 0;
-	int n, r;
 
 	plan(b);
 	n = sd_listen_fds_with_names(0, &names);
@@ -864,6 +959,10 @@ static int cmd_restore(struct bench *b)
 	for (int i = 0; i < n; i++) {
 		unsigned k;
 
+		if (strcmp(names[i], WARMUP) == 0) {
+			warmup = SD_LISTEN_FDS_START + i;
+			continue;
+		}
 		for (k = 0; k < b->n_vm; k++)
 			if (strcmp(names[i], b->vm[k].name) == 0)
 				break;
@@ -876,9 +975,15 @@ static int cmd_restore(struct bench *b)
 			return fail("session %s did not come back through the fd store", b->vm[k].name),
 			       1;
 
+	if (warmup < 0)
+		return fail("the warm-up session did not come back"), 1;
 	boot_s = boottime_s();
+	printf("IOMMULU-MARK: restored scenario=hwpt-bench stage=2 t=%.2f first-retrieve=%s\n",
+	       boot_s, WARMUP);
+	if (warmup_restore(warmup) < 0)
+		return 1;
 	for (unsigned k = 0; k < b->n_vm; k++)
-		if (vm_restore(b, &b->vm[k], k == 0) < 0)
+		if (vm_restore(b, &b->vm[k]) < 0)
 			return 1;
 	{
 		struct vm *v = &b->vm[0];
@@ -928,7 +1033,7 @@ int main(int argc, char **argv)
 	b = calloc(1, sizeof(*b));
 	if (!b)
 		return 1;
-	b->reps = 3;
+	b->reps = 5;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
 		case 'd': b->bdf = optarg; break;
@@ -939,7 +1044,7 @@ int main(int argc, char **argv)
 		}
 	}
 	if (optind + 1 != argc || !b->bdf || !iommulu_bdf_is_valid(b->bdf) || b->reps < 1 ||
-	    b->reps > 16)
+	    b->reps > MAX_REPS)
 		goto usage;
 	list = strdup(sizes);
 	for (tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
