@@ -50,9 +50,10 @@ lud_expect_error() {
 # preservation at `systemctl kexec` to the serial console, each prefixed
 # with PREFIX, so that the log shows what the daemon did after the stage
 # ended (the journal is volatile and the next boot cannot read it).
+# PREFIX must not contain '|', '&' or '\' (it goes into a sed replacement).
 lud_follow_kexec() {
 	systemd-run --unit=lud-follow-kexec --quiet -p StandardOutput=file:/dev/console \
 		/bin/sh -c "journalctl -f -n0 -u $LUD_UNIT -o cat |
 			grep --line-buffered -E 'Kexec announced|Preserved VM|Before kexec|could not be preserved|failed' |
-			sed -u 's/^/$1/'"
+			sed -u 's|^|$1|'"
 }
