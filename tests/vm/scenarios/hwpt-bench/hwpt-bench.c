@@ -35,16 +35,22 @@
  * not assumed: ShmemHugePages (folios) and nr_iommu_pages (page table pages
  * of each HWPT) are read around the allocations.
  *
- * preserve: build the VMs, time each session's preserve (create, memfd,
- * iommufd; the mark for "hwpt" VMs) --reps times (closing the session
- * unpreserves it), keep the last, push it into the fd store.
- * restore (after the kexec): per session, time retrieve memfd + retrieve
- * iommufd (+ for "base", IOMMU_IOAS_ALLOC + IOMMU_IOAS_MAP_FILE, so both end
- * with guest RAM at its IOVA in an IOAS).  Then check: every byte of every
- * memfd, the folio size, the rebuilt IOAS (unmap returns the whole size;
- * "base" iommufds come back empty), and that edu DMA through the preserved
- * translation lands in the device's VM before anything is attached.
- * FINISH every session.
+ * preserve: build the VMs; mark the "hwpt" VMs' HWPTs (timed); preserve every
+ * VM --reps times, the repetitions interleaved across the VMs (closing a
+ * session unpreserves it); each time the session create + memfd + iommufd
+ * is timed, and the iommufd alone, which is where the two VMs of a pair
+ * differ.  The last repetition stays preserved and goes into the fd store,
+ * with a small warm-up session (see WARMUP).
+ * restore (after the kexec): the warm-up session first (the "restored"
+ * mark, kexec -> first retrieve); then per VM, time retrieve memfd +
+ * retrieve iommufd (+ for "base", IOMMU_IOAS_ALLOC + IOMMU_IOAS_MAP_FILE,
+ * so both end with guest RAM at its IOVA in an IOAS).  Then check: every
+ * byte of every memfd, the folio size, the rebuilt IOAS (unmap returns the
+ * whole size; "base" iommufds come back empty), and that edu DMA through
+ * the preserved translation lands in the device's VM before anything is
+ * attached.  FINISH every session.
+ *
+ * hugetlb memfds: see hugetlb_probe().
  *
  * Figures: "IOMMULU-METRIC: name=value unit" lines.  Failures:
  * "IOMMULU-FAIL: ..." and exit 1.
