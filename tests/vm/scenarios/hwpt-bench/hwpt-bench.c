@@ -462,9 +462,12 @@ static int write_pattern(struct vm *v, uint64_t first, uint64_t len)
 	for (uint64_t off = first; off < v->size; off += CHUNK) {
 		uint64_t n = v->size - off < len ? v->size - off : len;
 
+		ssize_t w;
+
 		pattern_fill(buf, n, v->seed, off);
-		if (pwrite(v->memfd, buf, n, (off_t)off) != (ssize_t)n)
-			return errno ? -errno : -EIO;
+		w = pwrite(v->memfd, buf, n, (off_t)off);
+		if (w != (ssize_t)n)
+			return w < 0 ? -errno : -EIO;
 	}
 	return 0;
 }
@@ -477,10 +480,11 @@ static int64_t check_pattern(const struct vm *v)
 
 	for (uint64_t off = 0; off < v->size; off += CHUNK) {
 		uint64_t len = v->size - off < CHUNK ? v->size - off : CHUNK;
+		ssize_t got = pread(v->memfd, buf, len, (off_t)off);
 		size_t bad;
 
-		if (pread(v->memfd, buf, len, (off_t)off) != (ssize_t)len)
-			return errno ? -errno : -EIO;
+		if (got != (ssize_t)len)
+			return got < 0 ? -errno : -EIO;
 		bad = pattern_mismatch(buf, len, v->seed, off);
 		if (bad != len)
 			return (int64_t)(off + bad);
