@@ -41,8 +41,8 @@ run_ksft() {
 # no shutdown at all).  Here systemctl kexec shuts the system down first,
 # so the program runs in its own scope that the shutdown transaction leaves
 # alone (DefaultDependencies=no) and whose processes survive
-# systemd-shutdown's final kill (SurviveFinalKillSignal=yes; argv[0] starts
-# with '@' as well).
+# systemd-shutdown's final kill (SurviveFinalKillSignal=yes, which alone was
+# seen to suffice; argv[0] starts with '@' as a second exemption).
 run_ksft_holder() {
 	local name=$1 envvar=$2 prog=$3
 	shift 3
