@@ -136,7 +136,13 @@ t_rootfs=$(sub "$(now)" "$t")
 # mode).  KVM guests skip this check for the same reason.
 iommu=intel-iommu,intremap=on
 [ "$mode" = scalable ] && iommu+=,x-scalable-mode=on
-cmdline="console=ttyS0 liveupdate=on kho=on intel_iommu=on retain_initrd panic=-1 no_timer_check"
+# kho_scratch: fixed KHO scratch sizes (low, global, per node).  By default
+# KHO reserves 200% of the boot-time reservations, which include the 90 MB
+# raw initramfs, and then failed to find a contiguous per-node area in a
+# 2 GiB guest ("Failed to reserve nid 0 scratch buffer": no /dev/liveupdate).
+# A kexec'd kernel is loaded, and allocates early, only inside scratch:
+# 256 MB holds the kernel, the initramfs and the memmap of a 6 GiB guest.
+cmdline="console=ttyS0 liveupdate=on kho=on kho_scratch=64M,256M,256M intel_iommu=on retain_initrd panic=-1 no_timer_check"
 cmdline+=" iommulu.scenario=$name iommulu.mode=$mode systemd.show_status=error$append"
 qemu=(qemu-system-x86_64 -machine q35 -accel tcg -cpu max -smp "$smp" -m "$MEM"
 	-nodefaults -display none -no-reboot -monitor none
