@@ -174,7 +174,9 @@ trap 'cleanup; exit 130' INT TERM
 declare -a mk_line=() mk_host=()
 seen=0 state=boot deadline=$(echo "$t_qemu + $TIMEOUT_BOOT" | bc) outcome= detail=
 while :; do
-	mapfile -t lines < <(grep -a 'IOMMULU-' "$results/serial.log" 2>/dev/null | tr -d '\r')
+	# Complete lines only: QEMU may be half-way through writing the last
+	# one, and a line is taken once (a cut story line was seen in the demo).
+	mapfile -t lines < <(perl -ne 'print if /IOMMULU-/ && /\n\z/' "$results/serial.log" 2>/dev/null | tr -d '\r')
 	ht=$(sub "$(now)" "$t_qemu")
 	while [ "$seen" -lt "${#lines[@]}" ]; do
 		l=${lines[$seen]}
