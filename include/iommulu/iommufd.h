@@ -35,7 +35,8 @@ int iommulu_iommufd_destroy(int iommufd, uint32_t id);
 /*
  * IOMMU_HWPT_LIVEUPDATE_MARK_PRESERVE (kernel series).  -ENOTTY when the
  * running kernel does not have it; -EINVAL not a paging HWPT;
- * -EADDRINUSE token already used in this iommufd.
+ * -EADDRINUSE token already used by another HWPT of this iommufd.  Marking
+ * a HWPT again with the token it has is a successful no-op.
  */
 int iommulu_iommufd_hwpt_mark_preserve(int iommufd, uint32_t hwpt_id, uint64_t token);
 

@@ -100,9 +100,9 @@ iommulu_plan *iommulu_plan_free(iommulu_plan *plan);
  * or skipped) before the failing one, i.e. the failing step's index; on
  * success it is n_steps.  To roll
  * back, close the session fd: the kernel then unpreserves every file.
- * HWPT marks live in the iommufd and survive that roll-back; a second
- * mark with the same token fails with -EADDRINUSE.  A caller that retries
- * sets skip on the MARK_HWPT steps that already succeeded.
+ * HWPT marks live in the iommufd and survive that roll-back; the kernel
+ * takes a second mark with the same token as a successful no-op, so a
+ * retry simply executes the same plan again.
  */
 int iommulu_plan_execute(const iommulu_plan *plan, int session_fd, size_t *ret_done,
 			 iommulu_error *error);

@@ -157,7 +157,10 @@ struct iommu_ioas_map_file {
  * so that preserving its iommufd in a LUO session preserves it too.
  * 0x96 is the first iommufd command number Linux 7.3 leaves free.
  *   -EINVAL      hwpt_id is not a paging HWPT
- *   -EADDRINUSE  hwpt_token is already used in this iommufd
+ *   -EADDRINUSE  hwpt_token is already used by another HWPT of this iommufd
+ *                (marking a HWPT again with its own token returns 0)
+ *   -EALREADY    hwpt_id is already marked with another token
+ *   -EBUSY       the iommufd is preserved (a new mark; the same mark is 0)
  *   -E2BIG       non-zero bytes past the fields this kernel knows
  *   -ENOTTY      the running kernel lacks the series
  */
