@@ -238,8 +238,7 @@ static int method_register_vm(sd_bus_message *msg, void *userdata, sd_bus_error 
 	if (r < 0)
 		return r;
 	v->hwpts = calloc(n_hwpts ?: 1, sizeof(uint32_t));
-	v->hwpt_marked = calloc(n_hwpts ?: 1, sizeof(bool));
-	if (!v->hwpts || !v->hwpt_marked)
+	if (!v->hwpts)
 		return -ENOMEM;
 	for (size_t i = 0; i < n_hwpts; i++)
 		v->hwpts[i] = (uint32_t)hwpts_in[i];

@@ -80,14 +80,12 @@ void vm_close_files(Vm *v)
 	free(v->devices);
 	free(v->bdfs);
 	free(v->hwpts);
-	free(v->hwpt_marked);
 	free(v->snapshots);
 	v->memfds = NULL;
 	v->memfd_sizes = NULL;
 	v->devices = NULL;
 	v->bdfs = NULL;
 	v->hwpts = NULL;
-	v->hwpt_marked = NULL;
 	v->snapshots = NULL;
 	v->n_memfds = v->n_devices = v->n_hwpts = v->n_snapshots = 0;
 	v->has_fds = false;
@@ -383,12 +381,6 @@ int vm_preserve(Vm *v, sd_bus_error *error)
 		return sd_bus_error_set_errnof(error, r, "VM %s: cannot plan preservation: %s", v->name,
 					       e.message[0] ? e.message : strerror(-r));
 
-	/* HWPT marks outlive a rolled-back session; do not mark twice. */
-	for (size_t i = 0; i < plan->n_steps; i++)
-		if (plan->steps[i].kind == IOMMULU_STEP_MARK_HWPT && plan->steps[i].index < v->n_hwpts &&
-		    v->hwpt_marked[plan->steps[i].index])
-			plan->steps[i].skip = true;
-
 	luo = iommulu_luo_open(m->config.busy_timeout_ms);
 	if (luo == -ENOENT)
 		return sd_bus_error_setf(error, ERROR_KERNEL_UNSUPPORTED,
@@ -420,9 +412,6 @@ int vm_preserve(Vm *v, sd_bus_error *error)
 	}
 
 	r = iommulu_plan_execute(plan, session, &done, &e);
-	for (size_t i = 0; i < done && i < plan->n_steps; i++)
-		if (plan->steps[i].kind == IOMMULU_STEP_MARK_HWPT && plan->steps[i].index < v->n_hwpts)
-			v->hwpt_marked[plan->steps[i].index] = true;
 	if (r < 0) {
 		const iommulu_plan_step *failed = done < plan->n_steps ? &plan->steps[done] : NULL;
 
@@ -616,8 +605,7 @@ static int vm_alloc_from_manifest(Vm *v)
 		for (size_t i = 0; v->hwpts && i < mf->n_hwpts; i++)
 			v->hwpts[i] = mf->hwpts[i].id;
 	}
-	v->hwpt_marked = calloc(v->n_hwpts ?: 1, sizeof(bool));
-	if (!v->memfds || !v->memfd_sizes || !v->devices || !v->bdfs || !v->hwpts || !v->hwpt_marked)
+	if (!v->memfds || !v->memfd_sizes || !v->devices || !v->bdfs || !v->hwpts)
 		return -ENOMEM;
 	v->n_memfds = mf->n_memfds;
 	v->n_devices = mf->n_devices;

@@ -80,7 +80,6 @@ typedef struct Vm {
 	size_t n_memfds;
 	int iommufd;
 	uint32_t *hwpts;
-	bool *hwpt_marked;	/* mark survives a rolled-back session */
 	size_t n_hwpts;
 	int *devices;
 	char (*bdfs)[IOMMULU_BDF_MAX];
