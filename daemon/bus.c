@@ -67,6 +67,22 @@ static int find_vm_or_error(Manager *m, const char *name, Vm **ret, sd_bus_error
 	return 0;
 }
 
+/* Refuse before an EMFILE could hit us, or the bus reading our next
+ * message (which would cost us the connection). */
+static int check_fds_available(Manager *m, const char *name, size_t n_new, sd_bus_error *error)
+{
+	int open_fds = limits_count_open_fds();
+
+	if (limits_fds_available(&m->limits, open_fds, n_new))
+		return 0;
+	log_vm(LOG_WARNING, LOG_VM(name),
+	       "Refusing files of VM %s: %zu more fds with %d open would leave fewer than %u free of RLIMIT_NOFILE=%lu",
+	       name, n_new, open_fds, LIMITS_FD_HEADROOM, m->limits.nofile);
+	return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+				 "VM %s: the daemon has %d of RLIMIT_NOFILE=%lu fds open and cannot take %zu more",
+				 name, open_fds, m->limits.nofile, n_new);
+}
+
 static int invalid_state(sd_bus_error *error, const Vm *v, const char *hint)
 {
 	return sd_bus_error_setf(error, ERROR_INVALID_STATE, "VM %s is %s%s%s", v->name,
@@ -233,6 +249,9 @@ static int method_register_vm(sd_bus_message *msg, void *userdata, sd_bus_error 
 	if (n_active >= m->config.max_vms)
 		return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
 					 "MaxVMs=%u VMs are registered already", m->config.max_vms);
+	r = check_fds_available(m, name, n_memfds + n_iommufds + n_devices + 1, error);
+	if (r < 0)
+		return r;
 
 	r = vm_new(m, name, &v);
 	if (r < 0)
@@ -760,6 +779,12 @@ int manager_connect_bus(Manager *m)
 	r = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
 	if (r < 0)
 		return log_error_errno(r, "Failed to attach the bus to the event loop: %m");
+	/* Off the bus the daemon would see no call and no PrepareForShutdown,
+	 * and the next kexec would preserve nothing: exit, so that systemd
+	 * restarts it (Restart=on-failure). */
+	r = sd_bus_set_exit_on_disconnect(m->bus, true);
+	if (r < 0)
+		return log_error_errno(r, "Failed to make bus disconnection exit the daemon: %m");
 
 	r = sd_bus_add_object_vtable(m->bus, NULL, MANAGER_PATH, MANAGER_IFACE, manager_vtable, m);
 	if (r < 0)
@@ -788,4 +813,10 @@ int manager_request_name(Manager *m)
 void manager_emit_changed(Manager *m, const char *prop)
 {
 	manager_emit(m, prop);
+}
+
+void manager_emit_changed_strv(Manager *m, char **props)
+{
+	if (props && props[0])
+		(void)sd_bus_emit_properties_changed_strv(m->bus, MANAGER_PATH, MANAGER_IFACE, props);
 }

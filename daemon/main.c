@@ -48,6 +48,28 @@ static int on_sigterm(sd_event_source *s, const struct signalfd_siginfo *si, voi
 	return sd_event_exit(sd_event_source_get_event(s), 0);
 }
 
+/* Clamp c to the limits, log what was lowered, make it current and
+ * announce the properties that changed. */
+static void apply_config(Manager *m, Config *c)
+{
+	char why[768];
+	char *changed[4];
+	size_t n = 0;
+
+	if (limits_clamp(c, &m->limits, why, sizeof(why)))
+		log_notice("%s", why);
+	if (c->failure_policy != m->config.failure_policy)
+		changed[n++] = (char *)"FailurePolicy";
+	if (c->max_vms != m->config.max_vms)
+		changed[n++] = (char *)"MaxVMs";
+	if (c->max_fds_per_vm != m->config.max_fds_per_vm)
+		changed[n++] = (char *)"MaxFdsPerVM";
+	changed[n] = NULL;
+	m->config = *c;
+	if (m->bus)
+		manager_emit_changed_strv(m, changed);
+}
+
 static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
 {
 	Manager *m = userdata;
@@ -56,9 +78,8 @@ static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void
 	(void)sd_notify(false, "RELOADING=1");
 	config_init(&c);
 	if (config_load(&c, m->config_path) >= 0) {
-		m->config = c;
+		apply_config(m, &c);
 		log_info("Reloaded %s.", m->config_path);
-		manager_emit_changed(m, "FailurePolicy");
 		shutdown_recheck_all(m);
 	} else
 		log_error("Keeping the previous configuration.");
@@ -128,9 +149,20 @@ int main(int argc, char *argv[])
 		log_oom();
 		goto finish;
 	}
-	r = config_load(&m->config, config_path);
-	if (r < 0)
-		goto finish;
+	{
+		Config cfg;
+
+		config_init(&cfg);
+		r = config_load(&cfg, config_path);
+		if (r < 0)
+			goto finish;
+		r = limits_probe(&m->limits, m->fdstore);
+		if (r < 0) {
+			log_error_errno(r, "Failed to read RLIMIT_NOFILE: %m");
+			goto finish;
+		}
+		apply_config(m, &cfg);
+	}
 
 	r = sd_event_default(&m->event);
 	if (r < 0) {
@@ -169,6 +201,11 @@ int main(int argc, char *argv[])
 	r = sd_event_loop(m->event);
 	if (r < 0)
 		log_error_errno(r, "Event loop failed: %m");
+	else if (r > 0) {
+		/* sd-bus's exit-on-disconnect */
+		log_error("Lost the connection to the system bus; exiting so that the service is restarted.");
+		r = -ENOTCONN;
+	}
 
 finish:
 	(void)sd_notify(false, "STOPPING=1");

@@ -11,6 +11,7 @@
 #include <iommulu/iommulu.h>
 
 #include "conf.h"
+#include "fdlimits.h"
 
 #define BUS_NAME "org.iommulu.LiveUpdate1"
 #define MANAGER_PATH "/org/iommulu/LiveUpdate1"
@@ -108,7 +109,8 @@ typedef struct Vm {
 struct Manager {
 	sd_event *event;
 	sd_bus *bus;
-	Config config;
+	Config config;		/* as loaded, clamped to limits */
+	Limits limits;
 	const char *config_path;
 	char *state_dir;
 	char boot_id[40];
@@ -144,6 +146,7 @@ int manager_add_vm(Manager *m, Vm *v);
 void manager_remove_vm(Manager *m, Vm *v);
 int manager_request_name(Manager *m);
 void manager_emit_changed(Manager *m, const char *prop);
+void manager_emit_changed_strv(Manager *m, char **props);
 int vm_new(Manager *m, const char *name, Vm **ret);
 Vm *vm_free(Vm *v);
 void vm_freep(Vm **v);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -138,6 +139,16 @@ int lud_env_start(LudEnv *e, const LudEnvOptions *o)
 		unsetenv("LISTEN_PID");
 		unsetenv("JOURNAL_STREAM");
 		unsetenv("LD_PRELOAD");
+		if (o->fdstore)
+			setenv("FDSTORE", o->fdstore, 1);
+		else
+			unsetenv("FDSTORE");
+		if (o->nofile) {
+			struct rlimit rl = { .rlim_cur = o->nofile, .rlim_max = o->nofile };
+
+			if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+				_exit(126);
+		}
 		if (!getenv("IOMMU_LUD_LOG_LEVEL"))
 			setenv("IOMMU_LUD_LOG_LEVEL", "notice", 1);
 		execl(daemon, daemon, cfg, (char *)NULL);

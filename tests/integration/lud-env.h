@@ -23,6 +23,8 @@ typedef struct LudEnv {
 typedef struct LudEnvOptions {
 	bool with_policy;	/* include conf/org.iommulu.LiveUpdate1.conf */
 	const char *config;	/* iommu-lud.conf text, NULL = none */
+	unsigned long nofile;	/* RLIMIT_NOFILE (soft and hard) of the daemon, 0 = inherit */
+	const char *fdstore;	/* $FDSTORE (FileDescriptorStoreMax=) for the daemon, NULL = unset */
 } LudEnvOptions;
 
 int lud_env_start(LudEnv *e, const LudEnvOptions *o);

@@ -142,6 +142,46 @@ static int settled_fds(pid_t pid, int expect)
 	return n;
 }
 
+/* Collects the property names of the manager's PropertiesChanged signals
+ * seen within ms milliseconds into names (space separated), stopping
+ * early once want appears. */
+static void collect_manager_changes(sd_bus *bus, unsigned ms, const char *want, char *names, size_t size)
+{
+	size_t n = 0;
+
+	names[0] = 0;
+	for (unsigned waited = 0; waited < ms && !(want && strstr(names, want));) {
+		sd_bus_message *m = NULL;
+		const char *iface, *prop;
+		int r = sd_bus_process(bus, &m);
+
+		if (r > 0 && m && sd_bus_message_is_signal(m, "org.freedesktop.DBus.Properties", "PropertiesChanged") &&
+		    strcmp(sd_bus_message_get_path(m) ?: "", MPATH) == 0 &&
+		    sd_bus_message_read(m, "s", &iface) > 0 && strcmp(iface, MIFACE) == 0) {
+			if (sd_bus_message_enter_container(m, 'a', "{sv}") > 0) {
+				while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
+					if (sd_bus_message_read(m, "s", &prop) > 0 && n + strlen(prop) + 2 < size)
+						n += (size_t)snprintf(names + n, size - n, "%s ", prop);
+					sd_bus_message_skip(m, "v");
+					sd_bus_message_exit_container(m);
+				}
+				sd_bus_message_exit_container(m);
+			}
+			if (sd_bus_message_enter_container(m, 'a', "s") > 0) {
+				while (sd_bus_message_read(m, "s", &prop) > 0)
+					if (n + strlen(prop) + 2 < size)
+						n += (size_t)snprintf(names + n, size - n, "%s ", prop);
+				sd_bus_message_exit_container(m);
+			}
+		}
+		sd_bus_message_unref(m);
+		if (r == 0) {
+			sd_bus_wait(bus, 10000);
+			waited += 10;
+		}
+	}
+}
+
 static void test_introspection(sd_bus *bus)
 {
 	sd_bus_message *reply = NULL;
@@ -550,9 +590,18 @@ static void test_quota(void)
 
 		snprintf(path, sizeof(path), "%s/iommu-lud.conf", env.dir);
 		f = fopen(path, "we");
-		fputs("[Daemon]\nMaxVMs=5\nFailurePolicy=continue\n", f);
+		char changed[256];
+		sd_bus_slot *slot = NULL;
+
+		fputs("[Daemon]\nMaxVMs=5\nMaxFdsPerVM=8\nFailurePolicy=continue\n", f);
 		fclose(f);
+		sd_bus_match_signal(bus, &slot, DEST, MPATH, "org.freedesktop.DBus.Properties", "PropertiesChanged",
+				    NULL, NULL);
 		kill(env.daemon_pid, SIGHUP);
+		collect_manager_changes(bus, 2000, "MaxFdsPerVM", changed, sizeof(changed));
+		sd_bus_slot_unref(slot);
+		check(strstr(changed, "MaxVMs") && strstr(changed, "MaxFdsPerVM") && strstr(changed, "FailurePolicy"),
+		      "a SIGHUP that changes MaxVMs, MaxFdsPerVM and FailurePolicy signals all three (%s)", changed);
 		for (int i = 0; i < 200 && max != 5; i++) {
 			msleep(10);
 			sd_bus_get_property_trivial(bus, DEST, MPATH, MIFACE, "MaxVMs", NULL, 'u', &max);
@@ -576,6 +625,98 @@ static void test_quota(void)
 	check(r == 0, "daemon exits cleanly on SIGTERM with VMs registered (status %d)", r);
 	lud_env_stop(&env);
 	for (int i = 0; i < 5; i++)
+		close(fds[i]);
+}
+
+/* The daemon must not live on off the bus: it would miss every call and
+ * PrepareForShutdown. */
+static void test_exit_on_disconnect(void)
+{
+	LudEnv env;
+	int r, status = 0;
+	pid_t w = 0;
+
+	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = false });
+	if (!check(r >= 0, "start a daemon to cut off its bus")) {
+		lud_env_stop(&env);
+		return;
+	}
+	kill(env.bus_pid, SIGKILL);
+	waitpid(env.bus_pid, NULL, 0);
+	env.bus_pid = 0;
+	for (int i = 0; i < 500 && w == 0; i++) {
+		w = waitpid(env.daemon_pid, &status, WNOHANG);
+		if (w == 0)
+			msleep(10);
+	}
+	if (w == env.daemon_pid)
+		env.daemon_pid = 0;
+	check(w > 0 && WIFEXITED(status) && WEXITSTATUS(status) != 0,
+	      "the daemon exits with a failure status when the bus goes away (%s, status %d)",
+	      w > 0 ? "exited" : "still running", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	lud_env_stop(&env);
+}
+
+static uint32_t manager_u(sd_bus *bus, const char *prop)
+{
+	uint32_t u = 0;
+
+	sd_bus_get_property_trivial(bus, DEST, MPATH, MIFACE, prop, NULL, 'u', &u);
+	return u;
+}
+
+/* MaxVMs and MaxFdsPerVM are clamped to RLIMIT_NOFILE, the fd store and
+ * the bus; what is beyond is refused with LimitsExceeded, and the daemon
+ * stays on the bus. */
+static void test_limits(void)
+{
+	LudEnv env;
+	sd_bus *bus = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int fds[16], r, ok = 0;
+	char n[16];
+
+	/* 200 fds - 64 reserved = 136, 16 + 3 fds per VM: 7 VMs. */
+	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = false, .nofile = 200,
+						   .config = "[Daemon]\nMaxVMs=50\nMaxFdsPerVM=16\n" });
+	if (!check(r >= 0, "start a daemon with RLIMIT_NOFILE=200, MaxVMs=50, MaxFdsPerVM=16")) {
+		lud_env_stop(&env);
+		return;
+	}
+	lud_env_connect(&env, &bus);
+	check(manager_u(bus, "MaxVMs") == 7 && manager_u(bus, "MaxFdsPerVM") == 16,
+	      "MaxVMs clamped to what RLIMIT_NOFILE=200 holds (MaxVMs %u, MaxFdsPerVM %u)",
+	      manager_u(bus, "MaxVMs"), manager_u(bus, "MaxFdsPerVM"));
+	for (int i = 0; i < 16; i++)
+		iommulu_memfd_create("lim", 1 << 16, &fds[i]);
+	for (int i = 0; i < 7; i++) {
+		snprintf(n, sizeof(n), "lim%d", i);
+		ok += register_vm(bus, n, fds, 16, NULL, 0, NULL, 0, &e, NULL) >= 0;
+		sd_bus_error_free(&e);
+	}
+	check(ok == 7, "7 VMs of 16 fds register under RLIMIT_NOFILE=200 (%d)", ok);
+	r = register_vm(bus, "lim7", fds, 16, NULL, 0, NULL, 0, &e, NULL);
+	check(r < 0 && error_is(&e, SD_BUS_ERROR_LIMITS_EXCEEDED), "an 8th VM: LimitsExceeded (%s: %s)",
+	      e.name ?: "none", e.message ?: "");
+	sd_bus_error_free(&e);
+	check(count_vms(bus) == 7 && kill(env.daemon_pid, 0) == 0, "the daemon is still on the bus with 7 VMs");
+	sd_bus_flush_close_unref(bus);
+	bus = NULL;
+	lud_env_stop(&env);
+
+	/* FileDescriptorStoreMax=8: 2 entries per preserved VM, 4 VMs. */
+	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = false, .fdstore = "8",
+						   .config = "[Daemon]\nMaxVMs=10\nMaxFdsPerVM=64\n" });
+	if (check(r >= 0, "start a daemon with FDSTORE=8, MaxVMs=10, MaxFdsPerVM=64")) {
+		lud_env_connect(&env, &bus);
+		check(manager_u(bus, "MaxVMs") == 4, "MaxVMs clamped to what the fd store holds (%u)",
+		      manager_u(bus, "MaxVMs"));
+		check(manager_u(bus, "MaxFdsPerVM") == 16, "MaxFdsPerVM clamped to the bus's 16 fds per message (%u)",
+		      manager_u(bus, "MaxFdsPerVM"));
+		sd_bus_flush_close_unref(bus);
+	}
+	lud_env_stop(&env);
+	for (int i = 0; i < 16; i++)
 		close(fds[i]);
 }
 
@@ -626,6 +767,8 @@ int main(void)
 
 	test_quota();
 	test_bad_config();
+	test_exit_on_disconnect();
+	test_limits();
 
 	printf("1..%u\n", n_test);
 	return n_fail ? 1 : 0;
