@@ -69,6 +69,21 @@ meson_suite() {	# BUILDDIR LABEL SETUP-ARGS...
 stage "dependencies" bash scripts/install-deps.sh vm || {
 	echo "cannot install dependencies"; echo "$passed passed, $failed failed"; exit 1; }
 
+# The virtual host's two slow builds, the kernel and the guest's base image
+# (mmdebstrap, mostly waiting on apt), start now in the background: they
+# overlap the userspace suites, whose integration tests leave the CPUs idle
+# much of the time.  run-all.sh later finds them cached, or waits for the
+# build still holding the lock.  Their output goes to a log; a failure shows
+# again, with its message, when run-all.sh retries the build.
+prebuild_pids=()
+if [ "${IOMMULU_SKIP_VM:-0}" != 1 ]; then
+	note "virtual host: kernel and base image build in the background (logs: $out/prebuild-*.log)"
+	bash tests/vm/build-kernel.sh --quiet > "$out/prebuild-kernel.log" 2>&1 &
+	prebuild_pids+=($!)
+	bash tests/vm/build-rootfs.sh --base-only > "$out/prebuild-base.log" 2>&1 &
+	prebuild_pids+=($!)
+fi
+
 meson_suite "$out/gcc" "unit+integration (gcc, -Werror)"
 meson_suite "$out/asan" "unit+integration (ASan+UBSan)" \
 	-Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
@@ -96,6 +111,11 @@ if [ "${IOMMULU_SKIP_VM:-0}" = 1 ]; then
 else
 	note "virtual host (tests/vm/run-all.sh)"
 	t0=$(date +%s)
+	for pid in "${prebuild_pids[@]}"; do
+		wait "$pid" && continue
+		echo "a background build failed (run-all.sh retries it):"
+		tail -n 30 "$out"/prebuild-*.log
+	done
 	bash tests/vm/run-all.sh 2>&1 | tee "$out/vm.log"
 	rc=${PIPESTATUS[0]}
 	line=$(grep -E '^([A-Za-z-]+: )?[0-9]+ passed, [0-9]+ failed' "$out/vm.log" | tail -n1)

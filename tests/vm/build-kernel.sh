@@ -48,7 +48,8 @@ log() { [ "$quiet" = 1 ] || echo "build-kernel: $*" >&2; }
 die() { echo "build-kernel: ERROR: $*" >&2; exit 1; }
 
 # Subsystems switched off after defconfig + kvm_guest.config.  The guest
-# boots an initramfs on a serial console, has no disk, no network, no
+# boots a read-only erofs root on virtio-blk on a serial console, has no
+# other disk, no network, no
 # display, no sound and no USB; all it needs is PCI, VT-d, iommufd/VFIO and
 # what systemd wants.  This list is part of the cache key (via this
 # script's hash).  Order matters only in that the fragment comes after it.
@@ -68,7 +69,7 @@ TRIM=(
 	CPU_FREQ X86_ACPI_CPUFREQ MACINTOSH_DRIVERS X86_PLATFORM_DEVICES
 	EEEPC_LAPTOP I2C WATCHDOG HWMON THERMAL_HWMON
 	PROVIDE_OHCI1394_DMA_INIT KPROBES PROFILING NUMA
-	VIRTIO_INPUT DRM_VIRTIO_GPU VIRTIO_NET VIRTIO_BLK SCSI_VIRTIO
+	VIRTIO_INPUT DRM_VIRTIO_GPU VIRTIO_NET SCSI_VIRTIO
 	VIRTIO_CONSOLE MEDIA_SUPPORT SOUNDWIRE
 	XEN HYPERV KVM
 	DEBUG_WX DEBUG_STACK_USAGE BLK_DEV_IO_TRACE CGROUP_DEBUG

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Build the guest initramfs of the iommu-lud virtual host.
+# Build the guest root image of the iommu-lud virtual host.
 #
 #   tests/vm/build-rootfs.sh KERNEL_DIR
 #   tests/vm/build-rootfs.sh --base-only     (only build/cache the base image)
 #
-# The initramfs is two concatenated cpio archives; the kernel unpacks them in
-# order, so the second overrides the first.  Both are cached zstd-compressed
-# but the image itself is NOT compressed.  Under TCG (guest clock, one
-# loaded host) unpacking the zstd image took 20 s at the first boot and
-# 86-111 s after a kexec, even with KHO off; the 90 MB raw image takes 1.3 s
-# at the first boot and 25-30 s after a kexec.  (What remains after a kexec
-# is probably QEMU's self-modifying-code tracking: the new kernel writes the
-# files into pages that held the old kernel's translated code.)  RAM is
-# plentiful; boot time is not.
+# The guest's root file system is a read-only, uncompressed erofs image on a
+# virtio-blk disk.  At boot, guest/overlay-init (the kernel's init=) puts a
+# tmpfs overlay on it and execs systemd, so every boot, first or after a
+# kexec, starts from the image as built, and several guests share one image.
+# It replaced a 90 MB raw initramfs: the kernel had to write every file of it
+# into the page cache at every boot, which took 1.3 s at the first boot but
+# 25-30 s after a kexec under TCG (probably QEMU's self-modifying-code
+# tracking: the new kernel writes into pages that held the old kernel's
+# translated code).  From the disk, the guest reads only the files it opens,
+# and QEMU's virtio-blk writes them into guest memory itself.  Figures:
+# docs/virtual-host.md.
 #   1. base:    Debian sid (minbase) with systemd 262, dbus, kexec-tools, ...
 #               made by mmdebstrap, plus the guest configuration below.
 #               Cached in $IOMMULU_CACHE/rootfs/base-<key>.cpio.zst, key =
@@ -23,12 +25,11 @@
 #               (tests/vm/guest/), every scenario (tests/vm/scenarios/), and
 #               the kernel (KERNEL_DIR/bzImage as /boot/vmlinuz, which each
 #               stage kexecs into).  Rebuilt on every call; cheap.
-# The guest gets its own copy of the initramfs for kexec from the kernel
-# itself: we boot with `retain_initrd`, which keeps the initrd in memory and
-# exposes it as /sys/firmware/initrd; `kexec -s --initrd=/sys/firmware/initrd`
-# hands exactly the same bytes to the next kernel, for any number of kexecs.
+# The image is the base with the overlay copied over it, made with
+# mkfs.erofs (about 3 s).  The disk survives every kexec unchanged, so the
+# next kernel needs no initramfs: kexec loads /boot/vmlinuz from it.
 #
-# The resulting image is stored as $IOMMULU_CACHE/initramfs/<hash>.img (an
+# The resulting image is stored as $IOMMULU_CACHE/rootimg/<hash>.erofs (an
 # identical rebuild reuses it) and its path is printed as the last line on
 # stdout.  Progress goes to stderr.
 set -euo pipefail
@@ -66,7 +67,7 @@ mirror_uri() {
 	echo "${uri%/}"
 }
 
-mkdir -p "$CACHE/rootfs" "$CACHE/initramfs"
+mkdir -p "$CACHE/rootfs" "$CACHE/rootimg"
 
 # ---------------------------------------------------------------- 1. base
 build_base() {
@@ -88,10 +89,11 @@ build_base() {
 		--dpkgopt='path-exclude=/usr/share/info/*' \
 		"$SUITE" "$dir" "$mirror" >&2 || die "mmdebstrap failed"
 
-	# Guest configuration.  The initramfs is the root file system: the
-	# kernel runs /init; systemd must not think it is an initrd (no
-	# /etc/initrd-release) nor a first boot (empty /etc/machine-id).
-	ln -sfn /sbin/init "$dir/init"
+	# Guest configuration.  The kernel runs guest/overlay-init, which
+	# mounts its tmpfs on /overlay; systemd must not think it is in an
+	# initrd (no /etc/initrd-release) nor a first boot (empty
+	# /etc/machine-id).
+	mkdir -p "$dir/overlay"
 	: > "$dir/etc/machine-id"
 	echo iommulu-vm > "$dir/etc/hostname"
 	: > "$dir/etc/fstab"
@@ -107,10 +109,8 @@ build_base() {
 		ln -sfn /dev/null "$dir/etc/systemd/system/$u"
 	done
 	rm -rf "$dir/var/cache/apt"/*.bin "$dir/var/lib/apt/lists"/* "$dir/var/log"/*
-	# Shrink what every boot decompresses and every kexec loads (and
-	# hashes): the guest never runs apt, dpkg scripts, perl or iconv.
-	# About a third of the image; kexec -s with the initrd takes seconds
-	# under TCG, proportional to its size.
+	# Shrink the image: the guest never runs apt, dpkg scripts, perl or
+	# iconv.  About a third of it.
 	rm -rf "$dir"/usr/lib/x86_64-linux-gnu/gconv "$dir"/usr/lib/x86_64-linux-gnu/perl-base \
 		"$dir"/usr/share/perl5 "$dir"/usr/bin/perl* "$dir"/usr/lib/x86_64-linux-gnu/libapt-* \
 		"$dir"/usr/lib/apt "$dir"/usr/bin/apt* "$dir"/usr/bin/sqv "$dir"/var/cache/apt \
@@ -154,7 +154,7 @@ fi
 # ld.so.cache entry, and the base image's cache knows nothing of our files.
 t0=$(now)
 bdir=$CACHE/build-vm/$(echo "$repo" | sha256sum | cut -c1-12)
-stage=$(mktemp -d "$CACHE/initramfs/stage.XXXXXX")
+stage=$(mktemp -d "$CACHE/rootimg/stage.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$CACHE/build-vm"
 exec 7> "$bdir.lock"
@@ -200,6 +200,7 @@ done
 g=$here/guest
 install -D -m 0755 "$g/iommulu-vm-runner" "$r/usr/lib/iommulu-vm/runner"
 install -D -m 0644 "$g/lib.sh" "$r/usr/lib/iommulu-vm/lib.sh"
+install -D -m 0755 "$g/overlay-init" "$r/usr/lib/iommulu-vm/overlay-init"
 install -D -m 0644 "$g/iommulu-vm-runner.service" "$r/etc/systemd/system/iommulu-vm-runner.service"
 mkdir -p "$r/etc/systemd/system/multi-user.target.wants"
 ln -sfn ../iommulu-vm-runner.service "$r/etc/systemd/system/multi-user.target.wants/iommulu-vm-runner.service"
@@ -236,16 +237,22 @@ overlay=$stage/overlay.cpio.zst
 (cd "$r" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 |
 	zstd -q -T2 -3 -o "$overlay" -f) || die "packing the overlay failed"
 
-key=$( { echo "$base_key"; echo raw-cpio; sha256sum < "$overlay"; } | sha256sum | cut -c1-16)
-img=$CACHE/initramfs/$key.img
+key=$( { echo "$base_key"; echo erofs-root; sha256sum < "$overlay"; } | sha256sum | cut -c1-16)
+img=$CACHE/rootimg/$key.erofs
 if [ ! -s "$img" ]; then
-	zstd -q -d -c "$base" "$overlay" > "$img.tmp.$$" || die "unpacking the image's archives failed"
+	tree=$stage/tree
+	mkdir -p "$tree"
+	zstd -q -d -c "$base" | (cd "$tree" && cpio --quiet -idmu --no-absolute-filenames) ||
+		die "unpacking the base image failed"
+	cp -a "$r/." "$tree/" || die "copying the overlay over the base failed"
+	mkfs.erofs --quiet "$img.tmp.$$" "$tree" > "$stage/mkfs.log" 2>&1 ||
+		{ cat "$stage/mkfs.log" >&2; die "mkfs.erofs failed"; }
 	mv "$img.tmp.$$" "$img"
 fi
 # Keep the cache bounded, but never pull an image from under a run that is
 # still using it (several runs share this cache): drop images unused for
 # 12 hours.
-find "$CACHE/initramfs" -maxdepth 1 -name '*.img' -mmin +720 -delete 2>/dev/null || true
+find "$CACHE/rootimg" -maxdepth 1 -name '*.erofs' -mmin +720 -delete 2>/dev/null || true
 touch "$img"
-log "initramfs $(du -h "$img" | cut -f1) ($(du -h "$overlay" | cut -f1) overlay) ready in $(since "$t0") s"
+log "root image $(du -h "$img" | cut -f1) ($(du -h "$overlay" | cut -f1) overlay) ready in $(since "$t0") s"
 echo "$img"

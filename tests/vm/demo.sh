@@ -4,7 +4,7 @@
 #
 #   tests/vm/demo.sh [--iommu legacy|scalable]
 #
-# Builds (or reuses) the patched kernel and the guest initramfs, boots QEMU
+# Builds (or reuses) the patched kernel and the guest root image, boots QEMU
 # with an Intel vIOMMU and an edu DMA device, and runs scenarios/demo: the
 # guest prints "IOMMULU-STORY:" lines, shown here as plain lines.  Every
 # line is backed by a check in the guest; the demo fails loudly otherwise.
@@ -19,10 +19,10 @@ say "Building the host kernel (Linux 7.3 + kernel-patches/series) and the Debian
 t0=$(date +%s)
 kdir=$("$here/build-kernel.sh" --quiet | tail -n1) || { say "kernel build FAILED"; exit 1; }
 say "Kernel ready: $(sed -n 's/^kernel_release=//p' "$kdir/info"), $(sed -n 's/^patches=//p' "$kdir/info") patch(es) applied"
-initrd=$("$here/build-rootfs.sh" "$kdir" 2>/dev/null | tail -n1) || { say "guest image build FAILED"; exit 1; }
+rootimg=$("$here/build-rootfs.sh" "$kdir" 2>/dev/null | tail -n1) || { say "guest image build FAILED"; exit 1; }
 say "Booting the virtual host under QEMU (TCG, q35, intel-iommu $mode mode, edu DMA device); the kexec boot takes a few minutes under TCG..."
 out=$(mktemp)
-"$here/run-scenario.sh" demo --iommu "$mode" --kernel-dir "$kdir" --initrd "$initrd" > "$out" 2>&1 &
+"$here/run-scenario.sh" demo --iommu "$mode" --kernel-dir "$kdir" --rootfs "$rootimg" > "$out" 2>&1 &
 pid=$!
 # Relay the story lines as they appear, without the harness's bookkeeping.
 shown=0
