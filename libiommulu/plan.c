@@ -440,6 +440,7 @@ _public_ iommulu_reason iommulu_plan_step_refusal(const iommulu_plan_step *step,
 	case -EOPNOTSUPP:
 	case -EPERM:
 	case -ENOLINK:
+	case -ESTALE:
 		return IOMMULU_REASON_HWPT_MAPPING;
 	default:
 		return IOMMULU_REASON_NONE;

@@ -112,8 +112,10 @@ int iommulu_plan_execute(const iommulu_plan *plan, int session_fd, size_t *ret_d
  * iommulu_plan_execute returned) is about the VM itself rather than the
  * kernel or the system: the iommufd handler refuses a marked HWPT whose IOAS
  * maps user memory or a file that is not a memfd (-EOPNOTSUPP), an
- * unsealed memfd (-EPERM), or a memfd not preserved in the same session
- * (-ENOLINK).  Returns IOMMULU_REASON_HWPT_MAPPING then, otherwise
+ * unsealed memfd (-EPERM), a memfd not preserved in the same session
+ * (-ENOLINK), or pages the memfd no longer holds, because a hole was punched
+ * in it or it was resized after the mapping (-ESTALE).  Returns
+ * IOMMULU_REASON_HWPT_MAPPING then, otherwise
  * IOMMULU_REASON_NONE (a missing handler gives -ENOENT, a missing ioctl
  * -ENOTTY: the kernel's fault).
  */

@@ -633,6 +633,7 @@ static void test_step_refusal(void **state)
 	assert_int_equal(iommulu_plan_step_refusal(&s, -EOPNOTSUPP), IOMMULU_REASON_HWPT_MAPPING);
 	assert_int_equal(iommulu_plan_step_refusal(&s, -EPERM), IOMMULU_REASON_HWPT_MAPPING);
 	assert_int_equal(iommulu_plan_step_refusal(&s, -ENOLINK), IOMMULU_REASON_HWPT_MAPPING);
+	assert_int_equal(iommulu_plan_step_refusal(&s, -ESTALE), IOMMULU_REASON_HWPT_MAPPING);
 	/* No handler, busy, or anything else: not the VM's fault. */
 	assert_int_equal(iommulu_plan_step_refusal(&s, -ENOENT), IOMMULU_REASON_NONE);
 	assert_int_equal(iommulu_plan_step_refusal(&s, -EBUSY), IOMMULU_REASON_NONE);

@@ -11,6 +11,14 @@
  *   unsealed   a memfd lacking F_SEAL_SHRINK|F_SEAL_SEAL, preserved in the
  *              session: EPERM
  *   not-in-session  a fully sealed memfd not preserved in the session: ENOLINK
+ *   hole-punched  a sealed memfd with a hole punched after it was mapped
+ *              (the seals allow it), preserved: the IOMMU maps a page the
+ *              memfd no longer holds, so preserving the iommufd fails with
+ *              ESTALE; mapped again, it can be preserved
+ *   resized    a memfd shrunk and regrown after it was mapped, then
+ *              sealed and preserved: ESTALE
+ * Guest RAM in these cases carries a pattern: a refusal must leave every byte
+ * the memfd still holds as it was (the punched page reads back as zeros).
  *   same-mark-again  marking the HWPT again with its own token: 0 (a no-op)
  *   dup-token  a mark of another HWPT with a token already used: EADDRINUSE
  * After each refusal nothing may stay half preserved: the IOAS can still be
@@ -139,6 +147,54 @@ static int memfd_with(unsigned seals)
 	return fd;
 }
 
+static uint8_t pattern_byte(size_t i)
+{
+	return (uint8_t)(i * 31 + (i >> 12) + 0x5a);
+}
+
+/* A sealed memfd of LEN bytes, filled with the pattern. */
+static int memfd_with_pattern(unsigned seals)
+{
+	uint8_t buf[4096];
+	int fd = memfd_with(0);
+	size_t i, off;
+
+	if (fd < 0)
+		return fd;
+	for (off = 0; off < LEN; off += sizeof(buf)) {
+		for (i = 0; i < sizeof(buf); i++)
+			buf[i] = pattern_byte(off + i);
+		if (pwrite(fd, buf, sizeof(buf), (off_t)off) != (ssize_t)sizeof(buf))
+			return -errno;
+	}
+	if (seals && fcntl(fd, F_ADD_SEALS, seals) < 0)
+		return -errno;
+	return fd;
+}
+
+/*
+ * Every byte of the memfd is the pattern, except [hole, hole + hole_len),
+ * which reads as zeros.  Returns the first bad offset, or -1.
+ */
+static long pattern_check(int fd, size_t hole, size_t hole_len)
+{
+	uint8_t buf[4096];
+	size_t i, off;
+
+	for (off = 0; off < LEN; off += sizeof(buf)) {
+		if (pread(fd, buf, sizeof(buf), (off_t)off) != (ssize_t)sizeof(buf))
+			return (long)off;
+		for (i = 0; i < sizeof(buf); i++) {
+			size_t at = off + i;
+			uint8_t want = at >= hole && at < hole + hole_len ? 0 : pattern_byte(at);
+
+			if (buf[i] != want)
+				return (long)at;
+		}
+	}
+	return -1;
+}
+
 /* The refusal left nothing behind: IOAS mutable, iommufd preservable. */
 static void check_clean(const char *name, int iommufd, uint32_t ioas)
 {
@@ -232,6 +288,52 @@ int main(int argc, char **argv)
 	result("frozen-while-preserved", r == -EBUSY, "unmap got %s", strerror(-r));
 	close(s);
 	check_clean("abort-clean", iommufd, ioas);
+	close(fd);
+
+	/* hole-punched: the seals allow a hole; the IOMMU keeps the old page */
+	s = new_session("hwpt-refusals-hole");
+	fd = memfd_with_pattern(SEALS);
+	if (s < 0 || fd < 0 || map_memfd(iommufd, ioas, fd) < 0 ||
+	    fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, LEN / 2, 4096) < 0 ||
+	    iommulu_luo_session_preserve_fd(s, fd, 0x100) < 0) {
+		printf("IOMMULU-FAIL: hole-punched setup: %s\n", strerror(errno));
+		return 1;
+	}
+	r = iommulu_luo_session_preserve_fd(s, iommufd, 0x1000);
+	result("hole-punched", r == -ESTALE, "preserve iommufd: got %s", strerror(-r));
+	result("hole-punched-pattern", pattern_check(fd, LEN / 2, 4096) < 0,
+	       "guest RAM changed at byte %ld", pattern_check(fd, LEN / 2, 4096));
+	close(s);
+	check_clean("hole-punched-clean", iommufd, ioas);
+	/* Mapped again, the IOMMU maps the memfd's own pages: preservable. */
+	s = new_session("hwpt-refusals-hole-remapped");
+	r = s < 0 ? s : map_memfd(iommufd, ioas, fd);
+	if (!r)
+		r = iommulu_luo_session_preserve_fd(s, fd, 0x100);
+	if (!r)
+		r = iommulu_luo_session_preserve_fd(s, iommufd, 0x1000);
+	result("hole-remapped", r == 0, "preserve memfd+iommufd: %s", strerror(-r));
+	close(s);
+	check_clean("hole-remapped-clean", iommufd, ioas);
+	close(fd);
+
+	/* resized: shrunk and regrown after the map, sealed only then */
+	s = new_session("hwpt-refusals-resized");
+	fd = memfd_with_pattern(0);
+	if (s < 0 || fd < 0 || map_memfd(iommufd, ioas, fd) < 0 ||
+	    ftruncate(fd, LEN / 2) < 0 || ftruncate(fd, LEN) < 0 ||
+	    fcntl(fd, F_ADD_SEALS, SEALS) < 0 ||
+	    iommulu_luo_session_preserve_fd(s, fd, 0x100) < 0) {
+		printf("IOMMULU-FAIL: resized setup: %s\n", strerror(errno));
+		return 1;
+	}
+	r = iommulu_luo_session_preserve_fd(s, iommufd, 0x1000);
+	result("resized", r == -ESTALE, "preserve iommufd: got %s", strerror(-r));
+	result("resized-pattern", pattern_check(fd, LEN / 2, LEN / 2) < 0,
+	       "guest RAM changed at byte %ld", pattern_check(fd, LEN / 2, LEN / 2));
+	close(s);
+	check_clean("resized-clean", iommufd, ioas);
+	close(fd);
 
 	printf("%d failure(s)\n", failures);
 	return failures ? 1 : 0;
