@@ -53,13 +53,29 @@ static int check_root(sd_bus_message *msg, const char *what, sd_bus_error *error
 	return check_root_pid(msg, what, error, NULL);
 }
 
+static int check_vm_name(const char *name, sd_bus_error *error)
+{
+	const char *why;
+
+	if (iommulu_vm_name_is_valid(name))
+		return 0;
+	if (streq_ptr(name, ".") || streq_ptr(name, ".."))
+		why = "'.' and '..' are path components";
+	else if (name[0] == '-')
+		why = "a name must not start with '-'";
+	else
+		why = "expected [A-Za-z0-9_.-]{1,48}";
+	return sd_bus_error_setf(error, ERROR_INVALID_NAME, "Invalid VM name '%s': %s", name, why);
+}
+
 static int find_vm_or_error(Manager *m, const char *name, Vm **ret, sd_bus_error *error)
 {
 	Vm *v;
+	int r;
 
-	if (!iommulu_vm_name_is_valid(name))
-		return sd_bus_error_setf(error, ERROR_INVALID_NAME,
-					 "Invalid VM name '%s': expected [A-Za-z0-9_.-]{1,48}", name);
+	r = check_vm_name(name, error);
+	if (r < 0)
+		return r;
 	v = manager_find_vm(m, name);
 	if (!v)
 		return sd_bus_error_setf(error, ERROR_NO_SUCH_VM, "No VM named '%s'", name);
@@ -222,9 +238,9 @@ static int method_register_vm(sd_bus_message *msg, void *userdata, sd_bus_error 
 		return r;
 	n_hwpts = hwpt_bytes / sizeof(uint64_t);
 
-	if (!iommulu_vm_name_is_valid(name))
-		return sd_bus_error_setf(error, ERROR_INVALID_NAME,
-					 "Invalid VM name '%s': expected [A-Za-z0-9_.-]{1,48}", name);
+	r = check_vm_name(name, error);
+	if (r < 0)
+		return r;
 	old = manager_find_vm(m, name);
 	if (old && old->state != VM_FINISHED)
 		return sd_bus_error_setf(error, ERROR_ALREADY_EXISTS, "VM %s is already registered (%s)",
