@@ -329,6 +329,21 @@ static void test_refusals(sd_bus *bus, pid_t daemon_pid)
 		sd_bus_error_free(&e);
 	}
 
+	{
+		char path[64];
+		int opath;
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", good);
+		opath = open(path, O_PATH | O_CLOEXEC);
+		r = register_vm(bus, "opath", &opath, 1, NULL, 0, NULL, 0, &e, NULL);
+		check(r < 0 && error_is(&e, ERR("NotEligible")) && e.message && strstr(e.message, "memfd #0") &&
+			      strstr(e.message, "O_PATH"),
+		      "an O_PATH fd of a sealed memfd: NotEligible naming it (%s: %s)", e.name ?: "none",
+		      e.message ?: "");
+		sd_bus_error_free(&e);
+		close(opath);
+	}
+
 	r = register_vm(bus, "unsealed", &unsealed, 1, NULL, 0, NULL, 0, &e, NULL);
 	check(r < 0 && error_is(&e, ERR("NotEligible")) && e.message && strstr(e.message, "memfd") &&
 		      strstr(e.message, "F_SEAL"),
