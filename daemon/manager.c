@@ -32,6 +32,7 @@
 #include "log.h"
 #include "manager.h"
 #include "util.h"
+#include "verify.h"
 
 static const char *const vm_state_table[_VM_STATE_MAX] = {
 	[VM_REGISTERED] = "registered",
@@ -865,23 +866,19 @@ static void verify_device(Vm *v, size_t i)
 		APPEND("vfio-pci; ");
 
 	/* DMA ownership: a second bind of the device to a fresh iommufd
-	 * must be refused while the preserved binding owns it. */
+	 * must be refused (EBUSY) while the preserved binding owns it. */
 	{
 		_cleanup_close_ int dev = -EBADF, ictx = -EBADF;
 		uint32_t dev_id;
+		int bind_r = 0;
 
 		r = iommulu_vfio_cdev_open(bdf, &dev);
 		if (r >= 0)
 			r = iommulu_iommufd_open(&ictx);
-		if (r >= 0) {
-			r = iommulu_vfio_bind_iommufd(dev, ictx, &dev_id);
-			if (r >= 0) {
-				ok = false;
-				APPEND("DMA ownership NOT held (a new iommufd bind succeeded); ");
-			} else
-				APPEND("DMA ownership held (new bind: %s); ", strerror(-r));
-		} else
-			APPEND("DMA ownership held (open refused: %s); ", strerror(-r));
+		if (r >= 0)
+			bind_r = iommulu_vfio_bind_iommufd(dev, ictx, &dev_id);
+		if (!verify_dma_ownership(r, bind_r, detail, sizeof(detail)))
+			ok = false;
 	}
 
 	snapshot_device(bdf, &now);
