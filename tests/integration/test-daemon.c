@@ -735,6 +735,95 @@ static void test_limits(void)
 		close(fds[i]);
 }
 
+/* For messages: newlines as spaces, in place. */
+static const char *oneline(char *s)
+{
+	for (char *p = s; p && *p; p++)
+		if (*p == '\n')
+			*p = ' ';
+	return s ?: "";
+}
+
+static char *vm_string(sd_bus *bus, const char *name, const char *prop)
+{
+	char path[128], *v = NULL;
+
+	snprintf(path, sizeof(path), "/org/iommulu/LiveUpdate1/vm/%s", name);
+	if (sd_bus_get_property_string(bus, DEST, path, VIFACE, prop, NULL, &v) < 0)
+		return strdup("(unreadable)");
+	return v;
+}
+
+static bool vm_state_is(sd_bus *bus, const char *name, const char *want)
+{
+	char *s = vm_string(bus, name, "State");
+	bool ok = s && strcmp(s, want) == 0;
+
+	if (!ok)
+		printf("# VM %s is %s, expected %s\n", name, s ?: "?", want);
+	free(s);
+	return ok;
+}
+
+/* The fake PID 1's fd store, waiting up to 2 s for it to hold want fds
+ * (it may still be working through the daemon's messages). */
+static int fdstore_settled(LudEnv *env, int want, char **ret)
+{
+	char *names = NULL;
+	int n = -1;
+
+	for (int i = 0; i < 200; i++) {
+		free(names);
+		names = NULL;
+		n = lud_env_fdstore(env, &names);
+		if (n == want)
+			break;
+		msleep(10);
+	}
+	if (ret)
+		*ret = names;
+	else
+		free(names);
+	return n;
+}
+
+/* Preservation with a fake /dev/liveupdate and a fake PID 1 that keeps
+ * an fd store and answers BARRIER=1. */
+static void test_preserve(void)
+{
+	LudEnv env;
+	sd_bus *bus = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	char *names = NULL;
+	int fd = -1, r, n;
+	bool ok;
+
+	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = true, .fake_luo = true,
+						   .notify = LUD_NOTIFY_ACK });
+	if (!check(r >= 0, "start a daemon with a fake /dev/liveupdate and a fake PID 1 (%s)", strerror(-r))) {
+		lud_env_stop(&env);
+		return;
+	}
+	lud_env_connect(&env, &bus);
+	iommulu_memfd_create("pres", 1 << 16, &fd);
+	r = register_vm(bus, "pres", &fd, 1, NULL, 0, NULL, 0, &e, NULL);
+	check(r >= 0, "RegisterVM pres (%s)", e.message ?: "");
+	sd_bus_error_free(&e);
+
+	r = call_s(bus, "PreserveVM", "pres", &e);
+	check(r >= 0 && vm_state_is(bus, "pres", "preserved"), "PreserveVM succeeds with the fake LUO (%s: %s)",
+	      e.name ?: "-", e.message ?: "");
+	sd_bus_error_free(&e);
+	n = fdstore_settled(&env, 2, &names);
+	ok = n == 2 && strstr(names, "session.iommulu.1.pres\n") && strstr(names, "record.iommulu.1.pres\n");
+	check(ok, "the fd store holds the session and the record (%d: %s)", n, oneline(names));
+	free(names);
+
+	sd_bus_flush_close_unref(bus);
+	lud_env_stop(&env);
+	close(fd);
+}
+
 static void test_bad_config(void)
 {
 	LudEnv env;
@@ -781,6 +870,7 @@ int main(void)
 	lud_env_stop(&env);
 
 	test_quota();
+	test_preserve();
 	test_bad_config();
 	test_exit_on_disconnect();
 	test_limits();
