@@ -417,8 +417,14 @@ static int method_unpreserve_vm(sd_bus_message *msg, void *userdata, sd_bus_erro
 		return r;
 	if ((r = find_vm_or_error(m, name, &v, error)) < 0)
 		return r;
+	if ((v->state == VM_REGISTERED || v->state == VM_FAILED) && !v->session_incoming &&
+	    v->session_fd < 0) {
+		/* Not preserved: what the caller asked for holds already. */
+		log_vm(LOG_DEBUG, LOG_VM(name), "VM %s is not preserved, nothing to unpreserve", name);
+		return sd_bus_reply_method_return(msg, NULL);
+	}
 	if (v->state != VM_PRESERVED)
-		return invalid_state(error, v, "only a preserved VM can be unpreserved");
+		return invalid_state(error, v, "only a preserved (or a not yet preserved) VM can be unpreserved");
 
 	log_vm(LOG_INFO, LOG_VM_SESSION(name, v->session_name), "Unpreserving VM %s (session %s)", name,
 	       v->session_name);

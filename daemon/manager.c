@@ -370,6 +370,14 @@ int vm_preserve(Vm *v, sd_bus_error *error)
 	size_t done = 0;
 	int r;
 
+	if (v->state == VM_PRESERVED && v->session_fd >= 0 && !v->session_incoming) {
+		/* Already in its session (e.g. preserved before a daemon
+		 * restart, or by the kexec hook): what the caller asked for
+		 * holds, nothing to do. */
+		log_vm(LOG_DEBUG, LOG_VM_SESSION(v->name, v->session_name),
+		       "VM %s is already preserved in session %s", v->name, v->session_name);
+		return 0;
+	}
 	if (!vm_can_preserve(v))
 		return sd_bus_error_setf(error, ERROR_INVALID_STATE,
 					 "VM %s is %s; only a registered VM can be preserved", v->name,

@@ -262,15 +262,18 @@ static void test_register(sd_bus *bus, pid_t daemon_pid)
 
 	/* Wrong states for a registered VM. */
 	{
-		static const char *const methods[] = { "UnpreserveVM", "VerifyVM", "RetrieveVM", "FinishVM" };
+		static const char *const methods[] = { "VerifyVM", "RetrieveVM", "FinishVM" };
 
-		for (size_t i = 0; i < 4; i++) {
+		for (size_t i = 0; i < 3; i++) {
 			r = call_s(bus, methods[i], "vm-1.a_b", &e);
 			check(r < 0 && error_is(&e, ERR("InvalidState")), "%s of a registered VM: InvalidState (%s)",
 			      methods[i], e.name ?: "none");
 			sd_bus_error_free(&e);
 		}
 	}
+	r = call_s(bus, "UnpreserveVM", "vm-1.a_b", &e);
+	check(r >= 0, "UnpreserveVM of a registered VM: nothing to do, succeeds (%s)", e.name ?: "ok");
+	sd_bus_error_free(&e);
 
 	/* No /dev/liveupdate on this host. */
 	r = call_s(bus, "PreserveVM", "vm-1.a_b", &e);
@@ -818,6 +821,41 @@ static void test_preserve(void)
 	ok = n == 2 && strstr(names, "session.iommulu.1.pres\n") && strstr(names, "record.iommulu.1.pres\n");
 	check(ok, "the fd store holds the session and the record (%d: %s)", n, oneline(names));
 	free(names);
+
+	/* Idempotent: a second PreserveVM (a retry, or after a daemon
+	 * restart) succeeds and changes nothing. */
+	{
+		char *session = vm_string(bus, "pres", "Session");
+
+		r = call_s(bus, "PreserveVM", "pres", &e);
+		check(r >= 0, "PreserveVM of a preserved VM succeeds (%s: %s)", e.name ?: "-", e.message ?: "");
+		sd_bus_error_free(&e);
+		{
+			char *again = vm_string(bus, "pres", "Session");
+
+			check(vm_state_is(bus, "pres", "preserved") && session && again && strcmp(session, again) == 0 &&
+				      fdstore_settled(&env, 2, NULL) == 2,
+			      "... and leaves the VM in its session %s with 2 fd store entries", again ?: "");
+			free(again);
+		}
+		free(session);
+	}
+
+	r = call_s(bus, "UnpreserveVM", "pres", &e);
+	check(r >= 0 && vm_state_is(bus, "pres", "registered"), "UnpreserveVM succeeds (%s)", e.message ?: "");
+	sd_bus_error_free(&e);
+	n = fdstore_settled(&env, 0, &names);
+	check(n == 0, "UnpreserveVM empties the fd store (%d: %s)", n, oneline(names));
+	free(names);
+	r = call_s(bus, "UnpreserveVM", "pres", &e);
+	check(r >= 0 && vm_state_is(bus, "pres", "registered"),
+	      "UnpreserveVM of a VM that is not preserved succeeds and changes nothing (%s: %s)", e.name ?: "-",
+	      e.message ?: "");
+	sd_bus_error_free(&e);
+	r = call_s(bus, "PreserveVM", "pres", &e);
+	check(r >= 0 && vm_state_is(bus, "pres", "preserved") && fdstore_settled(&env, 2, NULL) == 2,
+	      "PreserveVM again after UnpreserveVM (%s)", e.message ?: "");
+	sd_bus_error_free(&e);
 
 	sd_bus_flush_close_unref(bus);
 	lud_env_stop(&env);
