@@ -246,6 +246,15 @@ void fdstore_remove(Manager *m, const char *prefix, const char *session_name)
 		log_warning_errno(r, "Failed to remove %s%s from the fd store: %m", prefix, session_name);
 }
 
+int fdstore_barrier(Manager *m)
+{
+	if (!m->fdstore)
+		return 0;
+	/* sd_notify_barrier() returns 0 also without $NOTIFY_SOCKET, and
+	 * -ETIMEDOUT when PID 1 did not close the barrier fd in time. */
+	return sd_notify_barrier(0, FDSTORE_BARRIER_TIMEOUT_USEC);
+}
+
 /* ---- persistent state ------------------------------------------------ *
  * <state dir>/state, rewritten atomically:
  *   boot_id=<this boot>  generation=<N>  live_updated=<0|1>
@@ -357,6 +366,35 @@ static bool vm_can_preserve(const Vm *v)
 static void plan_freep(iommulu_plan **p)
 {
 	iommulu_plan_free(*p);
+}
+
+/* v was just preserved, but systemd did not confirm that its fd store
+ * holds the session (BARRIER=1 unanswered): a crash now would lose the
+ * VM's preservation silently.  Undo it; the VM becomes failed, with its
+ * files, and can be preserved again.  Fills msg with what happened. */
+static void vm_rollback_unconfirmed(Vm *v, int r, char *msg, size_t size)
+{
+	Manager *m = v->manager;
+	char session[IOMMULU_LUO_SESSION_NAME_MAX + 1];
+
+	snprintf(session, sizeof(session), "%s", v->session_name);
+	if (r == -ETIMEDOUT)
+		snprintf(msg, size, "VM %s: systemd did not confirm within %u s that its fd store holds "
+			 "session %s (BARRIER=1 unanswered); preservation rolled back", v->name,
+			 (unsigned)(FDSTORE_BARRIER_TIMEOUT_USEC / 1000000), session);
+	else
+		snprintf(msg, size, "VM %s: waiting for systemd to take session %s into its fd store "
+			 "failed (%s); preservation rolled back", v->name, session, strerror(-r));
+	/* Should PID 1 process the store request late, it processes the
+	 * removal after it: the socket keeps the order. */
+	fdstore_remove(m, FDNAME_SESSION_PREFIX, session);
+	fdstore_remove(m, FDNAME_RECORD_PREFIX, session);
+	v->session_fd = safe_close(v->session_fd);	/* the kernel unpreserves everything */
+	v->record_fd = safe_close(v->record_fd);
+	v->session_name[0] = 0;
+	vm_set_state(v, VM_FAILED, msg);
+	log_vm_errno(LOG_ERR, r, LOG_VM_SESSION(v->name, session), "%s", msg);
+	manager_save_state(m);
 }
 
 int vm_preserve(Vm *v, sd_bus_error *error)
@@ -489,19 +527,21 @@ int vm_preserve(Vm *v, sd_bus_error *error)
 		return bus_error_from_errno(error, r, msg);
 	}
 
-	if (m->fdstore && !m->batch_barrier) {
-		/* Only report success once systemd has the fds: a SIGKILL
-		 * right after PreserveVM returns must lose nothing.
-		 * PreserveAll waits once, after the last VM. */
-		r = sd_notify_barrier(0, 5 * 1000 * 1000);
-		if (r < 0)
-			log_vm_errno(LOG_WARNING, r, LOG_VM_SESSION(v->name, name),
-				     "Waiting for systemd to take session %s failed: %m", name);
-	}
-
 	v->session_fd = TAKE_FD(session);
 	v->record_fd = TAKE_FD(rec_store);
 	v->session_incoming = false;
+
+	if (!m->batch_barrier) {
+		/* Only report success once systemd has the fds: a SIGKILL
+		 * right after PreserveVM returns must lose nothing.
+		 * PreserveAll waits once, after the last VM. */
+		r = fdstore_barrier(m);
+		if (r < 0) {
+			vm_rollback_unconfirmed(v, r, msg, sizeof(msg));
+			return bus_error_from_errno(error, r, msg);
+		}
+	}
+
 	vm_set_state(v, VM_PRESERVED, NULL);
 	log_vm(LOG_NOTICE, LOG_VM_SESSION(v->name, name),
 	       "Preserved VM %s in LUO session %s: %zu memfd(s), %zu device(s), %" PRIu64 " bytes",
@@ -516,12 +556,12 @@ int vm_preserve(Vm *v, sd_bus_error *error)
 void vm_finish_session(Vm *v)
 {
 	Manager *m = v->manager;
+	int r;
 
 	if (v->session_fd < 0 && !v->session_name[0])
 		return;
 	if (v->session_incoming && v->session_fd >= 0) {
-		int r = iommulu_luo_session_finish(v->session_fd);
-
+		r = iommulu_luo_session_finish(v->session_fd);
 		if (r < 0)
 			log_vm_errno(LOG_WARNING, r, LOG_VM_SESSION(v->name, v->session_name),
 				     "LUO FINISH of session %s failed: %m", v->session_name);
@@ -532,8 +572,10 @@ void vm_finish_session(Vm *v)
 	v->record_fd = safe_close(v->record_fd);
 	v->session_name[0] = 0;
 	v->session_incoming = false;
-	if (m->fdstore)
-		(void)sd_notify_barrier(0, 5 * 1000 * 1000);
+	r = fdstore_barrier(m);
+	if (r < 0)
+		log_vm_errno(LOG_WARNING, r, LOG_VM(v->name),
+			     "systemd did not confirm removing VM %s's session from the fd store: %m", v->name);
 	manager_save_state(m);
 }
 
@@ -541,11 +583,14 @@ int manager_preserve_all(Manager *m, char ***ret_results)
 {
 	/* results: name, result, name, result, ..., NULL */
 	char **res = calloc(2 * m->n_vms + 1, sizeof(char *));
+	_cleanup_free_ bool *fresh = calloc(m->n_vms + 1, sizeof(bool));	/* by result index / 2 */
 	size_t n = 0;
-	int failed = 0;
+	int failed = 0, barrier;
 
-	if (!res)
+	if (!res || !fresh) {
+		free(res);
 		return -ENOMEM;
+	}
 	m->batch_barrier = true;
 	for (size_t i = 0; i < m->n_vms; i++) {
 		_cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
@@ -556,9 +601,10 @@ int manager_preserve_all(Manager *m, char ***ret_results)
 			r = strdup("ok");
 		else if (v->state == VM_FINISHED)
 			continue;
-		else if (vm_preserve(v, &error) >= 0)
+		else if (vm_preserve(v, &error) >= 0) {
 			r = strdup("ok");
-		else {
+			fresh[n / 2] = true;
+		} else {
 			if (!sd_bus_error_is_set(&error))
 				sd_bus_error_set_const(&error, SD_BUS_ERROR_FAILED, "out of memory");
 			failed++;
@@ -576,8 +622,24 @@ int manager_preserve_all(Manager *m, char ***ret_results)
 		}
 	}
 	m->batch_barrier = false;
-	if (m->fdstore && sd_notify_barrier(0, 5 * 1000 * 1000) < 0)
-		log_warning("Waiting for systemd to take the preserved sessions failed.");
+	barrier = fdstore_barrier(m);
+	if (barrier < 0) {
+		/* None of this call's sessions is confirmed: undo them all. */
+		for (size_t i = 0; i < n / 2; i++) {
+			char msg[IOMMULU_ERROR_MAX + 192], *r;
+			Vm *v;
+
+			if (!fresh[i] || !(v = manager_find_vm(m, res[2 * i])))
+				continue;
+			vm_rollback_unconfirmed(v, barrier, msg, sizeof(msg));
+			failed++;
+			if (asprintf(&r, "%s: %s", barrier == -ETIMEDOUT ? SD_BUS_ERROR_TIMEOUT : SD_BUS_ERROR_FAILED,
+				     msg) < 0)
+				continue;	/* keeps "ok"; the VM's State says failed */
+			free(res[2 * i + 1]);
+			res[2 * i + 1] = r;
+		}
+	}
 	*ret_results = res;
 	return failed;
 }
@@ -1246,8 +1308,8 @@ int manager_load_state(Manager *m)
 
 	strv_free(names);
 	strv_free(sessions);
-	if (m->fdstore && n > 0)
-		(void)sd_notify_barrier(0, 5 * 1000 * 1000);
+	if (n > 0)
+		(void)fdstore_barrier(m);
 	manager_save_state(m);
 	log_info("Generation %" PRIu64 "%s, %zu VM(s) known.", m->generation,
 		 m->live_updated ? ", this boot came from a live update" : "", m->n_vms);

@@ -165,8 +165,14 @@ int vm_verify(Vm *v);
 void vm_finish_session(Vm *v);
 
 /* fd store */
+/* How long a BARRIER=1 may stay unanswered before PreserveVM gives up and
+ * rolls back: systemd answers at once unless PID 1 is stuck. */
+#define FDSTORE_BARRIER_TIMEOUT_USEC (5 * 1000 * 1000ULL)
 int fdstore_push(Manager *m, int fd, const char *prefix, const char *session_name);
 void fdstore_remove(Manager *m, const char *prefix, const char *session_name);
+/* Wait until systemd processed every message sent so far (BARRIER=1);
+ * 0 without an fd store, -ETIMEDOUT if unanswered. */
+int fdstore_barrier(Manager *m);
 
 /* logind / shutdown (shutdown.c) */
 int shutdown_watch_setup(Manager *m);

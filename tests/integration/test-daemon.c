@@ -790,6 +790,27 @@ static int fdstore_settled(LudEnv *env, int want, char **ret)
 	return n;
 }
 
+/* A daemon with a fake /dev/liveupdate and a fake PID 1 (notify), and
+ * one memfd-only VM registered on it. */
+static bool start_fake_host(LudEnv *env, LudNotify notify, const char *vm, sd_bus **ret_bus, int *ret_fd)
+{
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int r;
+
+	r = lud_env_start(env, &(LudEnvOptions){ .with_policy = true, .fake_luo = true, .notify = notify });
+	if (!check(r >= 0, "start a daemon with a fake /dev/liveupdate and a fake PID 1%s (%s)",
+		   notify == LUD_NOTIFY_NO_BARRIER ? " that never answers BARRIER=1" : "", strerror(-r))) {
+		lud_env_stop(env);
+		return false;
+	}
+	lud_env_connect(env, ret_bus);
+	iommulu_memfd_create(vm, 1 << 16, ret_fd);
+	r = register_vm(*ret_bus, vm, ret_fd, 1, NULL, 0, NULL, 0, &e, NULL);
+	check(r >= 0, "RegisterVM %s (%s)", vm, e.message ?: "");
+	sd_bus_error_free(&e);
+	return true;
+}
+
 /* Preservation with a fake /dev/liveupdate and a fake PID 1 that keeps
  * an fd store and answers BARRIER=1. */
 static void test_preserve(void)
@@ -801,17 +822,8 @@ static void test_preserve(void)
 	int fd = -1, r, n;
 	bool ok;
 
-	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = true, .fake_luo = true,
-						   .notify = LUD_NOTIFY_ACK });
-	if (!check(r >= 0, "start a daemon with a fake /dev/liveupdate and a fake PID 1 (%s)", strerror(-r))) {
-		lud_env_stop(&env);
+	if (!start_fake_host(&env, LUD_NOTIFY_ACK, "pres", &bus, &fd))
 		return;
-	}
-	lud_env_connect(&env, &bus);
-	iommulu_memfd_create("pres", 1 << 16, &fd);
-	r = register_vm(bus, "pres", &fd, 1, NULL, 0, NULL, 0, &e, NULL);
-	check(r >= 0, "RegisterVM pres (%s)", e.message ?: "");
-	sd_bus_error_free(&e);
 
 	r = call_s(bus, "PreserveVM", "pres", &e);
 	check(r >= 0 && vm_state_is(bus, "pres", "preserved"), "PreserveVM succeeds with the fake LUO (%s: %s)",
@@ -856,6 +868,64 @@ static void test_preserve(void)
 	check(r >= 0 && vm_state_is(bus, "pres", "preserved") && fdstore_settled(&env, 2, NULL) == 2,
 	      "PreserveVM again after UnpreserveVM (%s)", e.message ?: "");
 	sd_bus_error_free(&e);
+
+	sd_bus_flush_close_unref(bus);
+	lud_env_stop(&env);
+	close(fd);
+}
+
+/* A PID 1 that never answers BARRIER=1: PreserveVM and PreserveAll must
+ * not report success for a session systemd never confirmed holding. */
+static void test_barrier_unanswered(void)
+{
+	LudEnv env;
+	sd_bus *bus = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	struct timespec t0, t1;
+	char *err = NULL;
+	int fd = -1, r, n;
+	double s;
+
+	if (!start_fake_host(&env, LUD_NOTIFY_NO_BARRIER, "nobar", &bus, &fd))
+		return;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	r = call_s(bus, "PreserveVM", "nobar", &e);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	check(r < 0 && error_is(&e, SD_BUS_ERROR_TIMEOUT) && e.message && strstr(e.message, "BARRIER=1") &&
+		      strstr(e.message, "rolled back"),
+	      "PreserveVM fails with Timeout when the barrier is not answered (%.1f s, %s: %s)", s,
+	      e.name ?: "-", e.message ?: "");
+	sd_bus_error_free(&e);
+	check(s >= 4.0 && s < 20.0, "... after a bounded wait (%.1f s)", s);
+	check(vm_state_is(bus, "nobar", "failed"), "the VM is failed");
+	err = vm_string(bus, "nobar", "LastError");
+	check(err && strstr(err, "BARRIER=1"), "LastError says why (%s)", err ?: "");
+	free(err);
+	err = vm_string(bus, "nobar", "Session");
+	check(err && !err[0], "the VM has no session any more (\"%s\")", err ?: "");
+	free(err);
+	n = fdstore_settled(&env, 0, NULL);
+	check(n == 0, "the store request was withdrawn: the fd store is empty (%d)", n);
+
+	/* PreserveAll waits once, after the last VM: it rolls back every VM
+	 * it preserved. */
+	{
+		sd_bus_message *reply = NULL;
+		const char *name = NULL, *res = NULL;
+
+		r = sd_bus_call_method(bus, DEST, MPATH, MIFACE, "PreserveAll", &e, &reply, NULL);
+		if (r >= 0)
+			r = sd_bus_message_read(reply, "a(ss)", 1, &name, &res);
+		check(r >= 0 && name && strcmp(name, "nobar") == 0 && res && strstr(res, SD_BUS_ERROR_TIMEOUT) &&
+			      strstr(res, "rolled back"),
+		      "PreserveAll reports the unconfirmed VM as failed (%s)", res ?: e.message ?: "");
+		sd_bus_message_unref(reply);
+		sd_bus_error_free(&e);
+	}
+	check(vm_state_is(bus, "nobar", "failed") && fdstore_settled(&env, 0, NULL) == 0,
+	      "... and rolls it back");
 
 	sd_bus_flush_close_unref(bus);
 	lud_env_stop(&env);
@@ -909,6 +979,7 @@ int main(void)
 
 	test_quota();
 	test_preserve();
+	test_barrier_unanswered();
 	test_bad_config();
 	test_exit_on_disconnect();
 	test_limits();
