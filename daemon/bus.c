@@ -143,24 +143,54 @@ static int on_owner_exit(sd_event_source *s, int fd, uint32_t revents, void *use
 	return 0;
 }
 
-static int watch_owner(Vm *v, pid_t pid)
+/*
+ * A pidfd for the sender of msg, whose pid the bus reported as pid.
+ *
+ * libsystemd 252 has no SD_BUS_CREDS_PIDFD (nor does dbus-daemon 1.14
+ * offer a ProcessFD), so the pidfd is opened on the pid, and that races:
+ * the caller may exit after the credentials query, and its pid may even
+ * be reused, before pidfd_open().  So after opening it, ask the bus again
+ * who sent the message: if the sender is still connected with the same
+ * pid, the pidfd is the caller's (a pid is reused only after its process
+ * is gone, and the bus drops a connection whose process is gone, long
+ * before pids wrap around).  -ESRCH when the caller is gone.
+ */
+static int open_sender_pidfd(sd_bus_message *msg, pid_t pid, int *ret_fd)
 {
-	int fd, r;
+	_cleanup_close_ int fd = -EBADF;
+	const char *sender = sd_bus_message_get_sender(msg);
+	sd_bus_creds *creds = NULL;
+	pid_t again = 0;
+	int r;
 
 	if (pid <= 0)
 		return -ESRCH;
-	/* libsystemd 252 has no SD_BUS_CREDS_PIDFD: pidfd_open() on the pid
-	 * the bus reported.  The pid cannot be recycled before the caller's
-	 * connection is gone, which it is not while the call is pending. */
 	fd = (int)syscall(SYS_pidfd_open, pid, 0);
 	if (fd < 0)
 		return -errno;
-	r = sd_event_add_io(v->manager->event, &v->owner_source, fd, EPOLLIN, on_owner_exit, v);
+	if (sender) {
+		r = sd_bus_get_name_creds(sd_bus_message_get_bus(msg), sender, SD_BUS_CREDS_PID, &creds);
+		if (r >= 0)
+			r = sd_bus_creds_get_pid(creds, &again);
+		sd_bus_creds_unref(creds);
+		if (r < 0 || again != pid)
+			return -ESRCH;	/* disconnected (or a different process now) */
+	}
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+/* Takes pidfd. */
+static int watch_owner(Vm *v, pid_t pid, int pidfd)
+{
+	int r;
+
+	r = sd_event_add_io(v->manager->event, &v->owner_source, pidfd, EPOLLIN, on_owner_exit, v);
 	if (r < 0) {
-		safe_close(fd);
+		safe_close(pidfd);
 		return r;
 	}
-	v->owner_pidfd = fd;
+	v->owner_pidfd = pidfd;
 	v->owner_pid = pid;
 	return 0;
 }
@@ -219,6 +249,7 @@ static int method_register_vm(sd_bus_message *msg, void *userdata, sd_bus_error 
 	const char *name;
 	size_t n_active = 0;
 	pid_t caller = 0;
+	int pidfd = -EBADF;
 	Vm *old;
 	int r;
 
@@ -339,9 +370,19 @@ static int method_register_vm(sd_bus_message *msg, void *userdata, sd_bus_error 
 	v->has_fds = true;
 	v->state = VM_REGISTERED;
 
-	r = watch_owner(v, caller);
+	/* The VM lives as long as its VMM: one that is gone already, or
+	 * cannot be watched, must not leave a VM nobody owns. */
+	r = open_sender_pidfd(msg, caller, &pidfd);
+	if (r < 0) {
+		log_vm_errno(LOG_WARNING, r, LOG_VM(name), "Not registering VM %s: cannot watch its VMM (pid %d): %m",
+			     name, (int)caller);
+		return sd_bus_error_setf(error, SD_BUS_ERROR_UNIX_PROCESS_ID_UNKNOWN,
+					 "VM %s: the caller (pid %d) cannot be watched: %s", name, (int)caller,
+					 r == -ESRCH ? "it exited during the call" : strerror(-r));
+	}
+	r = watch_owner(v, caller, pidfd);
 	if (r < 0)
-		log_vm_errno(LOG_WARNING, r, LOG_VM(name), "Cannot watch the VMM of VM %s: %m", name);
+		return r;
 
 	if (old)
 		manager_remove_vm(m, old);	/* a finished VM is replaced */

@@ -17,6 +17,11 @@
  * (closing it "unpreserves" everything, as in the kernel).  Every other
  * ioctl() goes to the next definition (libc, or a sanitizer's interceptor).
  * Not thread-safe; the daemon is single-threaded.
+ *
+ * For the race tests it also delays the daemon's pidfd_open() (made with
+ * syscall()) by $FAKE_LUO_PIDFD_DELAY_MS, which widens the window between
+ * the daemon's credentials query and its pidfd_open() to something a test
+ * can hit.
  */
 
 #include <dlfcn.h>
@@ -31,6 +36,8 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <iommulu/uapi.h>
@@ -185,4 +192,37 @@ int ioctl(int fd, unsigned long req, ...)
 	default:
 		return fail(ENOTTY);
 	}
+}
+
+typedef long (*syscall_fn)(long, ...);
+
+long syscall(long number, ...)
+{
+	static syscall_fn next;
+	long a[6];
+	va_list ap;
+
+	va_start(ap, number);
+	for (size_t i = 0; i < 6; i++)
+		a[i] = va_arg(ap, long);
+	va_end(ap);
+
+	if (number == SYS_pidfd_open) {
+		const char *d = getenv("FAKE_LUO_PIDFD_DELAY_MS");
+		long ms = d ? strtol(d, NULL, 10) : 0;
+
+		if (ms > 0) {
+			struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+			while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+				;
+		}
+	}
+	if (!next)
+		next = (syscall_fn)dlsym(RTLD_NEXT, "syscall");
+	if (!next) {
+		errno = ENOSYS;
+		return -1;
+	}
+	return next(number, a[0], a[1], a[2], a[3], a[4], a[5]);
 }

@@ -355,6 +355,12 @@ int lud_env_start(LudEnv *e, const LudEnvOptions *o)
 			char asan[512];
 
 			setenv("LD_PRELOAD", getenv("IOMMU_LUD_FAKE_LUO"), 1);
+			if (o->pidfd_delay_ms) {
+				char ms[16];
+
+				snprintf(ms, sizeof(ms), "%u", o->pidfd_delay_ms);
+				setenv("FAKE_LUO_PIDFD_DELAY_MS", ms, 1);
+			}
 			/* In the sanitizer build the preloaded fake precedes
 			 * the ASan runtime; it intercepts nothing ASan needs. */
 			snprintf(asan, sizeof(asan), "%s%sverify_asan_link_order=0", getenv("ASAN_OPTIONS") ?: "",

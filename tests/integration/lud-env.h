@@ -34,6 +34,7 @@ typedef struct LudEnvOptions {
 	unsigned long nofile;	/* RLIMIT_NOFILE (soft and hard) of the daemon, 0 = inherit */
 	const char *fdstore;	/* $FDSTORE (FileDescriptorStoreMax=) for the daemon, NULL = unset */
 	bool fake_luo;		/* a fake /dev/liveupdate (fake-luo.c, $IOMMU_LUD_FAKE_LUO) */
+	unsigned pidfd_delay_ms;	/* with fake_luo: delay the daemon's pidfd_open() */
 	LudNotify notify;
 } LudEnvOptions;
 

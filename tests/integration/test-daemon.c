@@ -932,6 +932,54 @@ static void test_barrier_unanswered(void)
 	close(fd);
 }
 
+/* A VMM that exits while the daemon handles its RegisterVM, between the
+ * credentials query and pidfd_open() (widened to 1 s by the fake): the
+ * VM must not stay registered with nobody watching it, or with a pidfd on
+ * whatever process got the pid next. */
+static void test_owner_race(void)
+{
+	LudEnv env;
+	sd_bus *bus = NULL;
+	int status = 0, n = -1, r;
+	pid_t pid;
+
+	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = true, .fake_luo = true, .pidfd_delay_ms = 1000 });
+	if (!check(r >= 0, "start a daemon whose pidfd_open() takes 1 s (%s)", strerror(-r))) {
+		lud_env_stop(&env);
+		return;
+	}
+	lud_env_connect(&env, &bus);
+	pid = fork();
+	if (pid == 0) {
+		sd_bus_message *call = NULL;
+		sd_bus *b = NULL;
+		int fd;
+
+		if (lud_env_connect(&env, &b) < 0 || iommulu_memfd_create("gone", 1 << 16, &fd) < 0)
+			_exit(2);
+		if (sd_bus_message_new_method_call(b, &call, DEST, MPATH, MIFACE, "RegisterVM") < 0 ||
+		    sd_bus_message_append(call, "sah", "gone", 1, fd) < 0 ||
+		    sd_bus_message_append(call, "ahah", 0, 0) < 0 || sd_bus_message_append(call, "at", 0) < 0 ||
+		    sd_bus_send(b, call, NULL) < 0 || sd_bus_flush(b) < 0)
+			_exit(3);
+		msleep(300);	/* the daemon has asked for our credentials by now */
+		_exit(0);
+	}
+	waitpid(pid, &status, 0);	/* reaped: its pid is free for reuse */
+	check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "a VMM sent RegisterVM and exited");
+	msleep(1500);
+	for (int i = 0; i < 300; i++) {
+		n = count_vms(bus);
+		if (n == 0)
+			break;
+		msleep(10);
+	}
+	check(n == 0, "the VM of a VMM that exited during RegisterVM is not kept (%d VM(s))", n);
+	check(kill(env.daemon_pid, 0) == 0, "the daemon is still running");
+	sd_bus_flush_close_unref(bus);
+	lud_env_stop(&env);
+}
+
 static void test_bad_config(void)
 {
 	LudEnv env;
@@ -980,6 +1028,7 @@ int main(void)
 	test_quota();
 	test_preserve();
 	test_barrier_unanswered();
+	test_owner_race();
 	test_bad_config();
 	test_exit_on_disconnect();
 	test_limits();
