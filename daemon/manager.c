@@ -42,6 +42,7 @@ static const char *const vm_state_table[_VM_STATE_MAX] = {
 	[VM_RETRIEVED] = "retrieved",
 	[VM_FINISHED] = "finished",
 	[VM_FAILED] = "failed",
+	[VM_REGISTERING] = "registering",
 };
 
 const char *vm_state_to_string(VmState s)
@@ -90,6 +91,93 @@ void vm_close_files(Vm *v)
 	v->snapshots = NULL;
 	v->n_memfds = v->n_devices = v->n_hwpts = v->n_snapshots = 0;
 	v->has_fds = false;
+}
+
+static int dup_fd(int fd)
+{
+	int r = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+
+	return r < 0 ? -errno : r;
+}
+
+int vm_add_files(Vm *v, const VmFiles *add, const iommulu_plan *plan)
+{
+	size_t n_mem = v->n_memfds + add->n_memfds, n_dev = v->n_devices + add->n_devices;
+	size_t n_hwpt = v->n_hwpts + add->n_hwpts;
+	_cleanup_free_ int *memfds = NULL, *devices = NULL;
+	_cleanup_free_ uint64_t *sizes = NULL;
+	_cleanup_free_ uint32_t *hwpts = NULL;
+	_cleanup_free_ char(*bdfs)[IOMMULU_BDF_MAX] = NULL;
+	_cleanup_close_ int iommufd = -EBADF;
+	uint64_t bytes = 0;
+	size_t i;
+	int r = 0;
+
+	if (add->iommufd >= 0 && v->iommufd >= 0)
+		return -EEXIST;
+	memfds = calloc(n_mem ?: 1, sizeof(int));
+	devices = calloc(n_dev ?: 1, sizeof(int));
+	sizes = calloc(n_mem ?: 1, sizeof(uint64_t));
+	hwpts = calloc(n_hwpt ?: 1, sizeof(uint32_t));
+	bdfs = calloc(n_dev ?: 1, IOMMULU_BDF_MAX);
+	if (!memfds || !devices || !sizes || !hwpts || !bdfs)
+		return -ENOMEM;
+	if (v->n_memfds)
+		memcpy(memfds, v->memfds, v->n_memfds * sizeof(int));
+	if (v->n_devices) {
+		memcpy(devices, v->devices, v->n_devices * sizeof(int));
+		memcpy(bdfs, v->bdfs, v->n_devices * IOMMULU_BDF_MAX);
+	}
+	if (v->n_hwpts)
+		memcpy(hwpts, v->hwpts, v->n_hwpts * sizeof(uint32_t));
+	for (i = 0; i < add->n_hwpts; i++)
+		hwpts[v->n_hwpts + i] = add->hwpts[i];
+
+	/* Our own copies: the message's fds close with it. */
+	for (i = 0; r >= 0 && i < add->n_memfds; i++)
+		r = memfds[v->n_memfds + i] = dup_fd(add->memfds[i]);
+	for (i = 0; r >= 0 && i < add->n_devices; i++)
+		r = devices[v->n_devices + i] = dup_fd(add->devices[i]);
+	if (r >= 0 && add->iommufd >= 0)
+		r = iommufd = dup_fd(add->iommufd);
+	if (r < 0) {
+		for (i = 0; i < add->n_memfds; i++)
+			if (memfds[v->n_memfds + i] > 0)
+				safe_close(memfds[v->n_memfds + i]);
+		for (i = 0; i < add->n_devices; i++)
+			if (devices[v->n_devices + i] > 0)
+				safe_close(devices[v->n_devices + i]);
+		return r;
+	}
+
+	/* Sizes and BDFs as the plan of all the VM's files found them. */
+	for (i = 0; i < plan->manifest->n_memfds && i < n_mem; i++) {
+		sizes[i] = plan->manifest->memfds[i].size;
+		bytes += sizes[i];
+	}
+	for (i = 0; i < plan->n_steps; i++)
+		if (plan->steps[i].kind == IOMMULU_STEP_DEVICE && plan->steps[i].index < n_dev)
+			snprintf(bdfs[plan->steps[i].index], IOMMULU_BDF_MAX, "%s", plan->steps[i].bdf);
+
+	free(v->memfds);
+	free(v->devices);
+	free(v->memfd_sizes);
+	free(v->hwpts);
+	free(v->bdfs);
+	v->memfds = TAKE_PTR(memfds);
+	v->devices = TAKE_PTR(devices);
+	v->memfd_sizes = TAKE_PTR(sizes);
+	v->hwpts = TAKE_PTR(hwpts);
+	v->bdfs = TAKE_PTR(bdfs);
+	v->n_memfds = n_mem;
+	v->n_devices = n_dev;
+	v->n_hwpts = n_hwpt;
+	if (iommufd >= 0)
+		v->iommufd = TAKE_FD(iommufd);
+	v->guest_memory_bytes = bytes;
+	v->has_fds = true;
+	v->eligibility_stale = true;
+	return 0;
 }
 
 static void vm_drop_owner(Vm *v)

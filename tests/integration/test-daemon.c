@@ -196,7 +196,8 @@ static void test_introspection(sd_bus *bus)
 	check(r >= 0, "introspect the manager");
 	{
 		static const char *const want[] = {
-			"RegisterVM", "UnregisterVM", "PreserveVM", "UnpreserveVM", "PreserveAll",
+			"RegisterVM", "RegisterVMPart", "UnregisterVM", "PreserveVM", "UnpreserveVM", "PreserveAll",
+			"RetrieveVMPart", "type=\"b\" name=\"last\"", "type=\"u\" name=\"total\"",
 			"ListVMs", "VerifyVM", "RetrieveVM", "FinishVM", "type=\"ah\" name=\"memfds\"",
 			"type=\"at\" name=\"hwpt_ids\"", "type=\"o\" name=\"vm\"", "type=\"a(ss)\"", "type=\"a(sso)\"",
 			"type=\"a(sbs)\"", "type=\"a(sh)\"", "\"Version\"", "\"LiveUpdated\"",
@@ -675,12 +676,17 @@ static void test_exit_on_disconnect(void)
 	lud_env_stop(&env);
 }
 
-static uint32_t manager_u(sd_bus *bus, const char *prop)
+static uint32_t property_u(sd_bus *bus, const char *path, const char *iface, const char *prop)
 {
 	uint32_t u = 0;
 
-	sd_bus_get_property_trivial(bus, DEST, MPATH, MIFACE, prop, NULL, 'u', &u);
+	sd_bus_get_property_trivial(bus, DEST, path, iface, prop, NULL, 'u', &u);
 	return u;
+}
+
+static uint32_t manager_u(sd_bus *bus, const char *prop)
+{
+	return property_u(bus, MPATH, MIFACE, prop);
 }
 
 /* MaxVMs and MaxFdsPerVM are clamped to RLIMIT_NOFILE, the fd store and
@@ -729,7 +735,8 @@ static void test_limits(void)
 		lud_env_connect(&env, &bus);
 		check(manager_u(bus, "MaxVMs") == 4, "MaxVMs clamped to what the fd store holds (%u)",
 		      manager_u(bus, "MaxVMs"));
-		check(manager_u(bus, "MaxFdsPerVM") == 16, "MaxFdsPerVM clamped to the bus's 16 fds per message (%u)",
+		check(manager_u(bus, "MaxFdsPerVM") == 64,
+		      "MaxFdsPerVM is not clamped to the bus's 16 fds per message: more go in parts (%u)",
 		      manager_u(bus, "MaxFdsPerVM"));
 		sd_bus_flush_close_unref(bus);
 	}
@@ -932,6 +939,138 @@ static void test_barrier_unanswered(void)
 	close(fd);
 }
 
+/* RegisterVMPart with fds[first, first + n) of fds. */
+static int register_part(sd_bus *bus, const char *name, const int *fds, size_t n, bool last, sd_bus_error *error)
+{
+	sd_bus_message *call = NULL;
+	int r;
+
+	r = sd_bus_message_new_method_call(bus, &call, DEST, MPATH, MIFACE, "RegisterVMPart");
+	if (r >= 0)
+		r = sd_bus_message_append(call, "s", name);
+	if (r >= 0)
+		r = sd_bus_message_open_container(call, 'a', "h");
+	for (size_t i = 0; r >= 0 && i < n; i++)
+		r = sd_bus_message_append(call, "h", fds[i]);
+	if (r >= 0)
+		r = sd_bus_message_close_container(call);
+	if (r >= 0)
+		r = sd_bus_message_append(call, "ahahatb", 0, 0, 0, (int)last);
+	if (r >= 0)
+		r = sd_bus_call(bus, call, 0, error, NULL);
+	sd_bus_message_unref(call);
+	return r;
+}
+
+static uint32_t vm_u(sd_bus *bus, const char *name, const char *prop)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "%s/vm/%s", MPATH, name);
+	return property_u(bus, path, VIFACE, prop);
+}
+
+/* RegisterVMPart from a new process that exits right after; true if the
+ * call failed with want_error (NULL: succeeded). */
+static bool part_from_other_process(LudEnv *env, const char *name, const int *fds, size_t n, bool last,
+				    const char *want_error)
+{
+	int status = 0;
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		sd_bus *b = NULL;
+		sd_bus_error e = SD_BUS_ERROR_NULL;
+		int r;
+
+		if (lud_env_connect(env, &b) < 0)
+			_exit(2);
+		r = register_part(b, name, fds, n, last, &e);
+		_exit((want_error ? r < 0 && error_is(&e, want_error) : r >= 0) ? 0 : 1);
+	}
+	waitpid(pid, &status, 0);
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+/* More files than one message carries (16 on the system bus): a VM of 40
+ * memfds registers in three parts and is preserved. */
+static void test_register_parts(void)
+{
+	LudEnv env;
+	sd_bus *bus = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int fds[40], r, n;
+	char *why;
+
+	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = true, .fake_luo = true,
+						   .notify = LUD_NOTIFY_ACK });
+	if (!check(r >= 0, "start a daemon with a fake LUO for a VM of 40 files (%s)", strerror(-r))) {
+		lud_env_stop(&env);
+		return;
+	}
+	lud_env_connect(&env, &bus);
+	for (int i = 0; i < 40; i++)
+		iommulu_memfd_create("part", 1 << 16, &fds[i]);
+
+	r = register_part(bus, "big", fds, 16, false, &e);
+	check(r >= 0 && vm_state_is(bus, "big", "registering"), "RegisterVMPart of 16 memfds: registering (%s)",
+	      e.message ?: "");
+	sd_bus_error_free(&e);
+	why = vm_string(bus, "big", "IneligibleReason");
+	check(why && strstr(why, "registration not complete"), "IneligibleReason says so (%s)", why ?: "");
+	free(why);
+	r = call_s(bus, "PreserveVM", "big", &e);
+	check(r < 0 && error_is(&e, ERR("InvalidState")), "PreserveVM of an incomplete VM: InvalidState (%s)",
+	      e.name ?: "none");
+	sd_bus_error_free(&e);
+	r = register_vm(bus, "big", fds, 1, NULL, 0, NULL, 0, &e, NULL);
+	check(r < 0 && error_is(&e, ERR("AlreadyExists")), "RegisterVM of its name: AlreadyExists (%s)",
+	      e.name ?: "none");
+	sd_bus_error_free(&e);
+
+	check(part_from_other_process(&env, "big", &fds[16], 1, true, SD_BUS_ERROR_ACCESS_DENIED),
+	      "another process cannot add files to it");
+
+	r = register_part(bus, "big", &fds[15], 2, false, &e);
+	check(r < 0 && error_is(&e, ERR("NotEligible")) && e.message && strstr(e.message, "duplicate"),
+	      "a part repeating a memfd of an earlier part: NotEligible (%s)", e.message ?: "");
+	sd_bus_error_free(&e);
+	check(vm_u(bus, "big", "Memfds") == 16, "... and keeps nothing of it (Memfds %u)", vm_u(bus, "big", "Memfds"));
+
+	r = register_part(bus, "big", &fds[16], 16, false, &e);
+	check(r >= 0 && vm_u(bus, "big", "Memfds") == 32, "a second part adds 16 memfds (%u; %s)",
+	      vm_u(bus, "big", "Memfds"), e.message ?: "");
+	sd_bus_error_free(&e);
+	r = register_part(bus, "big", &fds[32], 8, true, &e);
+	check(r >= 0 && vm_state_is(bus, "big", "registered") && vm_u(bus, "big", "Memfds") == 40,
+	      "the last part completes it: registered with 40 memfds (%s)", e.message ?: "");
+	sd_bus_error_free(&e);
+	{
+		char path[128];
+		uint64_t bytes = 0;
+
+		snprintf(path, sizeof(path), "%s/vm/big", MPATH);
+		sd_bus_get_property_trivial(bus, DEST, path, VIFACE, "GuestMemoryBytes", NULL, 't', &bytes);
+		check(bytes == 40u << 16, "GuestMemoryBytes counts all parts (%" PRIu64 ")", bytes);
+	}
+	r = call_s(bus, "PreserveVM", "big", &e);
+	n = fdstore_settled(&env, 2, NULL);
+	check(r >= 0 && vm_state_is(bus, "big", "preserved") && n == 2, "the VM of 40 memfds is preserved (%s)",
+	      e.message ?: "");
+	sd_bus_error_free(&e);
+
+	/* A VMM that goes away half-way: its incomplete VM goes too. */
+	check(part_from_other_process(&env, "half", fds, 3, false, NULL), "a VMM registers part of a VM and exits");
+	for (int i = 0; i < 300 && count_vms(bus) != 1; i++)
+		msleep(10);
+	check(count_vms(bus) == 1, "its incomplete VM is dropped (%d VM(s) left)", count_vms(bus));
+
+	sd_bus_flush_close_unref(bus);
+	lud_env_stop(&env);
+	for (int i = 0; i < 40; i++)
+		close(fds[i]);
+}
+
 /* A VMM that exits while the daemon handles its RegisterVM, between the
  * credentials query and pidfd_open() (widened to 1 s by the fake): the
  * VM must not stay registered with nobody watching it, or with a pidfd on
@@ -1029,6 +1168,7 @@ int main(void)
 	test_preserve();
 	test_barrier_unanswered();
 	test_owner_race();
+	test_register_parts();
 	test_bad_config();
 	test_exit_on_disconnect();
 	test_limits();
