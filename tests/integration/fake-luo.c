@@ -14,7 +14,15 @@
  *   FINISH           EINVAL (only incoming sessions can be finished)
  *   GET_NAME         the session's name
  * A session counts as open while its fd still refers to the same file
- * (closing it "unpreserves" everything, as in the kernel).  Every other
+ * (closing it "unpreserves" everything, as in the kernel).
+ *
+ * Incoming sessions, as after a kexec, are memfds named
+ * FAKE_LUO_INCOMING_PREFIX "<session name>" holding a manifest, which a
+ * test hands to the daemon through $LISTEN_FDS: RETRIEVE_FD(0) gives a
+ * copy of the manifest, RETRIEVE_FD of a memfd token a sealed memfd of
+ * the manifest's size, other tokens ENOENT; FINISH succeeds.  readlink()
+ * of /proc/self/fd/N says "anon_inode:[luo_session] <name>" for every
+ * fake session, as the kernel does for real ones.  Every other
  * ioctl() goes to the next definition (libc, or a sanitizer's interceptor).
  * Not thread-safe; the daemon is single-threaded.
  *
@@ -40,7 +48,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <iommulu/manifest.h>
+#include <iommulu/memfd.h>
 #include <iommulu/uapi.h>
+
+#include "fake-luo.h"
 
 #define FAKE_SESSIONS_MAX 1024
 #define FAKE_TOKENS_MAX 64
@@ -159,8 +171,98 @@ static int preserve_fd(FakeSession *s, struct liveupdate_session_preserve_fd *a)
 	return 0;
 }
 
+typedef ssize_t (*readlink_fn)(const char *, char *, size_t);
+
+static ssize_t real_readlink(const char *path, char *buf, size_t size)
+{
+	static readlink_fn next;
+
+	if (!next)
+		next = (readlink_fn)dlsym(RTLD_NEXT, "readlink");
+	if (!next) {
+		errno = ENOSYS;
+		return -1;
+	}
+	return next(path, buf, size);
+}
+
+/* The session name of an incoming fake session fd, or NULL. */
+static const char *incoming_name(int fd, char *buf, size_t size)
+{
+	char path[64], link[256];
+	const char *prefix = "/memfd:" FAKE_LUO_INCOMING_PREFIX;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = real_readlink(path, link, sizeof(link) - 1);
+	if (n < 0)
+		return NULL;
+	link[n] = 0;
+	if (strncmp(link, prefix, strlen(prefix)) != 0)
+		return NULL;
+	snprintf(buf, size, "%.*s", (int)strcspn(link + strlen(prefix), " "), link + strlen(prefix));
+	return buf;
+}
+
+static int incoming_retrieve(int session, struct liveupdate_session_retrieve_fd *a)
+{
+	iommulu_manifest *mf = NULL;
+	iommulu_error e = {};
+	int r, fd = -1;
+
+	if (a->size < sizeof(*a))
+		return fail(EINVAL);
+	if (a->token == IOMMULU_MANIFEST_TOKEN) {
+		/* A copy, so that the reader's offset is its own. */
+		char path[64];
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", session);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return -1;
+		a->fd = fd;
+		return 0;
+	}
+	r = iommulu_manifest_from_fd(session, &mf, &e);
+	if (r < 0)
+		return fail(EIO);
+	for (size_t i = 0; i < mf->n_memfds; i++)
+		if (mf->memfds[i].token == a->token) {
+			r = iommulu_memfd_create("fake-luo-restored", mf->memfds[i].size, &fd);
+			break;
+		}
+	iommulu_manifest_free(mf);
+	if (fd < 0)
+		return fail(r < 0 ? -r : ENOENT);
+	a->fd = fd;
+	return 0;
+}
+
+ssize_t readlink(const char *path, char *buf, size_t size)
+{
+	char name[LIVEUPDATE_SESSION_NAME_LENGTH], link[128];
+	const char *sname = NULL;
+	FakeSession *s;
+	int fd;
+
+	if (sscanf(path, "/proc/self/fd/%d", &fd) == 1 && fd > 2) {
+		if ((s = session_of(fd)))
+			sname = s->name;
+		else
+			sname = incoming_name(fd, name, sizeof(name));
+	}
+	if (!sname)
+		return real_readlink(path, buf, size);
+	snprintf(link, sizeof(link), "anon_inode:[luo_session] %s", sname);
+	if (strlen(link) < size)
+		size = strlen(link);
+	memcpy(buf, link, size);
+	return (ssize_t)size;
+}
+
 int ioctl(int fd, unsigned long req, ...)
 {
+	char name[LIVEUPDATE_SESSION_NAME_LENGTH];
 	FakeSession *s;
 	va_list ap;
 	void *arg;
@@ -173,6 +275,23 @@ int ioctl(int fd, unsigned long req, ...)
 		return create_session(arg);
 	if (fd > 2 && req == LIVEUPDATE_IOCTL_RETRIEVE_SESSION && is_fake_dev(fd))
 		return fail(ENOENT);
+	if (fd > 2 && _IOC_TYPE(req) == LIVEUPDATE_IOCTL_TYPE && incoming_name(fd, name, sizeof(name))) {
+		switch (req) {
+		case LIVEUPDATE_SESSION_RETRIEVE_FD:
+			return incoming_retrieve(fd, arg);
+		case LIVEUPDATE_SESSION_FINISH:
+			return 0;
+		case LIVEUPDATE_SESSION_GET_NAME: {
+			struct liveupdate_session_get_name *a = arg;
+
+			memset(a->name, 0, sizeof(a->name));
+			memcpy(a->name, name, strnlen(name, sizeof(a->name) - 1));
+			return 0;
+		}
+		default:
+			return fail(EINVAL);	/* an incoming session takes no new files */
+		}
+	}
 	if (fd <= 2 || !(s = session_of(fd)))
 		return real_ioctl(fd, req, arg);
 

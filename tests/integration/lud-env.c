@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -349,6 +350,27 @@ int lud_env_start(LudEnv *e, const LudEnvOptions *o)
 			unsetenv("NOTIFY_SOCKET");
 		unsetenv("LISTEN_FDS");
 		unsetenv("LISTEN_PID");
+		unsetenv("LISTEN_FDNAMES");
+		if (o->n_listen > 0 && o->n_listen <= 16) {
+			char names[1024] = "", num[32];
+			int high[16];
+
+			/* Out of the way first, then to 3, 4, ... */
+			for (size_t i = 0; i < o->n_listen; i++)
+				if ((high[i] = fcntl(o->listen_fds[i], F_DUPFD_CLOEXEC, 100)) < 0)
+					_exit(125);
+			for (size_t i = 0; i < o->n_listen; i++) {
+				if (dup2(high[i], 3 + (int)i) < 0)
+					_exit(125);
+				snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s", i ? ":" : "",
+					 o->listen_names[i]);
+			}
+			snprintf(num, sizeof(num), "%zu", o->n_listen);
+			setenv("LISTEN_FDS", num, 1);
+			snprintf(num, sizeof(num), "%d", (int)getpid());
+			setenv("LISTEN_PID", num, 1);
+			setenv("LISTEN_FDNAMES", names, 1);
+		}
 		unsetenv("JOURNAL_STREAM");
 		unsetenv("LD_PRELOAD");
 		if (o->fake_luo) {

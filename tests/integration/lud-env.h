@@ -35,6 +35,11 @@ typedef struct LudEnvOptions {
 	const char *fdstore;	/* $FDSTORE (FileDescriptorStoreMax=) for the daemon, NULL = unset */
 	bool fake_luo;		/* a fake /dev/liveupdate (fake-luo.c, $IOMMU_LUD_FAKE_LUO) */
 	unsigned pidfd_delay_ms;	/* with fake_luo: delay the daemon's pidfd_open() */
+	/* fds handed to the daemon as $LISTEN_FDS with $LISTEN_FDNAMES, as
+	 * systemd passes its fd store back (at most 16) */
+	const int *listen_fds;
+	const char *const *listen_names;
+	size_t n_listen;
 	LudNotify notify;
 } LudEnvOptions;
 

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,6 +27,7 @@
 #include <iommulu/iommulu.h>
 
 #include "config.h"
+#include "fake-luo.h"
 #include "lud-env.h"
 
 #define DEST "org.iommulu.LiveUpdate1"
@@ -1071,6 +1073,151 @@ static void test_register_parts(void)
 		close(fds[i]);
 }
 
+/* An incoming fake LUO session of VM vm (generation 1) with n memfds of
+ * 64 KiB, as systemd would hand it back after a kexec. */
+static int incoming_session(const char *vm, size_t n)
+{
+	iommulu_manifest *mf = NULL;
+	iommulu_error e = {};
+	char name[128], *json = NULL;
+	int fd, r;
+
+	r = iommulu_manifest_new(vm, &mf);
+	if (r < 0)
+		return r;
+	mf->generation = 1;
+	for (size_t i = 0; r >= 0 && i < n; i++)
+		r = iommulu_manifest_add_memfd(mf, IOMMULU_TOKEN_MEMFD_BASE + i, 1 << 16);
+	if (r >= 0)
+		r = iommulu_manifest_to_json(mf, &json, &e);
+	iommulu_manifest_free(mf);
+	if (r < 0)
+		return r;
+	snprintf(name, sizeof(name), "%siommulu.1.%s", FAKE_LUO_INCOMING_PREFIX, vm);
+	fd = memfd_create(name, MFD_CLOEXEC);
+	if (fd < 0 || write(fd, json, strlen(json)) != (ssize_t)strlen(json))
+		r = -EIO;
+	free(json);
+	return r < 0 ? r : fd;
+}
+
+/* RetrieveVMPart(name, first, count): appends the roles to roles (space
+ * separated), checks each fd is a memfd of 64 KiB; returns the number of
+ * files or -errno, *ret_total the total. */
+static int retrieve_part(sd_bus *bus, const char *name, uint32_t first, uint32_t count, char *roles,
+			 size_t size, uint32_t *ret_total, bool *all_ok, sd_bus_error *error)
+{
+	sd_bus_message *reply = NULL;
+	const char *role;
+	int fd, r, n = 0;
+
+	r = sd_bus_call_method(bus, DEST, MPATH, MIFACE, "RetrieveVMPart", error, &reply, "suu", name, first, count);
+	if (r < 0)
+		return r;
+	r = sd_bus_message_enter_container(reply, 'a', "(sh)");
+	while (r >= 0 && (r = sd_bus_message_read(reply, "(sh)", &role, &fd)) > 0) {
+		struct stat st;
+
+		snprintf(roles + strlen(roles), size - strlen(roles), "%s ", role);
+		if (fstat(fd, &st) < 0 || st.st_size != 1 << 16)
+			*all_ok = false;
+		n++;
+	}
+	if (r >= 0)
+		r = sd_bus_message_exit_container(reply);
+	if (r >= 0)
+		r = sd_bus_message_read(reply, "u", ret_total);
+	sd_bus_message_unref(reply);
+	return r < 0 ? r : n;
+}
+
+/* After a "kexec": a VM of 40 memfds comes back in a session and is
+ * retrieved in parts; a VM of 2 with RetrieveVM as before. */
+static void test_retrieve_parts(void)
+{
+	static const char *const names[] = { "session.iommulu.1.big", "session.iommulu.1.small" };
+	LudEnv env;
+	sd_bus *bus = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int sessions[2], r, lu = 0, calls = 0, got = 0;
+	char roles[1024] = "", want[1024] = "";
+	uint32_t total = 0;
+	bool sizes_ok = true;
+
+	sessions[0] = incoming_session("big", 40);
+	sessions[1] = incoming_session("small", 2);
+	if (!check(sessions[0] >= 0 && sessions[1] >= 0, "make two incoming fake LUO sessions"))
+		return;
+	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = true, .fake_luo = true, .notify = LUD_NOTIFY_ACK,
+						   .listen_fds = sessions, .listen_names = names, .n_listen = 2 });
+	close(sessions[0]);
+	close(sessions[1]);
+	if (!check(r >= 0, "start a daemon that gets them back from its fd store (%s)", strerror(-r))) {
+		lud_env_stop(&env);
+		return;
+	}
+	lud_env_connect(&env, &bus);
+	sd_bus_get_property_trivial(bus, DEST, MPATH, MIFACE, "LiveUpdated", NULL, 'b', &lu);
+	check(lu && vm_state_is(bus, "big", "verified") && vm_state_is(bus, "small", "verified") &&
+		      vm_u(bus, "big", "Memfds") == 40,
+	      "both VMs are restored and verified, big with 40 memfds (%u)", vm_u(bus, "big", "Memfds"));
+
+	{
+		sd_bus_message *reply = NULL;
+		const char *role;
+		int fd;
+
+		r = sd_bus_call_method(bus, DEST, MPATH, MIFACE, "RetrieveVM", &e, &reply, "s", "small");
+		if (r >= 0)
+			r = sd_bus_message_enter_container(reply, 'a', "(sh)");
+		while (r >= 0 && (r = sd_bus_message_read(reply, "(sh)", &role, &fd)) > 0)
+			snprintf(roles + strlen(roles), sizeof(roles) - strlen(roles), "%s ", role);
+		check(r >= 0 && strcmp(roles, "memfd:0 memfd:1 ") == 0, "RetrieveVM of a VM of 2 files as before (%s%s)",
+		      roles, e.message ?: "");
+		sd_bus_message_unref(reply);
+		sd_bus_error_free(&e);
+	}
+
+	r = call_s(bus, "RetrieveVM", "big", &e);
+	check(r < 0 && error_is(&e, SD_BUS_ERROR_LIMITS_EXCEEDED) && e.message && strstr(e.message, "RetrieveVMPart"),
+	      "RetrieveVM of a VM of 40 files: LimitsExceeded pointing to RetrieveVMPart (%s)", e.message ?: "");
+	sd_bus_error_free(&e);
+	check(kill(env.daemon_pid, 0) == 0 && count_vms(bus) == 2, "the daemon is still on the bus");
+
+	roles[0] = 0;
+	for (uint32_t first = 0; calls < 10; calls++) {
+		r = retrieve_part(bus, "big", first, 100, roles, sizeof(roles), &total, &sizes_ok, &e);
+		if (r <= 0)
+			break;
+		check(r <= 16, "RetrieveVMPart from %u hands out %d files, at most 16", first, r);
+		got += r;
+		first += (uint32_t)r;
+		if (first >= total)
+			break;
+	}
+	sd_bus_error_free(&e);
+	for (int i = 0; i < 40; i++)
+		snprintf(want + strlen(want), sizeof(want) - strlen(want), "memfd:%d ", i);
+	check(got == 40 && total == 40 && calls == 2 && strcmp(roles, want) == 0 && sizes_ok,
+	      "RetrieveVMPart hands out all 40 files in order, 64 KiB each, in 3 calls (%d of %u, %d calls)", got,
+	      total, calls + 1);
+	roles[0] = 0;
+	r = retrieve_part(bus, "big", 40, 1, roles, sizeof(roles), &total, &sizes_ok, &e);
+	check(r == 0 && total == 40, "RetrieveVMPart at the end: no files, total 40 (%d)", r);
+	sd_bus_error_free(&e);
+	r = retrieve_part(bus, "big", 41, 1, roles, sizeof(roles), &total, &sizes_ok, &e);
+	check(r < 0 && error_is(&e, SD_BUS_ERROR_INVALID_ARGS), "RetrieveVMPart past the end: InvalidArgs (%s)",
+	      e.name ?: "none");
+	sd_bus_error_free(&e);
+	check(vm_state_is(bus, "big", "retrieved"), "the VM is retrieved");
+	r = call_s(bus, "FinishVM", "big", &e);
+	check(r >= 0 && vm_state_is(bus, "big", "finished"), "FinishVM (%s)", e.message ?: "");
+	sd_bus_error_free(&e);
+
+	sd_bus_flush_close_unref(bus);
+	lud_env_stop(&env);
+}
+
 /* A VMM that exits while the daemon handles its RegisterVM, between the
  * credentials query and pidfd_open() (widened to 1 s by the fake): the
  * VM must not stay registered with nobody watching it, or with a pidfd on
@@ -1169,6 +1316,7 @@ int main(void)
 	test_barrier_unanswered();
 	test_owner_race();
 	test_register_parts();
+	test_retrieve_parts();
 	test_bad_config();
 	test_exit_on_disconnect();
 	test_limits();
