@@ -9,6 +9,9 @@
  *       |                                                                   v
  *   RegisterVM <-------------------------- finished <--FinishVM------- retrieved
  *
+ *   registering --RegisterVMPart(last)--> registered  (more files than one
+ *                                                      message carries)
+ *
  * Preserved VMs live in a LUO session of their own, named
  * "iommulu.<generation>.<vm>", whose fd the daemon keeps and pushes into
  * the service's fd store together with a record memfd (see record.c).
