@@ -778,14 +778,14 @@ static bool vm_state_is(sd_bus *bus, const char *name, const char *want)
 	return ok;
 }
 
-/* The fake PID 1's fd store, waiting up to 2 s for it to hold want fds
+/* The fake PID 1's fd store, waiting up to 5 s for it to hold want fds
  * (it may still be working through the daemon's messages). */
 static int fdstore_settled(LudEnv *env, int want, char **ret)
 {
 	char *names = NULL;
 	int n = -1;
 
-	for (int i = 0; i < 200; i++) {
+	for (int i = 0; i < 500; i++) {
 		free(names);
 		names = NULL;
 		n = lud_env_fdstore(env, &names);
@@ -1314,7 +1314,7 @@ static void test_owner_race(void)
 	waitpid(pid, &status, 0);	/* reaped: its pid is free for reuse */
 	check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "a VMM sent RegisterVM and exited");
 	msleep(1500);
-	for (int i = 0; i < 300; i++) {
+	for (int i = 0; i < 1000; i++) {	/* up to 10 s on a loaded host */
 		n = count_vms(bus);
 		if (n == 0)
 			break;
