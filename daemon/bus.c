@@ -53,13 +53,29 @@ static int check_root(sd_bus_message *msg, const char *what, sd_bus_error *error
 	return check_root_pid(msg, what, error, NULL);
 }
 
+static int check_vm_name(const char *name, sd_bus_error *error)
+{
+	const char *why;
+
+	if (iommulu_vm_name_is_valid(name))
+		return 0;
+	if (streq_ptr(name, ".") || streq_ptr(name, ".."))
+		why = "'.' and '..' are path components";
+	else if (name[0] == '-')
+		why = "a name must not start with '-'";
+	else
+		why = "expected [A-Za-z0-9_.-]{1,48}";
+	return sd_bus_error_setf(error, ERROR_INVALID_NAME, "Invalid VM name '%s': %s", name, why);
+}
+
 static int find_vm_or_error(Manager *m, const char *name, Vm **ret, sd_bus_error *error)
 {
 	Vm *v;
+	int r;
 
-	if (!iommulu_vm_name_is_valid(name))
-		return sd_bus_error_setf(error, ERROR_INVALID_NAME,
-					 "Invalid VM name '%s': expected [A-Za-z0-9_.-]{1,48}", name);
+	r = check_vm_name(name, error);
+	if (r < 0)
+		return r;
 	v = manager_find_vm(m, name);
 	if (!v)
 		return sd_bus_error_setf(error, ERROR_NO_SUCH_VM, "No VM named '%s'", name);
@@ -104,7 +120,7 @@ static int on_owner_exit(sd_event_source *s, int fd, uint32_t revents, void *use
 
 	v->owner_source = sd_event_source_disable_unref(v->owner_source);
 	v->owner_pidfd = safe_close(v->owner_pidfd);
-	if (v->state != VM_REGISTERED && v->state != VM_FAILED) {
+	if (v->state != VM_REGISTERED && v->state != VM_FAILED && v->state != VM_REGISTERING) {
 		/* preserved (or later): the daemon owns it now */
 		(void)sd_bus_emit_properties_changed(m->bus, v->path, VM_IFACE, "OwnerPID", NULL);
 		return 0;
@@ -127,24 +143,54 @@ static int on_owner_exit(sd_event_source *s, int fd, uint32_t revents, void *use
 	return 0;
 }
 
-static int watch_owner(Vm *v, pid_t pid)
+/*
+ * A pidfd for the sender of msg, whose pid the bus reported as pid.
+ *
+ * libsystemd 252 has no SD_BUS_CREDS_PIDFD (nor does dbus-daemon 1.14
+ * offer a ProcessFD), so the pidfd is opened on the pid, and that races:
+ * the caller may exit after the credentials query, and its pid may even
+ * be reused, before pidfd_open().  So after opening it, ask the bus again
+ * who sent the message: if the sender is still connected with the same
+ * pid, the pidfd is the caller's (a pid is reused only after its process
+ * is gone, and the bus drops a connection whose process is gone, long
+ * before pids wrap around).  -ESRCH when the caller is gone.
+ */
+static int open_sender_pidfd(sd_bus_message *msg, pid_t pid, int *ret_fd)
 {
-	int fd, r;
+	_cleanup_close_ int fd = -EBADF;
+	const char *sender = sd_bus_message_get_sender(msg);
+	sd_bus_creds *creds = NULL;
+	pid_t again = 0;
+	int r;
 
 	if (pid <= 0)
 		return -ESRCH;
-	/* libsystemd 252 has no SD_BUS_CREDS_PIDFD: pidfd_open() on the pid
-	 * the bus reported.  The pid cannot be recycled before the caller's
-	 * connection is gone, which it is not while the call is pending. */
 	fd = (int)syscall(SYS_pidfd_open, pid, 0);
 	if (fd < 0)
 		return -errno;
-	r = sd_event_add_io(v->manager->event, &v->owner_source, fd, EPOLLIN, on_owner_exit, v);
+	if (sender) {
+		r = sd_bus_get_name_creds(sd_bus_message_get_bus(msg), sender, SD_BUS_CREDS_PID, &creds);
+		if (r >= 0)
+			r = sd_bus_creds_get_pid(creds, &again);
+		sd_bus_creds_unref(creds);
+		if (r < 0 || again != pid)
+			return -ESRCH;	/* disconnected (or a different process now) */
+	}
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+/* Takes pidfd. */
+static int watch_owner(Vm *v, pid_t pid, int pidfd)
+{
+	int r;
+
+	r = sd_event_add_io(v->manager->event, &v->owner_source, pidfd, EPOLLIN, on_owner_exit, v);
 	if (r < 0) {
-		safe_close(fd);
+		safe_close(pidfd);
 		return r;
 	}
-	v->owner_pidfd = fd;
+	v->owner_pidfd = pidfd;
 	v->owner_pid = pid;
 	return 0;
 }
@@ -183,30 +229,47 @@ static void plan_freep(iommulu_plan **p)
 	iommulu_plan_free(*p);
 }
 
-static int dup_fd(int fd)
+/* Concatenation of two int arrays (either may be empty). */
+static int *concat_fds(const int *a, size_t n_a, const int *b, size_t n_b)
 {
-	int r = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	int *c = calloc(n_a + n_b + 1, sizeof(int));
 
-	return r < 0 ? -errno : r;
+	if (!c)
+		return NULL;
+	if (n_a)
+		memcpy(c, a, n_a * sizeof(int));
+	if (n_b)
+		memcpy(c + n_a, b, n_b * sizeof(int));
+	return c;
 }
 
-static int method_register_vm(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+/*
+ * RegisterVM and RegisterVMPart.  A part for a name that is not known
+ * (or finished) creates the VM; further parts from the same caller append
+ * to it while it is "registering"; the part with last=true completes it
+ * ("registered").  Every call is checked against all of the VM's files so
+ * far and keeps nothing on a refusal.
+ */
+static int register_files(sd_bus_message *msg, Manager *m, bool part, sd_bus_error *error)
 {
-	Manager *m = userdata;
-	_cleanup_free_ int *memfds = NULL, *iommufds = NULL, *devices = NULL;
+	const char *method = part ? "RegisterVMPart" : "RegisterVM";
+	_cleanup_free_ int *memfds = NULL, *iommufds = NULL, *devices = NULL, *all_memfds = NULL,
+			   *all_devices = NULL;
+	_cleanup_free_ uint32_t *hwpts = NULL, *all_hwpts = NULL;
 	_cleanup_(plan_freep) iommulu_plan *plan = NULL;
-	_cleanup_(vm_freep) Vm *v = NULL;
+	_cleanup_(vm_freep) Vm *created = NULL;
 	const uint64_t *hwpts_in = NULL;
-	size_t n_memfds = 0, n_iommufds = 0, n_devices = 0, hwpt_bytes = 0, n_hwpts;
+	size_t n_memfds = 0, n_iommufds = 0, n_devices = 0, hwpt_bytes = 0, n_hwpts, n_active = 0;
+	size_t have_memfds = 0, have_devices = 0, have_iommufd = 0, have_hwpts = 0, total;
 	iommulu_reason reason = IOMMULU_REASON_NONE;
 	iommulu_error e = {};
 	const char *name;
-	size_t n_active = 0;
 	pid_t caller = 0;
-	Vm *old;
+	int pidfd = -EBADF, last = 1;
+	Vm *old, *v = NULL;
 	int r;
 
-	r = check_root_pid(msg, "RegisterVM", error, &caller);
+	r = check_root_pid(msg, method, error, &caller);
 	if (r < 0)
 		return r;
 
@@ -221,58 +284,76 @@ static int method_register_vm(sd_bus_message *msg, void *userdata, sd_bus_error 
 	if (r < 0)
 		return r;
 	n_hwpts = hwpt_bytes / sizeof(uint64_t);
+	if (part && (r = sd_bus_message_read(msg, "b", &last)) < 0)
+		return r;
 
-	if (!iommulu_vm_name_is_valid(name))
-		return sd_bus_error_setf(error, ERROR_INVALID_NAME,
-					 "Invalid VM name '%s': expected [A-Za-z0-9_.-]{1,48}", name);
+	r = check_vm_name(name, error);
+	if (r < 0)
+		return r;
 	old = manager_find_vm(m, name);
-	if (old && old->state != VM_FINISHED)
+	if (old && old->state == VM_REGISTERING && part) {
+		if (old->owner_pid != caller)
+			return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+						 "VM %s is being registered by pid %d; only it may add files",
+						 name, (int)old->owner_pid);
+		v = old;
+		have_memfds = v->n_memfds;
+		have_devices = v->n_devices;
+		have_iommufd = v->iommufd >= 0;
+		have_hwpts = v->n_hwpts;
+	} else if (old && old->state != VM_FINISHED)
 		return sd_bus_error_setf(error, ERROR_ALREADY_EXISTS, "VM %s is already registered (%s)",
 					 name, vm_state_to_string(old->state));
-	if (n_iommufds > 1)
+
+	if (n_iommufds + have_iommufd > 1)
 		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-					 "VM %s: iommufd must hold at most one fd, got %zu", name, n_iommufds);
-	if (n_memfds == 0)
+					 "VM %s: iommufd must hold at most one fd, got %zu", name,
+					 n_iommufds + have_iommufd);
+	if (last && n_memfds + have_memfds == 0)
 		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
 					 "VM %s: at least one guest-RAM memfd is required", name);
 	for (size_t i = 0; i < n_hwpts; i++)
 		if (hwpts_in[i] > UINT32_MAX)
 			return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
 						 "VM %s: HWPT id %" PRIu64 " out of range", name, hwpts_in[i]);
-	if (n_memfds + n_iommufds + n_devices > m->config.max_fds_per_vm)
+	total = have_memfds + have_iommufd + have_devices + n_memfds + n_iommufds + n_devices;
+	if (total > m->config.max_fds_per_vm)
 		return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
-					 "VM %s: %zu fds exceed MaxFdsPerVM=%u", name,
-					 n_memfds + n_iommufds + n_devices, m->config.max_fds_per_vm);
-	for (size_t i = 0; i < m->n_vms; i++)
-		if (m->vms[i]->state != VM_FINISHED)
-			n_active++;
-	if (n_active >= m->config.max_vms)
-		return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
-					 "MaxVMs=%u VMs are registered already", m->config.max_vms);
-	r = check_fds_available(m, name, n_memfds + n_iommufds + n_devices + 1, error);
+					 "VM %s: %zu fds exceed MaxFdsPerVM=%u", name, total,
+					 m->config.max_fds_per_vm);
+	if (!v) {
+		for (size_t i = 0; i < m->n_vms; i++)
+			if (m->vms[i]->state != VM_FINISHED)
+				n_active++;
+		if (n_active >= m->config.max_vms)
+			return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+						 "MaxVMs=%u VMs are registered already", m->config.max_vms);
+	}
+	r = check_fds_available(m, name, n_memfds + n_iommufds + n_devices + (v ? 0 : 1), error);
 	if (r < 0)
 		return r;
 
-	r = vm_new(m, name, &v);
-	if (r < 0)
-		return r;
-	v->hwpts = calloc(n_hwpts ?: 1, sizeof(uint32_t));
-	if (!v->hwpts)
+	/* Check this call's files together with those the VM has. */
+	hwpts = calloc(n_hwpts + 1, sizeof(uint32_t));
+	all_hwpts = calloc(have_hwpts + n_hwpts + 1, sizeof(uint32_t));
+	all_memfds = concat_fds(v ? v->memfds : NULL, have_memfds, memfds, n_memfds);
+	all_devices = concat_fds(v ? v->devices : NULL, have_devices, devices, n_devices);
+	if (!hwpts || !all_hwpts || !all_memfds || !all_devices)
 		return -ENOMEM;
 	for (size_t i = 0; i < n_hwpts; i++)
-		v->hwpts[i] = (uint32_t)hwpts_in[i];
-	v->n_hwpts = n_hwpts;
-
+		hwpts[i] = all_hwpts[have_hwpts + i] = (uint32_t)hwpts_in[i];
+	if (have_hwpts)
+		memcpy(all_hwpts, v->hwpts, have_hwpts * sizeof(uint32_t));
 	{
 		iommulu_vm_fds fds = {
 			.name = name,
-			.memfds = memfds,
-			.n_memfds = n_memfds,
-			.iommufd = n_iommufds ? iommufds[0] : -1,
-			.hwpt_ids = v->hwpts,
-			.n_hwpts = n_hwpts,
-			.devices = devices,
-			.n_devices = n_devices,
+			.memfds = all_memfds,
+			.n_memfds = have_memfds + n_memfds,
+			.iommufd = have_iommufd ? v->iommufd : n_iommufds ? iommufds[0] : -1,
+			.hwpt_ids = all_hwpts,
+			.n_hwpts = have_hwpts + n_hwpts,
+			.devices = all_devices,
+			.n_devices = have_devices + n_devices,
 		};
 
 		r = iommulu_plan_build(&fds, m->generation, &plan, &reason, &e);
@@ -285,61 +366,64 @@ static int method_register_vm(sd_bus_message *msg, void *userdata, sd_bus_error 
 		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "VM %s: %s", name,
 					 e.message[0] ? e.message : strerror(-r));
 
-	/* Keep our own copies: the message's fds close with it. */
-	v->memfds = calloc(n_memfds, sizeof(int));
-	v->memfd_sizes = calloc(n_memfds, sizeof(uint64_t));
-	v->devices = calloc(n_devices ?: 1, sizeof(int));
-	v->bdfs = calloc(n_devices ?: 1, IOMMULU_BDF_MAX);
-	if (!v->memfds || !v->memfd_sizes || !v->devices || !v->bdfs)
-		return -ENOMEM;
-	for (size_t i = 0; i < n_memfds; i++)
-		v->memfds[i] = -EBADF;
-	for (size_t i = 0; i < n_devices; i++)
-		v->devices[i] = -EBADF;
-	v->n_memfds = n_memfds;
-	v->n_devices = n_devices;
-	for (size_t i = 0; i < n_memfds; i++) {
-		v->memfds[i] = dup_fd(memfds[i]);
-		if (v->memfds[i] < 0)
-			return v->memfds[i];
+	if (!v) {
+		r = vm_new(m, name, &created);
+		if (r < 0)
+			return r;
+		v = created;
 	}
-	for (size_t i = 0; i < n_devices; i++) {
-		v->devices[i] = dup_fd(devices[i]);
-		if (v->devices[i] < 0)
-			return v->devices[i];
-	}
-	if (n_iommufds) {
-		v->iommufd = dup_fd(iommufds[0]);
-		if (v->iommufd < 0)
-			return v->iommufd;
-	}
-	for (size_t i = 0; i < plan->manifest->n_memfds && i < n_memfds; i++) {
-		v->memfd_sizes[i] = plan->manifest->memfds[i].size;
-		v->guest_memory_bytes += plan->manifest->memfds[i].size;
-	}
-	for (size_t i = 0; i < plan->n_steps; i++)
-		if (plan->steps[i].kind == IOMMULU_STEP_DEVICE && plan->steps[i].index < n_devices)
-			snprintf(v->bdfs[plan->steps[i].index], IOMMULU_BDF_MAX, "%s", plan->steps[i].bdf);
-	v->has_fds = true;
-	v->state = VM_REGISTERED;
-
-	r = watch_owner(v, caller);
-	if (r < 0)
-		log_vm_errno(LOG_WARNING, r, LOG_VM(name), "Cannot watch the VMM of VM %s: %m", name);
-
-	if (old)
-		manager_remove_vm(m, old);	/* a finished VM is replaced */
-	r = manager_add_vm(m, v);
+	r = vm_add_files(v, &(VmFiles){ .memfds = memfds, .n_memfds = n_memfds,
+					.iommufd = n_iommufds ? iommufds[0] : -1,
+					.devices = devices, .n_devices = n_devices,
+					.hwpts = hwpts, .n_hwpts = n_hwpts }, plan);
 	if (r < 0)
 		return r;
+
+	if (created) {
+		/* The VM lives as long as its VMM: one that is gone already,
+		 * or cannot be watched, must not leave a VM nobody owns. */
+		r = open_sender_pidfd(msg, caller, &pidfd);
+		if (r < 0) {
+			log_vm_errno(LOG_WARNING, r, LOG_VM(name),
+				     "Not registering VM %s: cannot watch its VMM (pid %d): %m", name, (int)caller);
+			return sd_bus_error_setf(error, SD_BUS_ERROR_UNIX_PROCESS_ID_UNKNOWN,
+						 "VM %s: the caller (pid %d) cannot be watched: %s", name, (int)caller,
+						 r == -ESRCH ? "it exited during the call" : strerror(-r));
+		}
+		r = watch_owner(v, caller, pidfd);
+		if (r < 0)
+			return r;
+		v->state = last ? VM_REGISTERED : VM_REGISTERING;
+		if (old)
+			manager_remove_vm(m, old);	/* a finished VM is replaced */
+		r = manager_add_vm(m, v);
+		if (r < 0)
+			return r;
+		TAKE_PTR(created);
+	} else {
+		(void)sd_bus_emit_properties_changed(m->bus, v->path, VM_IFACE, "Memfds", "Devices", "HWPTs",
+						     "GuestMemoryBytes", NULL);
+		if (last)
+			vm_set_state(v, VM_REGISTERED, NULL);
+	}
 	log_vm(LOG_INFO, LOG_VM(name),
-	       "Registered VM %s (VMM pid %d): %zu memfd(s), %" PRIu64 " bytes, %zu device(s), %zu HWPT(s)",
-	       name, (int)v->owner_pid, n_memfds, v->guest_memory_bytes, n_devices, n_hwpts);
+	       "%s VM %s (VMM pid %d): %zu memfd(s), %" PRIu64 " bytes, %zu device(s), %zu HWPT(s)%s",
+	       last ? "Registered" : "Registering", name, (int)v->owner_pid, v->n_memfds, v->guest_memory_bytes,
+	       v->n_devices, v->n_hwpts, last ? "" : "; more files to come");
 	r = sd_bus_reply_method_return(msg, "o", v->path);
-	TAKE_PTR(v);
 	shutdown_update_block(m);
 	manager_schedule_trim(m);
 	return r;
+}
+
+static int method_register_vm(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+	return register_files(msg, userdata, false, error);
+}
+
+static int method_register_vm_part(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+	return register_files(msg, userdata, true, error);
 }
 
 static int method_unregister_vm(sd_bus_message *msg, void *userdata, sd_bus_error *error)
@@ -401,8 +485,15 @@ static int method_unpreserve_vm(sd_bus_message *msg, void *userdata, sd_bus_erro
 		return r;
 	if ((r = find_vm_or_error(m, name, &v, error)) < 0)
 		return r;
+	if ((v->state == VM_REGISTERED || v->state == VM_FAILED || v->state == VM_REGISTERING) &&
+	    !v->session_incoming &&
+	    v->session_fd < 0) {
+		/* Not preserved: what the caller asked for holds already. */
+		log_vm(LOG_DEBUG, LOG_VM(name), "VM %s is not preserved, nothing to unpreserve", name);
+		return sd_bus_reply_method_return(msg, NULL);
+	}
 	if (v->state != VM_PRESERVED)
-		return invalid_state(error, v, "only a preserved VM can be unpreserved");
+		return invalid_state(error, v, "only a preserved (or a not yet preserved) VM can be unpreserved");
 
 	log_vm(LOG_INFO, LOG_VM_SESSION(name, v->session_name), "Unpreserving VM %s (session %s)", name,
 	       v->session_name);
@@ -512,17 +603,60 @@ static int method_verify_vm(sd_bus_message *msg, void *userdata, sd_bus_error *e
 	return sd_bus_send(NULL, reply, NULL);
 }
 
-static int method_retrieve_vm(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+/* A restored file handed back by RetrieveVM: role and fd (borrowed). */
+typedef struct RetrievedFile {
+	char role[IOMMULU_BDF_MAX + 16];
+	int fd;
+} RetrievedFile;
+
+/* The VM's restored files in RetrieveVM's order: memfd:N, iommufd,
+ * device:BDF; files the kernel did not restore are left out. */
+static int retrieved_files(const Vm *v, RetrievedFile **ret, size_t *ret_n)
+{
+	RetrievedFile *f = calloc(v->n_memfds + v->n_devices + 2, sizeof(RetrievedFile));
+	size_t n = 0;
+
+	if (!f)
+		return -ENOMEM;
+	for (size_t i = 0; i < v->n_memfds; i++)
+		if (v->memfds[i] >= 0) {
+			snprintf(f[n].role, sizeof(f[n].role), "memfd:%zu", i);
+			f[n++].fd = v->memfds[i];
+		}
+	if (v->iommufd >= 0) {
+		snprintf(f[n].role, sizeof(f[n].role), "iommufd");
+		f[n++].fd = v->iommufd;
+	}
+	for (size_t i = 0; i < v->n_devices; i++)
+		if (v->devices[i] >= 0) {
+			snprintf(f[n].role, sizeof(f[n].role), "device:%s", v->bdfs[i]);
+			f[n++].fd = v->devices[i];
+		}
+	*ret = f;
+	*ret_n = n;
+	return 0;
+}
+
+/*
+ * RetrieveVM and RetrieveVMPart: files [first, first + count) of the
+ * VM's restored files, at most as many as one message carries; the part
+ * variant also returns how many there are in all.
+ */
+static int retrieve_files(sd_bus_message *msg, Manager *m, bool part, sd_bus_error *error)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-	Manager *m = userdata;
+	_cleanup_free_ RetrievedFile *files = NULL;
 	const char *name;
+	uint32_t first = 0, count = UINT32_MAX;
+	size_t n = 0, per_message = m->limits.bus_fds_per_message ?: LIMITS_BUS_FDS_PER_MESSAGE;
 	Vm *v;
 	int r;
 
-	if ((r = check_root(msg, "RetrieveVM", error)) < 0)
+	if ((r = check_root(msg, part ? "RetrieveVMPart" : "RetrieveVM", error)) < 0)
 		return r;
 	if ((r = sd_bus_message_read(msg, "s", &name)) < 0)
+		return r;
+	if (part && (r = sd_bus_message_read(msg, "uu", &first, &count)) < 0)
 		return r;
 	if ((r = find_vm_or_error(m, name, &v, error)) < 0)
 		return r;
@@ -533,30 +667,33 @@ static int method_retrieve_vm(sd_bus_message *msg, void *userdata, sd_bus_error 
 				     v->state == VM_FAILED ? v->last_error
 							   : "only a verified VM restored from a live update can be retrieved");
 
+	r = retrieved_files(v, &files, &n);
+	if (r < 0)
+		return r;
+	if (!part && n > per_message)
+		/* A reply with more fds than the bus carries would cost the
+		 * daemon its connection. */
+		return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+					 "VM %s has %zu restored files, more than the %zu one message carries; "
+					 "retrieve them with RetrieveVMPart", name, n, per_message);
+	if (first > n)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+					 "VM %s has %zu restored files; cannot start at %" PRIu32, name, n, first);
+	if (count > n - first)
+		count = (uint32_t)(n - first);
+	if (count > per_message)
+		count = (uint32_t)per_message;
+
 	r = sd_bus_message_new_method_return(msg, &reply);
 	if (r < 0)
 		return r;
 	r = sd_bus_message_open_container(reply, 'a', "(sh)");
-	for (size_t i = 0; r >= 0 && i < v->n_memfds; i++) {
-		char role[32];
-
-		if (v->memfds[i] < 0)
-			continue;
-		snprintf(role, sizeof(role), "memfd:%zu", i);
-		r = sd_bus_message_append(reply, "(sh)", role, v->memfds[i]);
-	}
-	if (r >= 0 && v->iommufd >= 0)
-		r = sd_bus_message_append(reply, "(sh)", "iommufd", v->iommufd);
-	for (size_t i = 0; r >= 0 && i < v->n_devices; i++) {
-		char role[IOMMULU_BDF_MAX + 8];
-
-		if (v->devices[i] < 0)
-			continue;
-		snprintf(role, sizeof(role), "device:%s", v->bdfs[i]);
-		r = sd_bus_message_append(reply, "(sh)", role, v->devices[i]);
-	}
+	for (size_t i = first; r >= 0 && i < first + count; i++)
+		r = sd_bus_message_append(reply, "(sh)", files[i].role, files[i].fd);
 	if (r >= 0)
 		r = sd_bus_message_close_container(reply);
+	if (r >= 0 && part)
+		r = sd_bus_message_append(reply, "u", (uint32_t)n);
 	if (r < 0)
 		return r;
 	r = sd_bus_send(NULL, reply, NULL);
@@ -568,6 +705,16 @@ static int method_retrieve_vm(sd_bus_message *msg, void *userdata, sd_bus_error 
 		       "Handed VM %s's restored files to the VMM", v->name);
 	}
 	return 0;
+}
+
+static int method_retrieve_vm(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+	return retrieve_files(msg, userdata, false, error);
+}
+
+static int method_retrieve_vm_part(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+	return retrieve_files(msg, userdata, true, error);
 }
 
 static int method_finish_vm(sd_bus_message *msg, void *userdata, sd_bus_error *error)
@@ -650,6 +797,10 @@ static const sd_bus_vtable manager_vtable[] = {
 	SD_BUS_METHOD_WITH_ARGS("RegisterVM",
 				SD_BUS_ARGS("s", name, "ah", memfds, "ah", iommufd, "ah", devices, "at", hwpt_ids),
 				SD_BUS_RESULT("o", vm), method_register_vm, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("RegisterVMPart",
+				SD_BUS_ARGS("s", name, "ah", memfds, "ah", iommufd, "ah", devices, "at", hwpt_ids,
+					    "b", last),
+				SD_BUS_RESULT("o", vm), method_register_vm_part, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD_WITH_ARGS("UnregisterVM", SD_BUS_ARGS("s", name), SD_BUS_NO_RESULT,
 				method_unregister_vm, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD_WITH_ARGS("PreserveVM", SD_BUS_ARGS("s", name), SD_BUS_NO_RESULT,
@@ -664,6 +815,9 @@ static const sd_bus_vtable manager_vtable[] = {
 				method_verify_vm, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD_WITH_ARGS("RetrieveVM", SD_BUS_ARGS("s", name), SD_BUS_RESULT("a(sh)", fds),
 				method_retrieve_vm, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("RetrieveVMPart", SD_BUS_ARGS("s", name, "u", first, "u", count),
+				SD_BUS_RESULT("a(sh)", fds, "u", total), method_retrieve_vm_part,
+				SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD_WITH_ARGS("FinishVM", SD_BUS_ARGS("s", name), SD_BUS_NO_RESULT,
 				method_finish_vm, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_VTABLE_END

@@ -58,12 +58,9 @@ bool limits_clamp(Config *c, const Limits *l, char *why, size_t why_size)
 		}                                                                       \
 	} while (0)
 
-	/* Every file of a VM arrives in one RegisterVM message. */
-	if (l->bus_fds_per_message && fds > l->bus_fds_per_message) {
-		WHY("MaxFdsPerVM=%u lowered to %u: the bus carries at most %u fds per message. ", fds,
-		    l->bus_fds_per_message, l->bus_fds_per_message);
-		fds = l->bus_fds_per_message;
-	}
+	/* No clamp for the bus's fds per message: a VM with more files
+	 * than one message carries registers them in parts
+	 * (RegisterVMPart) and retrieves them in parts (RetrieveVMPart). */
 	if (l->fdstore_max && vms > l->fdstore_max / LIMITS_FDSTORE_PER_VM) {
 		unsigned v = l->fdstore_max / LIMITS_FDSTORE_PER_VM;
 

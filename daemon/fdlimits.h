@@ -3,10 +3,11 @@
 
 /*
  * The limits the daemon cannot exceed without the kernel or the bus
- * failing under it: RLIMIT_NOFILE, the unit's FileDescriptorStoreMax=
- * and the bus's unix fds per message.  MaxVMs and MaxFdsPerVM are
- * clamped to them at startup and on every reload, so that a VM the
- * daemon accepts can always be kept and preserved.
+ * failing under it: RLIMIT_NOFILE and the unit's FileDescriptorStoreMax=
+ * (MaxVMs and MaxFdsPerVM are clamped to them at startup and on every
+ * reload, so that a VM the daemon accepts can always be kept and
+ * preserved), and the bus's unix fds per message (no message the daemon
+ * sends carries more; more files go in several calls).
  */
 
 #include <stdbool.h>

@@ -9,6 +9,9 @@
  *       |                                                                   v
  *   RegisterVM <-------------------------- finished <--FinishVM------- retrieved
  *
+ *   registering --RegisterVMPart(last)--> registered  (more files than one
+ *                                                      message carries)
+ *
  * Preserved VMs live in a LUO session of their own, named
  * "iommulu.<generation>.<vm>", whose fd the daemon keeps and pushes into
  * the service's fd store together with a record memfd (see record.c).
@@ -32,6 +35,7 @@
 #include "log.h"
 #include "manager.h"
 #include "util.h"
+#include "verify.h"
 
 static const char *const vm_state_table[_VM_STATE_MAX] = {
 	[VM_REGISTERED] = "registered",
@@ -41,6 +45,7 @@ static const char *const vm_state_table[_VM_STATE_MAX] = {
 	[VM_RETRIEVED] = "retrieved",
 	[VM_FINISHED] = "finished",
 	[VM_FAILED] = "failed",
+	[VM_REGISTERING] = "registering",
 };
 
 const char *vm_state_to_string(VmState s)
@@ -89,6 +94,93 @@ void vm_close_files(Vm *v)
 	v->snapshots = NULL;
 	v->n_memfds = v->n_devices = v->n_hwpts = v->n_snapshots = 0;
 	v->has_fds = false;
+}
+
+static int dup_fd(int fd)
+{
+	int r = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+
+	return r < 0 ? -errno : r;
+}
+
+int vm_add_files(Vm *v, const VmFiles *add, const iommulu_plan *plan)
+{
+	size_t n_mem = v->n_memfds + add->n_memfds, n_dev = v->n_devices + add->n_devices;
+	size_t n_hwpt = v->n_hwpts + add->n_hwpts;
+	_cleanup_free_ int *memfds = NULL, *devices = NULL;
+	_cleanup_free_ uint64_t *sizes = NULL;
+	_cleanup_free_ uint32_t *hwpts = NULL;
+	_cleanup_free_ char(*bdfs)[IOMMULU_BDF_MAX] = NULL;
+	_cleanup_close_ int iommufd = -EBADF;
+	uint64_t bytes = 0;
+	size_t i;
+	int r = 0;
+
+	if (add->iommufd >= 0 && v->iommufd >= 0)
+		return -EEXIST;
+	memfds = calloc(n_mem ?: 1, sizeof(int));
+	devices = calloc(n_dev ?: 1, sizeof(int));
+	sizes = calloc(n_mem ?: 1, sizeof(uint64_t));
+	hwpts = calloc(n_hwpt ?: 1, sizeof(uint32_t));
+	bdfs = calloc(n_dev ?: 1, IOMMULU_BDF_MAX);
+	if (!memfds || !devices || !sizes || !hwpts || !bdfs)
+		return -ENOMEM;
+	if (v->n_memfds)
+		memcpy(memfds, v->memfds, v->n_memfds * sizeof(int));
+	if (v->n_devices) {
+		memcpy(devices, v->devices, v->n_devices * sizeof(int));
+		memcpy(bdfs, v->bdfs, v->n_devices * IOMMULU_BDF_MAX);
+	}
+	if (v->n_hwpts)
+		memcpy(hwpts, v->hwpts, v->n_hwpts * sizeof(uint32_t));
+	for (i = 0; i < add->n_hwpts; i++)
+		hwpts[v->n_hwpts + i] = add->hwpts[i];
+
+	/* Our own copies: the message's fds close with it. */
+	for (i = 0; r >= 0 && i < add->n_memfds; i++)
+		r = memfds[v->n_memfds + i] = dup_fd(add->memfds[i]);
+	for (i = 0; r >= 0 && i < add->n_devices; i++)
+		r = devices[v->n_devices + i] = dup_fd(add->devices[i]);
+	if (r >= 0 && add->iommufd >= 0)
+		r = iommufd = dup_fd(add->iommufd);
+	if (r < 0) {
+		for (i = 0; i < add->n_memfds; i++)
+			if (memfds[v->n_memfds + i] > 0)
+				safe_close(memfds[v->n_memfds + i]);
+		for (i = 0; i < add->n_devices; i++)
+			if (devices[v->n_devices + i] > 0)
+				safe_close(devices[v->n_devices + i]);
+		return r;
+	}
+
+	/* Sizes and BDFs as the plan of all the VM's files found them. */
+	for (i = 0; i < plan->manifest->n_memfds && i < n_mem; i++) {
+		sizes[i] = plan->manifest->memfds[i].size;
+		bytes += sizes[i];
+	}
+	for (i = 0; i < plan->n_steps; i++)
+		if (plan->steps[i].kind == IOMMULU_STEP_DEVICE && plan->steps[i].index < n_dev)
+			snprintf(bdfs[plan->steps[i].index], IOMMULU_BDF_MAX, "%s", plan->steps[i].bdf);
+
+	free(v->memfds);
+	free(v->devices);
+	free(v->memfd_sizes);
+	free(v->hwpts);
+	free(v->bdfs);
+	v->memfds = TAKE_PTR(memfds);
+	v->devices = TAKE_PTR(devices);
+	v->memfd_sizes = TAKE_PTR(sizes);
+	v->hwpts = TAKE_PTR(hwpts);
+	v->bdfs = TAKE_PTR(bdfs);
+	v->n_memfds = n_mem;
+	v->n_devices = n_dev;
+	v->n_hwpts = n_hwpt;
+	if (iommufd >= 0)
+		v->iommufd = TAKE_FD(iommufd);
+	v->guest_memory_bytes = bytes;
+	v->has_fds = true;
+	v->eligibility_stale = true;
+	return 0;
 }
 
 static void vm_drop_owner(Vm *v)
@@ -245,6 +337,15 @@ void fdstore_remove(Manager *m, const char *prefix, const char *session_name)
 		log_warning_errno(r, "Failed to remove %s%s from the fd store: %m", prefix, session_name);
 }
 
+int fdstore_barrier(Manager *m)
+{
+	if (!m->fdstore)
+		return 0;
+	/* sd_notify_barrier() returns 0 also without $NOTIFY_SOCKET, and
+	 * -ETIMEDOUT when PID 1 did not close the barrier fd in time. */
+	return sd_notify_barrier(0, FDSTORE_BARRIER_TIMEOUT_USEC);
+}
+
 /* ---- persistent state ------------------------------------------------ *
  * <state dir>/state, rewritten atomically:
  *   boot_id=<this boot>  generation=<N>  live_updated=<0|1>
@@ -358,6 +459,35 @@ static void plan_freep(iommulu_plan **p)
 	iommulu_plan_free(*p);
 }
 
+/* v was just preserved, but systemd did not confirm that its fd store
+ * holds the session (BARRIER=1 unanswered): a crash now would lose the
+ * VM's preservation silently.  Undo it; the VM becomes failed, with its
+ * files, and can be preserved again.  Fills msg with what happened. */
+static void vm_rollback_unconfirmed(Vm *v, int r, char *msg, size_t size)
+{
+	Manager *m = v->manager;
+	char session[IOMMULU_LUO_SESSION_NAME_MAX + 1];
+
+	snprintf(session, sizeof(session), "%s", v->session_name);
+	if (r == -ETIMEDOUT)
+		snprintf(msg, size, "VM %s: systemd did not confirm within %u s that its fd store holds "
+			 "session %s (BARRIER=1 unanswered); preservation rolled back", v->name,
+			 (unsigned)(FDSTORE_BARRIER_TIMEOUT_USEC / 1000000), session);
+	else
+		snprintf(msg, size, "VM %s: waiting for systemd to take session %s into its fd store "
+			 "failed (%s); preservation rolled back", v->name, session, strerror(-r));
+	/* Should PID 1 process the store request late, it processes the
+	 * removal after it: the socket keeps the order. */
+	fdstore_remove(m, FDNAME_SESSION_PREFIX, session);
+	fdstore_remove(m, FDNAME_RECORD_PREFIX, session);
+	v->session_fd = safe_close(v->session_fd);	/* the kernel unpreserves everything */
+	v->record_fd = safe_close(v->record_fd);
+	v->session_name[0] = 0;
+	vm_set_state(v, VM_FAILED, msg);
+	log_vm_errno(LOG_ERR, r, LOG_VM_SESSION(v->name, session), "%s", msg);
+	manager_save_state(m);
+}
+
 int vm_preserve(Vm *v, sd_bus_error *error)
 {
 	Manager *m = v->manager;
@@ -369,6 +499,14 @@ int vm_preserve(Vm *v, sd_bus_error *error)
 	size_t done = 0;
 	int r;
 
+	if (v->state == VM_PRESERVED && v->session_fd >= 0 && !v->session_incoming) {
+		/* Already in its session (e.g. preserved before a daemon
+		 * restart, or by the kexec hook): what the caller asked for
+		 * holds, nothing to do. */
+		log_vm(LOG_DEBUG, LOG_VM_SESSION(v->name, v->session_name),
+		       "VM %s is already preserved in session %s", v->name, v->session_name);
+		return 0;
+	}
 	if (!vm_can_preserve(v))
 		return sd_bus_error_setf(error, ERROR_INVALID_STATE,
 					 "VM %s is %s; only a registered VM can be preserved", v->name,
@@ -480,19 +618,21 @@ int vm_preserve(Vm *v, sd_bus_error *error)
 		return bus_error_from_errno(error, r, msg);
 	}
 
-	if (m->fdstore && !m->batch_barrier) {
-		/* Only report success once systemd has the fds: a SIGKILL
-		 * right after PreserveVM returns must lose nothing.
-		 * PreserveAll waits once, after the last VM. */
-		r = sd_notify_barrier(0, 5 * 1000 * 1000);
-		if (r < 0)
-			log_vm_errno(LOG_WARNING, r, LOG_VM_SESSION(v->name, name),
-				     "Waiting for systemd to take session %s failed: %m", name);
-	}
-
 	v->session_fd = TAKE_FD(session);
 	v->record_fd = TAKE_FD(rec_store);
 	v->session_incoming = false;
+
+	if (!m->batch_barrier) {
+		/* Only report success once systemd has the fds: a SIGKILL
+		 * right after PreserveVM returns must lose nothing.
+		 * PreserveAll waits once, after the last VM. */
+		r = fdstore_barrier(m);
+		if (r < 0) {
+			vm_rollback_unconfirmed(v, r, msg, sizeof(msg));
+			return bus_error_from_errno(error, r, msg);
+		}
+	}
+
 	vm_set_state(v, VM_PRESERVED, NULL);
 	log_vm(LOG_NOTICE, LOG_VM_SESSION(v->name, name),
 	       "Preserved VM %s in LUO session %s: %zu memfd(s), %zu device(s), %" PRIu64 " bytes",
@@ -507,12 +647,12 @@ int vm_preserve(Vm *v, sd_bus_error *error)
 void vm_finish_session(Vm *v)
 {
 	Manager *m = v->manager;
+	int r;
 
 	if (v->session_fd < 0 && !v->session_name[0])
 		return;
 	if (v->session_incoming && v->session_fd >= 0) {
-		int r = iommulu_luo_session_finish(v->session_fd);
-
+		r = iommulu_luo_session_finish(v->session_fd);
 		if (r < 0)
 			log_vm_errno(LOG_WARNING, r, LOG_VM_SESSION(v->name, v->session_name),
 				     "LUO FINISH of session %s failed: %m", v->session_name);
@@ -523,8 +663,10 @@ void vm_finish_session(Vm *v)
 	v->record_fd = safe_close(v->record_fd);
 	v->session_name[0] = 0;
 	v->session_incoming = false;
-	if (m->fdstore)
-		(void)sd_notify_barrier(0, 5 * 1000 * 1000);
+	r = fdstore_barrier(m);
+	if (r < 0)
+		log_vm_errno(LOG_WARNING, r, LOG_VM(v->name),
+			     "systemd did not confirm removing VM %s's session from the fd store: %m", v->name);
 	manager_save_state(m);
 }
 
@@ -532,11 +674,14 @@ int manager_preserve_all(Manager *m, char ***ret_results)
 {
 	/* results: name, result, name, result, ..., NULL */
 	char **res = calloc(2 * m->n_vms + 1, sizeof(char *));
+	_cleanup_free_ bool *fresh = calloc(m->n_vms + 1, sizeof(bool));	/* by result index / 2 */
 	size_t n = 0;
-	int failed = 0;
+	int failed = 0, barrier;
 
-	if (!res)
+	if (!res || !fresh) {
+		free(res);
 		return -ENOMEM;
+	}
 	m->batch_barrier = true;
 	for (size_t i = 0; i < m->n_vms; i++) {
 		_cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
@@ -547,9 +692,10 @@ int manager_preserve_all(Manager *m, char ***ret_results)
 			r = strdup("ok");
 		else if (v->state == VM_FINISHED)
 			continue;
-		else if (vm_preserve(v, &error) >= 0)
+		else if (vm_preserve(v, &error) >= 0) {
 			r = strdup("ok");
-		else {
+			fresh[n / 2] = true;
+		} else {
 			if (!sd_bus_error_is_set(&error))
 				sd_bus_error_set_const(&error, SD_BUS_ERROR_FAILED, "out of memory");
 			failed++;
@@ -567,8 +713,24 @@ int manager_preserve_all(Manager *m, char ***ret_results)
 		}
 	}
 	m->batch_barrier = false;
-	if (m->fdstore && sd_notify_barrier(0, 5 * 1000 * 1000) < 0)
-		log_warning("Waiting for systemd to take the preserved sessions failed.");
+	barrier = fdstore_barrier(m);
+	if (barrier < 0) {
+		/* None of this call's sessions is confirmed: undo them all. */
+		for (size_t i = 0; i < n / 2; i++) {
+			char msg[IOMMULU_ERROR_MAX + 192], *r;
+			Vm *v;
+
+			if (!fresh[i] || !(v = manager_find_vm(m, res[2 * i])))
+				continue;
+			vm_rollback_unconfirmed(v, barrier, msg, sizeof(msg));
+			failed++;
+			if (asprintf(&r, "%s: %s", barrier == -ETIMEDOUT ? SD_BUS_ERROR_TIMEOUT : SD_BUS_ERROR_FAILED,
+				     msg) < 0)
+				continue;	/* keeps "ok"; the VM's State says failed */
+			free(res[2 * i + 1]);
+			res[2 * i + 1] = r;
+		}
+	}
 	*ret_results = res;
 	return failed;
 }
@@ -865,23 +1027,19 @@ static void verify_device(Vm *v, size_t i)
 		APPEND("vfio-pci; ");
 
 	/* DMA ownership: a second bind of the device to a fresh iommufd
-	 * must be refused while the preserved binding owns it. */
+	 * must be refused (EBUSY) while the preserved binding owns it. */
 	{
 		_cleanup_close_ int dev = -EBADF, ictx = -EBADF;
 		uint32_t dev_id;
+		int bind_r = 0;
 
 		r = iommulu_vfio_cdev_open(bdf, &dev);
 		if (r >= 0)
 			r = iommulu_iommufd_open(&ictx);
-		if (r >= 0) {
-			r = iommulu_vfio_bind_iommufd(dev, ictx, &dev_id);
-			if (r >= 0) {
-				ok = false;
-				APPEND("DMA ownership NOT held (a new iommufd bind succeeded); ");
-			} else
-				APPEND("DMA ownership held (new bind: %s); ", strerror(-r));
-		} else
-			APPEND("DMA ownership held (open refused: %s); ", strerror(-r));
+		if (r >= 0)
+			bind_r = iommulu_vfio_bind_iommufd(dev, ictx, &dev_id);
+		if (!verify_dma_ownership(r, bind_r, detail, sizeof(detail)))
+			ok = false;
 	}
 
 	snapshot_device(bdf, &now);
@@ -1241,8 +1399,8 @@ int manager_load_state(Manager *m)
 
 	strv_free(names);
 	strv_free(sessions);
-	if (m->fdstore && n > 0)
-		(void)sd_notify_barrier(0, 5 * 1000 * 1000);
+	if (n > 0)
+		(void)fdstore_barrier(m);
 	manager_save_state(m);
 	log_info("Generation %" PRIu64 "%s, %zu VM(s) known.", m->generation,
 		 m->live_updated ? ", this boot came from a live update" : "", m->n_vms);

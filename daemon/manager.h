@@ -46,6 +46,7 @@ typedef enum VmState {
 	VM_RETRIEVED,
 	VM_FINISHED,
 	VM_FAILED,
+	VM_REGISTERING,		/* RegisterVMPart: more files to come */
 	_VM_STATE_MAX,
 } VmState;
 
@@ -147,7 +148,21 @@ void manager_remove_vm(Manager *m, Vm *v);
 int manager_request_name(Manager *m);
 void manager_emit_changed(Manager *m, const char *prop);
 void manager_emit_changed_strv(Manager *m, char **props);
+/* Files a registration call hands over (borrowed). */
+typedef struct VmFiles {
+	const int *memfds;
+	size_t n_memfds;
+	int iommufd;		/* -1: none */
+	const int *devices;
+	size_t n_devices;
+	const uint32_t *hwpts;
+	size_t n_hwpts;
+} VmFiles;
+
 int vm_new(Manager *m, const char *name, Vm **ret);
+/* Appends duplicates of add's files to v; plan is the plan of v's files
+ * followed by add's (sizes, BDFs).  On failure v is unchanged. */
+int vm_add_files(Vm *v, const VmFiles *add, const iommulu_plan *plan);
 Vm *vm_free(Vm *v);
 void vm_freep(Vm **v);
 void vm_close_files(Vm *v);
@@ -165,8 +180,14 @@ int vm_verify(Vm *v);
 void vm_finish_session(Vm *v);
 
 /* fd store */
+/* How long a BARRIER=1 may stay unanswered before PreserveVM gives up and
+ * rolls back: systemd answers at once unless PID 1 is stuck. */
+#define FDSTORE_BARRIER_TIMEOUT_USEC (5 * 1000 * 1000ULL)
 int fdstore_push(Manager *m, int fd, const char *prefix, const char *session_name);
 void fdstore_remove(Manager *m, const char *prefix, const char *session_name);
+/* Wait until systemd processed every message sent so far (BARRIER=1);
+ * 0 without an fd store, -ETIMEDOUT if unanswered. */
+int fdstore_barrier(Manager *m);
 
 /* logind / shutdown (shutdown.c) */
 int shutdown_watch_setup(Manager *m);

@@ -305,6 +305,11 @@ void shutdown_update_block(Manager *m)
 				iommulu_plan_free(plan);
 			}
 			break;
+		case VM_REGISTERING:
+			snprintf(reason, sizeof(reason), "registration not complete (%zu file(s) so far; "
+				 "the last RegisterVMPart call is missing)",
+				 v->n_memfds + v->n_devices + (v->iommufd >= 0 ? 1 : 0));
+			break;
 		case VM_RESTORED:
 		case VM_VERIFIED:
 		case VM_RETRIEVED:

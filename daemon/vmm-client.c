@@ -7,11 +7,14 @@
  *   register NAME [--memfds=N] [--size=BYTES] [--seed=S] [--count=K] [--preserve] [--hold]
  *	create N sealed memfds of BYTES each, fill them with a pattern
  *	derived from NAME, the memfd index and S, and call RegisterVM
- *	(and PreserveVM).  --hold keeps the process (the "VMM") alive until
+ *	(and PreserveVM); more than 16 memfds, the most one D-Bus message
+ *	carries, go in several RegisterVMPart calls instead.  --hold keeps
+ *	the process (the "VMM") alive until
  *	SIGTERM, as the daemon drops unpreserved VMs whose VMM exits.
  *	--count=K registers K VMs NAME-0 .. NAME-(K-1) (benchmarks).
  *   retrieve NAME [--seed=S] [--finish]
- *	after a kexec: VerifyVM (every check must pass), RetrieveVM, check
+ *	after a kexec: VerifyVM (every check must pass), RetrieveVM (or,
+ *	for more than 16 files, RetrieveVMPart until it has them all), check
  *	that every memfd has the pattern, then FinishVM if asked.
  * Exit status 0 on success, 1 on a failed check, 2 on usage errors.
  */
@@ -34,6 +37,8 @@
 #define MANAGER_PATH "/org/iommulu/LiveUpdate1"
 #define MANAGER_IFACE "org.iommulu.LiveUpdate1.Manager"
 #define PAGE 4096u
+/* dbus-daemon's max_message_unix_fds on the system bus */
+#define FDS_PER_MESSAGE 16u
 
 static void msg_unrefp(sd_bus_message **m)
 {
@@ -120,24 +125,35 @@ static int register_one(sd_bus *bus, const char *name, int *fds)
 			return fprintf(stderr, "memfd %" PRIu64 ": %s\n", i, strerror(-r)), 1;
 	}
 
-	r = sd_bus_message_new_method_call(bus, &call, BUS_NAME, MANAGER_PATH, MANAGER_IFACE, "RegisterVM");
-	if (r >= 0)
-		r = sd_bus_message_append(call, "s", name);
-	if (r >= 0)
-		r = sd_bus_message_open_container(call, 'a', "h");
-	for (uint64_t i = 0; r >= 0 && i < arg_memfds; i++)
-		r = sd_bus_message_append(call, "h", fds[i]);
-	if (r >= 0)
-		r = sd_bus_message_close_container(call);
-	if (r >= 0)
-		r = sd_bus_message_append(call, "ahahat", 0, 0, 0);
-	if (r < 0)
-		return fprintf(stderr, "building RegisterVM: %s\n", strerror(-r)), 1;
-	r = sd_bus_call(bus, call, 0, &error, &reply);
-	if (r < 0) {
-		fprintf(stderr, "RegisterVM: %s: %s\n", error.name, error.message);
-		sd_bus_error_free(&error);
-		return 1;
+	/* At most 16 fds per message: a bigger VM goes in parts. */
+	for (uint64_t first = 0; first < arg_memfds; first += FDS_PER_MESSAGE) {
+		uint64_t n = arg_memfds - first < FDS_PER_MESSAGE ? arg_memfds - first : FDS_PER_MESSAGE;
+		bool parts = arg_memfds > FDS_PER_MESSAGE, last = first + n == arg_memfds;
+		const char *method = parts ? "RegisterVMPart" : "RegisterVM";
+
+		call = sd_bus_message_unref(call);
+		reply = sd_bus_message_unref(reply);
+		r = sd_bus_message_new_method_call(bus, &call, BUS_NAME, MANAGER_PATH, MANAGER_IFACE, method);
+		if (r >= 0)
+			r = sd_bus_message_append(call, "s", name);
+		if (r >= 0)
+			r = sd_bus_message_open_container(call, 'a', "h");
+		for (uint64_t i = first; r >= 0 && i < first + n; i++)
+			r = sd_bus_message_append(call, "h", fds[i]);
+		if (r >= 0)
+			r = sd_bus_message_close_container(call);
+		if (r >= 0)
+			r = sd_bus_message_append(call, "ahahat", 0, 0, 0);
+		if (r >= 0 && parts)
+			r = sd_bus_message_append(call, "b", (int)last);
+		if (r < 0)
+			return fprintf(stderr, "building %s: %s\n", method, strerror(-r)), 1;
+		r = sd_bus_call(bus, call, 0, &error, &reply);
+		if (r < 0) {
+			fprintf(stderr, "%s: %s: %s\n", method, error.name, error.message);
+			sd_bus_error_free(&error);
+			return 1;
+		}
 	}
 	r = sd_bus_message_read(reply, "o", &path);
 	if (r < 0)
@@ -196,13 +212,41 @@ static int do_register(sd_bus *bus, const char *name)
 	return r;
 }
 
+/* Reads a(sh) of RetrieveVM(Part), checks each memfd's pattern (a bad
+ * one sets *ret to 1); the number of files, or -errno. */
+static int check_files(sd_bus_message *reply, const char *name, unsigned *n_memfds, int *ret)
+{
+	const char *role;
+	int fd, r, n = 0;
+
+	r = sd_bus_message_enter_container(reply, 'a', "(sh)");
+	while (r >= 0 && (r = sd_bus_message_read(reply, "(sh)", &role, &fd)) > 0) {
+		uint64_t idx, size = 0;
+
+		n++;
+		if (sscanf(role, "memfd:%" SCNu64, &idx) == 1) {
+			int k = check_memfd(fd, name, idx, &size);
+
+			(*n_memfds)++;
+			printf("retrieve %s: %" PRIu64 " bytes, content %s\n", role, size,
+			       k >= 0 ? "intact" : "CORRUPT");
+			if (k < 0)
+				*ret = 1;
+		} else
+			printf("retrieve %s: fd received\n", role);
+	}
+	if (r >= 0)
+		r = sd_bus_message_exit_container(reply);
+	return r < 0 ? r : n;
+}
+
 static int do_retrieve(sd_bus *bus, const char *name)
 {
 	_cleanup_bus_msg sd_bus_message *reply = NULL, *reply2 = NULL;
 	sd_bus_error error = SD_BUS_ERROR_NULL;
 	unsigned n_checks = 0, n_failed = 0, n_memfds = 0;
-	const char *what, *detail, *role;
-	int ok, fd, r, ret = 0;
+	const char *what, *detail;
+	int ok, r, ret = 0;
 
 	r = sd_bus_call_method(bus, BUS_NAME, MANAGER_PATH, MANAGER_IFACE, "VerifyVM", &error, &reply,
 			       "s", name);
@@ -222,25 +266,33 @@ static int do_retrieve(sd_bus *bus, const char *name)
 
 	r = sd_bus_call_method(bus, BUS_NAME, MANAGER_PATH, MANAGER_IFACE, "RetrieveVM", &error, &reply2,
 			       "s", name);
-	if (r < 0) {
+	if (r >= 0)
+		r = check_files(reply2, name, &n_memfds, &ret);
+	else if (sd_bus_error_has_name(&error, SD_BUS_ERROR_LIMITS_EXCEEDED)) {
+		/* More files than one message carries: in parts. */
+		uint32_t first = 0, total = 0;
+
+		sd_bus_error_free(&error);
+		do {
+			_cleanup_bus_msg sd_bus_message *part = NULL;
+			int files;
+
+			r = sd_bus_call_method(bus, BUS_NAME, MANAGER_PATH, MANAGER_IFACE, "RetrieveVMPart", &error,
+					       &part, "suu", name, first, FDS_PER_MESSAGE);
+			if (r < 0)
+				break;
+			files = check_files(part, name, &n_memfds, &ret);
+			if (files <= 0 || sd_bus_message_read(part, "u", &total) < 0) {
+				r = files < 0 ? files : -EBADMSG;
+				break;
+			}
+			first += (uint32_t)files;
+		} while (first < total);
+	}
+	if (r < 0 && sd_bus_error_is_set(&error)) {
 		fprintf(stderr, "RetrieveVM: %s: %s\n", error.name, error.message);
 		sd_bus_error_free(&error);
 		return 1;
-	}
-	r = sd_bus_message_enter_container(reply2, 'a', "(sh)");
-	while (r >= 0 && (r = sd_bus_message_read(reply2, "(sh)", &role, &fd)) > 0) {
-		uint64_t idx, size = 0;
-
-		if (sscanf(role, "memfd:%" SCNu64, &idx) == 1) {
-			n_memfds++;
-			r = check_memfd(fd, name, idx, &size);
-			printf("retrieve %s: %" PRIu64 " bytes, content %s\n", role, size,
-			       r >= 0 ? "intact" : "CORRUPT");
-			if (r < 0)
-				ret = 1;
-			r = 0;
-		} else
-			printf("retrieve %s: fd received\n", role);
 	}
 	if (r < 0 || n_memfds == 0)
 		return fprintf(stderr, "RetrieveVM returned no memfd\n"), 1;

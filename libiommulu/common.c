@@ -153,7 +153,11 @@ _public_ bool iommulu_vm_name_is_valid(const char *name)
 		      c == '_' || c == '.' || c == '-'))
 			return false;
 	}
-	return n > 0;
+	/* Names end up in paths, unit names and command lines: "." and ".."
+	 * are path components, a leading '-' reads as an option. */
+	if (n == 0 || name[0] == '-' || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+		return false;
+	return true;
 }
 
 static int lhex(char c)

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +97,27 @@ static const char *kind_of(int fd)
 	return iommulu_fd_kind_to_string(k);
 }
 
+/* An O_PATH descriptor names a file without opening it: fstat() works, so
+ * it classifies like the file itself, but it cannot be preserved (the
+ * kernel's fdget() refuses it) nor used by the VMM.  Refused up front, so
+ * that the caller learns why instead of a later EBADF. */
+static int check_not_opath(build_ctx *c, int fd, const char *what, size_t i)
+{
+	char name[32];
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl < 0 && errno == EBADF)
+		return 0;	/* "not open": reported by the kind checks */
+	if (fl < 0 || !(fl & O_PATH))
+		return 0;
+	if (i != SIZE_MAX)
+		snprintf(name, sizeof(name), "%s #%zu", what, i);
+	else
+		snprintf(name, sizeof(name), "%s", what);
+	return refuse(c, -EPERM, IOMMULU_REASON_WRONG_KIND,
+		      "%s (fd %d): wrong-fd-kind: an O_PATH descriptor, not an open file", name, fd);
+}
+
 static int check_memfd(build_ctx *c, const iommulu_vm_fds *vm, size_t i, struct stat *ret_st,
 		       uint64_t *ret_size)
 {
@@ -102,6 +125,9 @@ static int check_memfd(build_ctx *c, const iommulu_vm_fds *vm, size_t i, struct 
 	char seals[128];
 	unsigned missing = 0;
 
+	r = check_not_opath(c, fd, "memfd", i);
+	if (r < 0)
+		return r;
 	r = iommulu_memfd_check(fd, ret_size, &missing, NULL);
 	switch (r) {
 	case 0:
@@ -158,6 +184,9 @@ static int check_device(build_ctx *c, int fd, size_t i, char bdf[IOMMULU_BDF_MAX
 	int r;
 
 	snprintf(what, sizeof(what), "device #%zu", i);
+	r = check_not_opath(c, fd, "device", i);
+	if (r < 0)
+		return r;
 	r = check_kind(c, fd, IOMMULU_FD_VFIO_CDEV, what);
 	if (r < 0)
 		return r;
@@ -251,7 +280,9 @@ static int plan_build(build_ctx *c, const iommulu_vm_fds *vm, uint64_t generatio
 	}
 
 	if (has_iommufd) {
-		r = check_kind(c, vm->iommufd, IOMMULU_FD_IOMMUFD, "iommufd");
+		r = check_not_opath(c, vm->iommufd, "iommufd", SIZE_MAX);
+		if (r >= 0)
+			r = check_kind(c, vm->iommufd, IOMMULU_FD_IOMMUFD, "iommufd");
 		if (r < 0)
 			return r;
 	}

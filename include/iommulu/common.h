@@ -28,7 +28,7 @@ typedef struct iommulu_error {
 /* "0000:00:03.0" plus NUL, with room for 5-digit domains. */
 #define IOMMULU_BDF_MAX 16
 
-/* VM names: [A-Za-z0-9_.-]{1,48} */
+/* VM names: [A-Za-z0-9_.-]{1,48}, not "." or "..", not starting with '-' */
 #define IOMMULU_VM_NAME_MAX 48
 
 bool iommulu_vm_name_is_valid(const char *name);

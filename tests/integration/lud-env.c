@@ -2,11 +2,15 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -52,10 +56,204 @@ int lud_env_connect(LudEnv *e, sd_bus **ret)
 	return 0;
 }
 
+/* ---- the fake PID 1 --------------------------------------------------- *
+ * Serves the daemon's $NOTIFY_SOCKET like systemd's service manager does
+ * for an fd store: FDSTORE=1 keeps the passed fds under their FDNAME=,
+ * FDSTOREREMOVE=1 closes those of a name, BARRIER=1 is answered by closing
+ * the fd that came with it (or, with LUD_NOTIFY_NO_BARRIER, never).  Each
+ * message is appended to <dir>/notify.log; <dir>/fdstore lists the names
+ * of the fds held, one per line, rewritten after every message. */
+
+#define PID1_STORE_MAX 512
+#define PID1_MSG_FDS 64
+
+typedef struct Pid1Fd {
+	int fd;
+	char name[256];
+} Pid1Fd;
+
+static bool msg_has_line(const char *msg, const char *line)
+{
+	size_t n = strlen(line);
+
+	for (const char *p = msg; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+		if (strncmp(p, line, n) == 0 && (p[n] == '\n' || p[n] == 0))
+			return true;
+	return false;
+}
+
+static void msg_value(const char *msg, const char *key, char *buf, size_t size)
+{
+	size_t n = strlen(key);
+
+	buf[0] = 0;
+	for (const char *p = msg; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+		if (strncmp(p, key, n) == 0) {
+			size_t len = strcspn(p + n, "\n");
+
+			snprintf(buf, size, "%.*s", (int)(len < size ? len : size - 1), p + n);
+			return;
+		}
+}
+
+static void pid1_write_store(const char *dir, const Pid1Fd *store, size_t n)
+{
+	char path[128], tmp[140];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/fdstore", dir);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	f = fopen(tmp, "we");
+	if (!f)
+		return;
+	for (size_t i = 0; i < n; i++)
+		fprintf(f, "%s\n", store[i].name);
+	if (fclose(f) == 0)
+		(void)rename(tmp, path);
+}
+
+static void pid1_log(const char *dir, const char *msg, size_t n_fds)
+{
+	char path[128];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/notify.log", dir);
+	f = fopen(path, "ae");
+	if (!f)
+		return;
+	for (const char *p = msg; *p; p++)
+		fputc(*p == '\n' ? ' ' : *p, f);
+	fprintf(f, " (%zu fds)\n", n_fds);
+	fclose(f);
+}
+
+static __attribute__((noreturn)) void fake_pid1(const char *dir, int sock, LudNotify mode)
+{
+	static Pid1Fd store[PID1_STORE_MAX];
+	size_t n_store = 0;
+
+	pid1_write_store(dir, store, 0);
+	for (;;) {
+		char buf[4096], name[256];
+		union {
+			struct cmsghdr h;
+			char b[CMSG_SPACE(sizeof(int) * PID1_MSG_FDS) + CMSG_SPACE(sizeof(struct ucred))];
+		} control;
+		struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) - 1 };
+		struct msghdr mh = {
+			.msg_iov = &iov, .msg_iovlen = 1,
+			.msg_control = &control, .msg_controllen = sizeof(control),
+		};
+		int fds[PID1_MSG_FDS];
+		size_t n_fds = 0;
+		ssize_t k;
+
+		k = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+		if (k < 0) {
+			if (errno == EINTR)
+				continue;
+			_exit(1);
+		}
+		buf[k] = 0;
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+			if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+				size_t m = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+
+				for (size_t i = 0; i < m && n_fds < PID1_MSG_FDS; i++)
+					memcpy(&fds[n_fds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+			}
+		msg_value(buf, "FDNAME=", name, sizeof(name));
+
+		if (msg_has_line(buf, "BARRIER=1")) {
+			/* Answered by closing the fd; unanswered fds are kept
+			 * open until this process ends. */
+			if (mode != LUD_NOTIFY_NO_BARRIER)
+				for (size_t i = 0; i < n_fds; i++)
+					close(fds[i]);
+		} else if (msg_has_line(buf, "FDSTORE=1")) {
+			for (size_t i = 0; i < n_fds; i++) {
+				if (n_store >= PID1_STORE_MAX) {
+					close(fds[i]);	/* systemd drops what exceeds the store too */
+					continue;
+				}
+				store[n_store].fd = fds[i];
+				snprintf(store[n_store].name, sizeof(store[n_store].name), "%s", name[0] ? name : "stored");
+				n_store++;
+			}
+		} else {
+			if (msg_has_line(buf, "FDSTOREREMOVE=1")) {
+				for (size_t i = 0; i < n_store;) {
+					if (strcmp(store[i].name, name) == 0) {
+						close(store[i].fd);
+						store[i] = store[--n_store];
+					} else
+						i++;
+				}
+			}
+			for (size_t i = 0; i < n_fds; i++)
+				close(fds[i]);
+		}
+		pid1_log(dir, buf, n_fds);
+		pid1_write_store(dir, store, n_store);
+	}
+}
+
+static int start_fake_pid1(LudEnv *e, LudNotify mode, char *ret_socket, size_t size)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int sock;
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/notify", e->dir);
+	snprintf(ret_socket, size, "%s", sa.sun_path);
+	sock = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (sock < 0)
+		return -errno;
+	if (bind(sock, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int r = -errno;
+
+		close(sock);
+		return r;
+	}
+	e->pid1_pid = fork();
+	if (e->pid1_pid < 0) {
+		e->pid1_pid = 0;
+		close(sock);
+		return -errno;
+	}
+	if (e->pid1_pid == 0)
+		fake_pid1(e->dir, sock, mode);
+	close(sock);
+	return 0;
+}
+
+int lud_env_fdstore(LudEnv *e, char **ret)
+{
+	char path[128], *text = NULL;
+	size_t size = 0;
+	int n = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/fdstore", e->dir);
+	f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	if (getdelim(&text, &size, 0, f) < 0) {
+		free(text);
+		text = strdup("");
+	}
+	fclose(f);
+	if (!text)
+		return -ENOMEM;
+	for (const char *p = text; *p; p++)
+		n += *p == '\n';
+	*ret = text;
+	return n;
+}
+
 int lud_env_start(LudEnv *e, const LudEnvOptions *o)
 {
 	const char *daemon = getenv("IOMMU_LUD_BINARY"), *policy = getenv("IOMMU_LUD_POLICY");
-	char path[512], conf[4096], sock[128];
+	char path[512], conf[4096], sock[128], notify[128];
 	int r;
 
 	memset(e, 0, sizeof(*e));
@@ -120,6 +318,18 @@ int lud_env_start(LudEnv *e, const LudEnvOptions *o)
 	snprintf(path, sizeof(path), "%s/iommu-lud.conf", e->dir);
 	if ((r = write_file(path, o->config ?: "")) < 0)
 		return r;
+	if (o->fake_luo) {
+		snprintf(path, sizeof(path), "%s/fake-liveupdate", e->dir);
+		if ((r = write_file(path, "")) < 0)
+			return r;
+		if (!getenv("IOMMU_LUD_FAKE_LUO")) {
+			fprintf(stderr, "# IOMMU_LUD_FAKE_LUO not set\n");
+			return -EINVAL;
+		}
+	}
+	notify[0] = 0;
+	if (o->notify != LUD_NOTIFY_NONE && (r = start_fake_pid1(e, o->notify, notify, sizeof(notify))) < 0)
+		return r;
 
 	e->daemon_pid = fork();
 	if (e->daemon_pid < 0)
@@ -129,16 +339,56 @@ int lud_env_start(LudEnv *e, const LudEnvOptions *o)
 
 		snprintf(cfg, sizeof(cfg), "--config=%s/iommu-lud.conf", e->dir);
 		snprintf(state, sizeof(state), "%s/state", e->dir);
-		snprintf(nodev, sizeof(nodev), "%s/no-liveupdate", e->dir);
+		snprintf(nodev, sizeof(nodev), "%s/%s", e->dir, o->fake_luo ? "fake-liveupdate" : "no-liveupdate");
 		setenv("DBUS_SYSTEM_BUS_ADDRESS", e->address, 1);
 		setenv("IOMMU_LUD_STATE_DIR", state, 1);
-		/* A host without LUO, deterministically. */
+		/* A host without LUO, deterministically, or the fake one. */
 		setenv("IOMMULU_LIVEUPDATE_DEV", nodev, 1);
-		unsetenv("NOTIFY_SOCKET");
+		if (notify[0])
+			setenv("NOTIFY_SOCKET", notify, 1);
+		else
+			unsetenv("NOTIFY_SOCKET");
 		unsetenv("LISTEN_FDS");
 		unsetenv("LISTEN_PID");
+		unsetenv("LISTEN_FDNAMES");
+		if (o->n_listen > 0 && o->n_listen <= 16) {
+			char names[1024] = "", num[32];
+			int high[16];
+
+			/* Out of the way first, then to 3, 4, ... */
+			for (size_t i = 0; i < o->n_listen; i++)
+				if ((high[i] = fcntl(o->listen_fds[i], F_DUPFD_CLOEXEC, 100)) < 0)
+					_exit(125);
+			for (size_t i = 0; i < o->n_listen; i++) {
+				if (dup2(high[i], 3 + (int)i) < 0)
+					_exit(125);
+				snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s", i ? ":" : "",
+					 o->listen_names[i]);
+			}
+			snprintf(num, sizeof(num), "%zu", o->n_listen);
+			setenv("LISTEN_FDS", num, 1);
+			snprintf(num, sizeof(num), "%d", (int)getpid());
+			setenv("LISTEN_PID", num, 1);
+			setenv("LISTEN_FDNAMES", names, 1);
+		}
 		unsetenv("JOURNAL_STREAM");
 		unsetenv("LD_PRELOAD");
+		if (o->fake_luo) {
+			char asan[512];
+
+			setenv("LD_PRELOAD", getenv("IOMMU_LUD_FAKE_LUO"), 1);
+			if (o->pidfd_delay_ms) {
+				char ms[16];
+
+				snprintf(ms, sizeof(ms), "%u", o->pidfd_delay_ms);
+				setenv("FAKE_LUO_PIDFD_DELAY_MS", ms, 1);
+			}
+			/* In the sanitizer build the preloaded fake precedes
+			 * the ASan runtime; it intercepts nothing ASan needs. */
+			snprintf(asan, sizeof(asan), "%s%sverify_asan_link_order=0", getenv("ASAN_OPTIONS") ?: "",
+				 getenv("ASAN_OPTIONS") ? ":" : "");
+			setenv("ASAN_OPTIONS", asan, 1);
+		}
 		if (o->fdstore)
 			setenv("FDSTORE", o->fdstore, 1);
 		else
@@ -159,7 +409,14 @@ int lud_env_start(LudEnv *e, const LudEnvOptions *o)
 	{
 		sd_bus *bus = NULL;
 
-		r = lud_env_connect(e, &bus);
+		/* dbus-daemon's socket file exists from bind() on, a moment
+		 * before it listens: retry a refused connection. */
+		for (int i = 0; i < 500; i++) {
+			r = lud_env_connect(e, &bus);
+			if (r != -ECONNREFUSED)
+				break;
+			msleep(10);
+		}
 		if (r < 0)
 			return r;
 		for (int i = 0; i < 1000; i++) {
@@ -199,6 +456,11 @@ void lud_env_stop(LudEnv *e)
 
 	if (e->daemon_pid > 0)
 		(void)lud_env_stop_daemon(e);
+	if (e->pid1_pid > 0) {
+		kill(e->pid1_pid, SIGTERM);
+		waitpid(e->pid1_pid, NULL, 0);
+		e->pid1_pid = 0;
+	}
 	if (e->bus_pid > 0) {
 		kill(e->bus_pid, SIGTERM);
 		waitpid(e->bus_pid, NULL, 0);

@@ -18,13 +18,29 @@ typedef struct LudEnv {
 	char address[160];
 	pid_t bus_pid;
 	pid_t daemon_pid;
+	pid_t pid1_pid;		/* the fake PID 1 on $NOTIFY_SOCKET, or 0 */
 } LudEnv;
+
+/* What the fake PID 1 on the daemon's $NOTIFY_SOCKET does. */
+typedef enum LudNotify {
+	LUD_NOTIFY_NONE,	/* no $NOTIFY_SOCKET: the daemon runs without an fd store */
+	LUD_NOTIFY_ACK,		/* keeps FDSTORE= fds by name, answers BARRIER=1 at once */
+	LUD_NOTIFY_NO_BARRIER,	/* like ACK, but never answers BARRIER=1 */
+} LudNotify;
 
 typedef struct LudEnvOptions {
 	bool with_policy;	/* include conf/org.iommulu.LiveUpdate1.conf */
 	const char *config;	/* iommu-lud.conf text, NULL = none */
 	unsigned long nofile;	/* RLIMIT_NOFILE (soft and hard) of the daemon, 0 = inherit */
 	const char *fdstore;	/* $FDSTORE (FileDescriptorStoreMax=) for the daemon, NULL = unset */
+	bool fake_luo;		/* a fake /dev/liveupdate (fake-luo.c, $IOMMU_LUD_FAKE_LUO) */
+	unsigned pidfd_delay_ms;	/* with fake_luo: delay the daemon's pidfd_open() */
+	/* fds handed to the daemon as $LISTEN_FDS with $LISTEN_FDNAMES, as
+	 * systemd passes its fd store back (at most 16) */
+	const int *listen_fds;
+	const char *const *listen_names;
+	size_t n_listen;
+	LudNotify notify;
 } LudEnvOptions;
 
 int lud_env_start(LudEnv *e, const LudEnvOptions *o);
@@ -34,6 +50,10 @@ void lud_env_stop(LudEnv *e);
 
 /* A new connection to the private bus as the current user. */
 int lud_env_connect(LudEnv *e, sd_bus **ret);
+
+/* The fake PID 1's fd store: the FDNAME= of each fd it holds, one per
+ * line, in *ret (free() it); the number of fds, or -errno. */
+int lud_env_fdstore(LudEnv *e, char **ret);
 
 /* Number of open fds of a process. */
 int count_fds(pid_t pid);

@@ -23,7 +23,13 @@ static void test_vm_name(void **state)
 
 	assert_true(iommulu_vm_name_is_valid("vm1"));
 	assert_true(iommulu_vm_name_is_valid("A-b_c.9"));
-	assert_true(iommulu_vm_name_is_valid("."));
+	assert_true(iommulu_vm_name_is_valid(".vm"));
+	assert_true(iommulu_vm_name_is_valid("..."));
+	assert_true(iommulu_vm_name_is_valid("vm-"));
+	assert_false(iommulu_vm_name_is_valid("."));
+	assert_false(iommulu_vm_name_is_valid(".."));
+	assert_false(iommulu_vm_name_is_valid("-rf"));
+	assert_false(iommulu_vm_name_is_valid("-"));
 	assert_false(iommulu_vm_name_is_valid(NULL));
 	assert_false(iommulu_vm_name_is_valid(""));
 	assert_false(iommulu_vm_name_is_valid("vm 1"));

@@ -398,6 +398,43 @@ static void test_reject_memfds(void **state)
 	close(fds[1]);
 }
 
+/* O_PATH descriptors classify like the file they name (fstat works on
+ * them) but cannot be preserved or used: refused, naming the fd. */
+static int opath_of(int fd)
+{
+	char path[64];
+	int p;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	p = open(path, O_PATH | O_CLOEXEC);
+	assert_true(p >= 0);
+	return p;
+}
+
+static void test_reject_opath(void **state)
+{
+	fixture *f = *state;
+	iommulu_vm_fds vm = full_vm(f);
+	int memfds[2] = { f->memfds[0], opath_of(f->memfds[1]) };
+	int devices[2] = { f->devices[0], opath_of(f->devices[1]) };
+	int iommufd = opath_of(f->iommufd);
+
+	vm.memfds = memfds;
+	expect_refusal(&vm, -EPERM, IOMMULU_REASON_WRONG_KIND,
+		       "memfd #1 (fd %d): wrong-fd-kind: an O_PATH descriptor, not an open file", memfds[1]);
+	vm.memfds = f->memfds;
+	vm.iommufd = iommufd;
+	expect_refusal(&vm, -EPERM, IOMMULU_REASON_WRONG_KIND,
+		       "iommufd (fd %d): wrong-fd-kind: an O_PATH descriptor, not an open file", iommufd);
+	vm.iommufd = f->iommufd;
+	vm.devices = devices;
+	expect_refusal(&vm, -EPERM, IOMMULU_REASON_WRONG_KIND,
+		       "device #1 (fd %d): wrong-fd-kind: an O_PATH descriptor, not an open file", devices[1]);
+	close(memfds[1]);
+	close(devices[1]);
+	close(iommufd);
+}
+
 static void test_reject_hugetlb(void **state)
 {
 	fixture *f = *state;
@@ -682,6 +719,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reject_input, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reject_memfds, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reject_hugetlb, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reject_opath, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reject_iommufd, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reject_hwpts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reject_devices, setup, teardown),
