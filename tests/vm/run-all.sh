@@ -159,20 +159,20 @@ printf '%s\n' "${rows[@]}"
 # Where the time went: each run's "phases" file (run-scenario.sh).
 echo
 echo "== where the time goes (seconds; sums over every kexec of a run)"
-printf '%-18s %-9s %7s %7s %7s %8s %7s %6s %7s %7s\n' scenario "VT-d" boot stages "kx load" shutdown reboot kexecs kernel total
+printf '%-24s %-9s %7s %7s %7s %8s %7s %6s %7s %7s\n' scenario "VT-d" boot stages "kx load" shutdown reboot kexecs kernel total
 declare -A sum=()
 for i in "${!j_name[@]}"; do
 	f=$results_root/${j_name[$i]//,/+}-${j_mode[$i]}/phases
 	[ -s "$f" ] || continue
 	unset boot stages kexec_load shutdown reboot kexecs kernel total
 	read -r boot stages kexec_load shutdown reboot kexecs kernel total < <(sed 's/[a-z_]*=//g' "$f")
-	printf '%-18s %-9s %7s %7s %7s %8s %7s %6s %7s %7s\n' "${j_name[$i]//,/+}" "${j_mode[$i]}" \
+	printf '%-24s %-9s %7s %7s %7s %8s %7s %6s %7s %7s\n' "${j_name[$i]//,/+}" "${j_mode[$i]}" \
 		"$boot" "$stages" "$kexec_load" "$shutdown" "$reboot" "$kexecs" "$kernel" "$total"
 	for k in boot stages kexec_load shutdown reboot kexecs kernel total; do
 		sum[$k]=$(echo "${sum[$k]:-0} + ${!k}" | bc -l)
 	done
 done
-printf '%-18s %-9s %7s %7s %7s %8s %7s %6s %7s %7s\n' "all runs" "" "$(fmt "${sum[boot]:-0}")" \
+printf '%-24s %-9s %7s %7s %7s %8s %7s %6s %7s %7s\n' "all runs" "" "$(fmt "${sum[boot]:-0}")" \
 	"$(fmt "${sum[stages]:-0}")" "$(fmt "${sum[kexec_load]:-0}")" "$(fmt "${sum[shutdown]:-0}")" \
 	"$(fmt "${sum[reboot]:-0}")" "${sum[kexecs]:-0}" "$(fmt "${sum[kernel]:-0}")" "$(fmt "${sum[total]:-0}")"
 echo "   boot: QEMU start -> stage 1; kx load: stage end -> kexec mark; shutdown: kexec mark -> \"Starting new"
