@@ -444,6 +444,7 @@ static int method_unregister_vm(sd_bus_message *msg, void *userdata, sd_bus_erro
 	if (IN_SET3(v->state, VM_RESTORED, VM_VERIFIED, VM_RETRIEVED))
 		return invalid_state(error, v, "call FinishVM first");
 	/* registered, finished, or failed (an incoming session is finished) */
+	vm_unmark_hwpts(v);
 	vm_finish_session(v);
 	log_vm(LOG_INFO, LOG_VM(name), "Unregistered VM %s", name);
 	manager_remove_vm(m, v);

@@ -644,6 +644,31 @@ int vm_preserve(Vm *v, sd_bus_error *error)
 /* Closes and forgets v's LUO session (both fd store entries too).  For an
  * outgoing session that unpreserves everything; for an incoming one it
  * finishes it. */
+/*
+ * Hand the VMM its iommufd back as it was before registration: drop the marks
+ * preservation put on its HWPTs (the plan's tokens), so that a VM no longer
+ * managed here is not carried over by a later preservation of the same
+ * iommufd.  Best effort: the VMM may have destroyed a HWPT meanwhile, and a
+ * kernel series older than IOMMU_HWPT_LIVEUPDATE_UNMARK cannot do it.  Not
+ * for a VM restored from an incoming session: its HWPT ids name nothing in
+ * this kernel's iommufd.
+ */
+void vm_unmark_hwpts(Vm *v)
+{
+	int r;
+
+	if (v->iommufd < 0 || v->session_incoming)
+		return;
+	for (size_t i = 0; i < v->n_hwpts; i++) {
+		r = iommulu_iommufd_hwpt_unmark_preserve(v->iommufd, v->hwpts[i],
+							 IOMMULU_TOKEN_HWPT_BASE + i);
+		if (r >= 0 || r == -ENOENT || r == -EINVAL)
+			continue;
+		log_vm_errno(r == -ENOTTY || r == -E2BIG ? LOG_DEBUG : LOG_WARNING, r, LOG_VM(v->name),
+			     "Could not unmark HWPT %" PRIu32 " of VM %s: %m", v->hwpts[i], v->name);
+	}
+}
+
 void vm_finish_session(Vm *v)
 {
 	Manager *m = v->manager;

@@ -178,6 +178,7 @@ int manager_restore_incoming(Manager *m, int session_fd, const char *fdname);
 int manager_restore_outgoing(Manager *m, int session_fd, int record_fd, const char *session_name);
 int vm_verify(Vm *v);
 void vm_finish_session(Vm *v);
+void vm_unmark_hwpts(Vm *v);
 
 /* fd store */
 /* How long a BARRIER=1 may stay unanswered before PreserveVM gives up and

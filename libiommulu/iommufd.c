@@ -134,3 +134,15 @@ _public_ int iommulu_iommufd_hwpt_mark_preserve(int iommufd, uint32_t hwpt_id, u
 
 	return iommufd_ioctl(iommufd, IOMMU_HWPT_LIVEUPDATE_MARK_PRESERVE, &cmd);
 }
+
+_public_ int iommulu_iommufd_hwpt_unmark_preserve(int iommufd, uint32_t hwpt_id, uint64_t token)
+{
+	struct iommu_hwpt_liveupdate_mark_preserve cmd = {
+		.size = sizeof(cmd),
+		.hwpt_id = hwpt_id,
+		.hwpt_token = token,
+		.flags = IOMMU_HWPT_LIVEUPDATE_UNMARK,
+	};
+
+	return iommufd_ioctl(iommufd, IOMMU_HWPT_LIVEUPDATE_MARK_PRESERVE, &cmd);
+}

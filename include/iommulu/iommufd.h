@@ -40,6 +40,14 @@ int iommulu_iommufd_destroy(int iommufd, uint32_t id);
  */
 int iommulu_iommufd_hwpt_mark_preserve(int iommufd, uint32_t hwpt_id, uint64_t token);
 
+/*
+ * Remove the mark of a HWPT (IOMMU_HWPT_LIVEUPDATE_UNMARK): token must be the
+ * one it is marked with (-EALREADY otherwise); unmarking a HWPT that is not
+ * marked is a successful no-op.  -EBUSY while the iommufd is preserved;
+ * -E2BIG from a kernel series that predates unmarking.
+ */
+int iommulu_iommufd_hwpt_unmark_preserve(int iommufd, uint32_t hwpt_id, uint64_t token);
+
 #ifdef __cplusplus
 }
 #endif

@@ -159,17 +159,27 @@ struct iommu_ioas_map_file {
  *   -EINVAL      hwpt_id is not a paging HWPT
  *   -EADDRINUSE  hwpt_token is already used by another HWPT of this iommufd
  *                (marking a HWPT again with its own token returns 0)
- *   -EALREADY    hwpt_id is already marked with another token
- *   -EBUSY       the iommufd is preserved (a new mark; the same mark is 0)
- *   -E2BIG       non-zero bytes past the fields this kernel knows
+ *   -EALREADY    hwpt_id is already marked with another token (also when
+ *                unmarking with a token it is not marked with)
+ *   -EBUSY       the iommufd is preserved (a change; the same mark, or an
+ *                unmark of an unmarked HWPT, is 0)
+ *   -EOPNOTSUPP  unknown flags, or __reserved not 0
+ *   -E2BIG       non-zero bytes past the fields this kernel knows (a
+ *                series without flags, asked to unmark)
  *   -ENOTTY      the running kernel lacks the series
+ * IOMMU_HWPT_LIVEUPDATE_UNMARK in flags removes the mark instead.
  */
 #ifndef IOMMU_HWPT_LIVEUPDATE_MARK_PRESERVE
 #define IOMMUFD_CMD_HWPT_LIVEUPDATE_MARK_PRESERVE 0x96
+enum iommu_hwpt_liveupdate_mark_flags {
+	IOMMU_HWPT_LIVEUPDATE_UNMARK = 1 << 0,
+};
 struct iommu_hwpt_liveupdate_mark_preserve {
 	__u32 size;
 	__u32 hwpt_id;
 	__aligned_u64 hwpt_token;
+	__u32 flags;
+	__u32 __reserved;
 };
 #define IOMMU_HWPT_LIVEUPDATE_MARK_PRESERVE \
 	_IO(IOMMUFD_TYPE, IOMMUFD_CMD_HWPT_LIVEUPDATE_MARK_PRESERVE)

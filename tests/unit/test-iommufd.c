@@ -74,8 +74,10 @@ static void test_abi_sizes(void **state)
 	assert_int_equal(sizeof(struct iommu_ioas_alloc), 12);
 	assert_int_equal(sizeof(struct iommu_ioas_map_file), 40);
 	assert_int_equal(sizeof(struct iommu_hwpt_alloc), 48);
-	assert_int_equal(sizeof(struct iommu_hwpt_liveupdate_mark_preserve), 16);
+	assert_int_equal(sizeof(struct iommu_hwpt_liveupdate_mark_preserve), 24);
 	assert_int_equal(offsetof(struct iommu_hwpt_liveupdate_mark_preserve, hwpt_token), 8);
+	assert_int_equal(offsetof(struct iommu_hwpt_liveupdate_mark_preserve, flags), 16);
+	assert_int_equal(IOMMU_HWPT_LIVEUPDATE_UNMARK, 1);
 	/* _IO(';', 0x80 + n): type 0x3b in bits 8-15, no size, no direction */
 	assert_int_equal(IOMMU_DESTROY, 0x3b80);
 	assert_int_equal(IOMMU_IOAS_ALLOC, 0x3b81);
@@ -311,7 +313,7 @@ static void test_mark_preserve(void **state)
 {
 	struct fixture *f = *state;
 	struct iommu_hwpt_liveupdate_mark_preserve want = {
-		.size = 16,
+		.size = 24,
 		.hwpt_id = 11,
 		.hwpt_token = 0x1122334455667788ull,
 	};
@@ -325,13 +327,34 @@ static void test_mark_preserve(void **state)
 	assert_mock_end();
 }
 
+static void test_unmark_preserve(void **state)
+{
+	struct fixture *f = *state;
+	struct iommu_hwpt_liveupdate_mark_preserve want = {
+		.size = 24, .hwpt_id = 11, .hwpt_token = 7,
+		.flags = IOMMU_HWPT_LIVEUPDATE_UNMARK,
+	};
+
+	mock_ioctl_expect(&(struct mock_ioctl){
+		.fd = f->iommufd, .req = IOMMU_HWPT_LIVEUPDATE_MARK_PRESERVE,
+		.in = &want, .in_len = sizeof(want),
+	});
+	mock_ioctl_expect(&(struct mock_ioctl){
+		.fd = f->iommufd, .req = IOMMU_HWPT_LIVEUPDATE_MARK_PRESERVE,
+		.in = &want, .in_len = sizeof(want), .err = EBUSY,
+	});
+	assert_int_equal(iommulu_iommufd_hwpt_unmark_preserve(f->iommufd, 11, 7), 0);
+	assert_int_equal(iommulu_iommufd_hwpt_unmark_preserve(f->iommufd, 11, 7), -EBUSY);
+	assert_mock_end();
+}
+
 /* Each documented kernel answer comes back unchanged. */
 static void test_mark_preserve_errnos(void **state)
 {
 	struct fixture *f = *state;
 	static const int errs[] = { ENOTTY, EINVAL, EADDRINUSE, E2BIG, ENOENT };
 	struct iommu_hwpt_liveupdate_mark_preserve want = {
-		.size = 16, .hwpt_id = 4, .hwpt_token = 9,
+		.size = 24, .hwpt_id = 4, .hwpt_token = 9,
 	};
 
 	for (size_t i = 0; i < sizeof(errs) / sizeof(errs[0]); i++)
@@ -350,7 +373,7 @@ static void test_mock_catches_mismatch(void **state)
 {
 	struct fixture *f = *state;
 	struct iommu_hwpt_liveupdate_mark_preserve want = {
-		.size = 16, .hwpt_id = 4, .hwpt_token = 9,
+		.size = 24, .hwpt_id = 4, .hwpt_token = 9,
 	};
 	const char *err;
 
@@ -435,6 +458,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_hwpt_alloc_flags_and_errno, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_destroy, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mark_preserve, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unmark_preserve, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mark_preserve_errnos, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mock_catches_mismatch, setup, teardown),
 		cmocka_unit_test(test_real_kernel),

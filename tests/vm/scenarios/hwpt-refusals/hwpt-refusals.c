@@ -21,6 +21,10 @@
  * the memfd still holds as it was (the punched page reads back as zeros).
  *   same-mark-again  marking the HWPT again with its own token: 0 (a no-op)
  *   dup-token  a mark of another HWPT with a token already used: EADDRINUSE
+ *   unmark-while-preserved  IOMMU_HWPT_LIVEUPDATE_UNMARK while the iommufd
+ *              is preserved: EBUSY
+ *   unmark, unmark-again, token-free  unmarking works, twice is a no-op,
+ *              and the token can then mark another HWPT
  * After each refusal nothing may stay half preserved: the IOAS can still be
  * unmapped (it is not frozen), and the same iommufd can be preserved in a
  * fresh session once the mapping is valid (it is not left in the first one).
@@ -286,6 +290,8 @@ int main(int argc, char **argv)
 	result("valid-after-refusals", r == 0, "preserve memfd+iommufd: %s", strerror(-r));
 	r = ioas_unmap(iommufd, ioas, IOVA, LEN);
 	result("frozen-while-preserved", r == -EBUSY, "unmap got %s", strerror(-r));
+	r = iommulu_iommufd_hwpt_unmark_preserve(iommufd, hwpt, 1);
+	result("unmark-while-preserved", r == -EBUSY, "unmark got %s", strerror(-r));
 	close(s);
 	check_clean("abort-clean", iommufd, ioas);
 	close(fd);
@@ -334,6 +340,14 @@ int main(int argc, char **argv)
 	close(s);
 	check_clean("resized-clean", iommufd, ioas);
 	close(fd);
+
+	/* unmark: the mark goes, twice is a no-op, its token is free again */
+	r = iommulu_iommufd_hwpt_unmark_preserve(iommufd, hwpt, 1);
+	result("unmark", r == 0, "unmark: %s", strerror(-r));
+	r = iommulu_iommufd_hwpt_unmark_preserve(iommufd, hwpt, 1);
+	result("unmark-again", r == 0, "a second unmark: %s", strerror(-r));
+	r = iommulu_iommufd_hwpt_mark_preserve(iommufd, hwpt2, 1);
+	result("token-free", r == 0, "marking another HWPT with the freed token: %s", strerror(-r));
 
 	printf("%d failure(s)\n", failures);
 	return failures ? 1 : 0;

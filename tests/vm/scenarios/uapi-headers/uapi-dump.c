@@ -110,6 +110,9 @@ int main(void)
 	FIELD(iommu_hwpt_liveupdate_mark_preserve, size);
 	FIELD(iommu_hwpt_liveupdate_mark_preserve, hwpt_id);
 	FIELD(iommu_hwpt_liveupdate_mark_preserve, hwpt_token);
+	FIELD(iommu_hwpt_liveupdate_mark_preserve, flags);
+	FIELD(iommu_hwpt_liveupdate_mark_preserve, __reserved);
+	VAL(IOMMU_HWPT_LIVEUPDATE_UNMARK);
 #else
 	MISSING(IOMMU_HWPT_LIVEUPDATE_MARK_PRESERVE);
 #endif
