@@ -662,7 +662,12 @@ void vm_unmark_hwpts(Vm *v)
 	for (size_t i = 0; i < v->n_hwpts; i++) {
 		r = iommulu_iommufd_hwpt_unmark_preserve(v->iommufd, v->hwpts[i],
 							 IOMMULU_TOKEN_HWPT_BASE + i);
-		if (r >= 0 || r == -ENOENT || r == -EINVAL)
+		if (r >= 0) {
+			log_vm(LOG_INFO, LOG_VM(v->name), "Unmarked HWPT %" PRIu32 " of VM %s",
+			       v->hwpts[i], v->name);
+			continue;
+		}
+		if (r == -ENOENT || r == -EINVAL)
 			continue;
 		log_vm_errno(r == -ENOTTY || r == -E2BIG ? LOG_DEBUG : LOG_WARNING, r, LOG_VM(v->name),
 			     "Could not unmark HWPT %" PRIu32 " of VM %s: %m", v->hwpts[i], v->name);
