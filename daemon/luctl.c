@@ -1032,6 +1032,15 @@ static bool vm_survives(const VmInfo *v, const ManagerInfo *mi, char *why, size_
 		snprintf(why, size, "preserved automatically when the kexec starts");
 		return true;
 	}
+	/* The daemon fills IneligibleReason lazily (on a change, a
+	 * re-check, a logind inhibitor); the state alone tells these. */
+	if (streq_ptr(state, "restored") || streq_ptr(state, "verified") || streq_ptr(state, "retrieved") ||
+	    (streq_ptr(state, "failed") && v->session && v->session[0])) {
+		snprintf(why, size, "restored from the last live update and %s%s%s; finish it and let its VMM "
+			 "register it again", state, streq_ptr(state, "failed") ? ": " : "",
+			 streq_ptr(state, "failed") ? strempty(v->last_error) : "");
+		return false;
+	}
 	if (streq_ptr(state, "failed")) {
 		snprintf(why, size, "the last preservation failed (retried at kexec): %s",
 			 v->last_error && v->last_error[0] ? v->last_error : "no error recorded");
