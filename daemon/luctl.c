@@ -405,6 +405,31 @@ static VmInfo *vm_list_find(VmList *l, const char *name)
 	return NULL;
 }
 
+/* The properties of VM name, found with ListVMs (the daemon names the
+ * object).  0, or the exit status after printing why not. */
+static int get_vm(sd_bus *bus, const char *name, const char *verb, VmList *l, VmInfo **ret)
+{
+	_cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+	char what[IOMMULU_VM_NAME_MAX + 64];
+	VmInfo *v;
+	int r;
+
+	snprintf(what, sizeof(what), "%s VM %s", verb, name);
+	if ((r = get_vms(bus, false, l)) < 0)
+		return -r;
+	v = vm_list_find(l, name);
+	if (v)
+		r = map_all_properties(bus, v->path, VM_IFACE, vm_map, v, &e);
+	if (!v || sd_bus_error_has_names(&e, SD_BUS_ERROR_UNKNOWN_OBJECT, SD_BUS_ERROR_UNKNOWN_INTERFACE)) {
+		fprintf(stderr, "Failed to %s: %s: No VM named '%s'\n", what, ERROR_NO_SUCH_VM, name);
+		return EXIT_NO_VM;
+	}
+	if (r < 0)
+		return call_failed(what, &e, r);
+	*ret = v;
+	return 0;
+}
+
 /* ---- output ---------------------------------------------------------- */
 
 /* 65536 -> "64K", 1610612736 -> "1.5G", as systemd's format_bytes(). */
@@ -669,13 +694,8 @@ static int verb_show(int argc, char **argv, sd_bus *bus)
 
 	if (check_vm_name(name) < 0)
 		return EXIT_USAGE;
-	if ((r = get_vms(bus, true, &l)) < 0)
-		return -r;
-	v = vm_list_find(&l, name);
-	if (!v) {
-		fprintf(stderr, "No VM named '%s'.\n", name);
-		return EXIT_NO_VM;
-	}
+	if ((r = get_vm(bus, name, "show", &l, &v)) != 0)
+		return r;
 	if (arg_json >= 0) {
 		_cleanup_json_ json_object *j = vm_to_json(v);
 
@@ -853,7 +873,7 @@ static void retrieved_done(Retrieved *f)
 }
 
 /* Appends the (sh) entries of reply to f, duplicating the fds (the
- * message owns its own) well above the range retrieve moves them to. */
+ * message owns its own). */
 static int read_files(sd_bus_message *reply, Retrieved *f, size_t *ret_n)
 {
 	const char *role;
@@ -872,7 +892,7 @@ static int read_files(sd_bus_message *reply, Retrieved *f, size_t *ret_n)
 		if (!fds)
 			return -ENOMEM;
 		f->fds = fds;
-		f->fds[f->n] = fcntl(fd, F_DUPFD_CLOEXEC, 3 + 1024);
+		f->fds[f->n] = fcntl(fd, F_DUPFD_CLOEXEC, 3);
 		if (f->fds[f->n] < 0)
 			return -errno;
 		f->roles[f->n] = strdup(role);
@@ -900,13 +920,8 @@ static int retrieve_files(sd_bus *bus, const char *name, Retrieved *f)
 	int r;
 
 	snprintf(what, sizeof(what), "retrieve VM %s", name);
-	if ((r = get_vms(bus, true, &l)) < 0)
-		return -r;
-	v = vm_list_find(&l, name);
-	if (!v) {
-		fprintf(stderr, "Failed to %s: %s: No VM named '%s'\n", what, ERROR_NO_SUCH_VM, name);
-		return EXIT_NO_VM;
-	}
+	if ((r = get_vm(bus, name, "retrieve", &l, &v)) != 0)
+		return r;
 	if (v->memfds + strv_length(v->devices) + 1 <= FDS_PER_MESSAGE) {
 		_cleanup_msg_ sd_bus_message *reply = NULL;
 
@@ -956,12 +971,24 @@ static int exec_with_files(sd_bus **bus, Retrieved *f)
 	}
 	free(env);
 
+	/* Out of the way of 3 .. 3+n-1 first, so that no dup2() below
+	 * overwrites a file still to be moved. */
+	for (size_t i = 0; i < f->n; i++) {
+		int fd = fcntl(f->fds[i], F_DUPFD_CLOEXEC, (int)(3 + f->n));
+
+		if (fd < 0) {
+			fprintf(stderr, "Failed to pass %s to the command: %m\n", f->roles[i]);
+			return EXIT_FAIL;
+		}
+		safe_close(f->fds[i]);
+		f->fds[i] = fd;
+	}
 	/* The bus connection is not the command's business. */
 	*bus = sd_bus_flush_close_unref(*bus);
 	fflush(stdout);
 	for (size_t i = 0; i < f->n; i++) {
-		/* dup2() leaves the copy without FD_CLOEXEC; the originals
-		 * are above 1027 and close on exec. */
+		/* dup2() leaves the copy without FD_CLOEXEC; the
+		 * originals close on exec. */
 		if (dup2(f->fds[i], 3 + (int)i) < 0) {
 			fprintf(stderr, "Failed to pass %s as fd %zu: %m\n", f->roles[i], 3 + i);
 			return EXIT_FAIL;

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -122,6 +123,15 @@ static int run_as(LudEnv *env, uid_t uid, const char *const *args)
 		setenv("DBUS_SYSTEM_BUS_ADDRESS", env->address, 1);
 		setenv("PATH", path, 1);
 		setenv("LC_ALL", "C", 1);
+		{
+			/* A login shell's soft limit, whatever the test runs with. */
+			struct rlimit rl;
+
+			if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max >= 1024) {
+				rl.rlim_cur = 1024;
+				setrlimit(RLIMIT_NOFILE, &rl);
+			}
+		}
 		if (uid != 0 && (setgroups(0, NULL) < 0 || setresgid(uid, uid, uid) < 0 || setresuid(uid, uid, uid) < 0))
 			_exit(125);
 		execv(argv[0], argv);
