@@ -276,7 +276,7 @@ static uint32_t manager_u(sd_bus *bus, const char *prop)
 	return v;
 }
 
-/* ---- 1: no /dev/liveupdate: every VM is ineligible ------------------- */
+/* ---- the bash completion ------------------------------------------- */
 
 /* Runs bash -c script with iommu-luctl on PATH, on env's bus. */
 static int run_bash(LudEnv *env, const char *script)
@@ -318,6 +318,8 @@ static int complete(LudEnv *env, const char *words, int cword)
 		 words, cword);
 	return run_bash(env, script);
 }
+
+/* ---- 1: no /dev/liveupdate: every VM is ineligible ------------------- */
 
 static void test_no_luo(void)
 {
@@ -459,6 +461,10 @@ static void test_no_luo(void)
 	}
 	json_object_put(j);
 
+	LUCTL(&env, "check", "--no-legend");
+	check(run.status == 1 && strncmp(run.out, "inel ", 5) == 0 && !out_has("Verdict") && !out_has("SURVIVES"),
+	      "check --no-legend: only the VM lines, the same exit status");
+
 	/* usage errors */
 	LUCTL(&env, "frobnicate");
 	check(run.status == 2 && err_has("Unknown command 'frobnicate'"), "an unknown command: exit status 2 (%d: %s)",
@@ -513,6 +519,8 @@ static void test_no_luo(void)
 	check(run.status == 0 && strcmp(run.out, "inel\n") == 0, "completion: after an option too (%s)", run.out);
 	complete(&env, "iommu-luctl preserve --a", 2);
 	check(run.status == 0 && strcmp(run.out, "--all\n") == 0, "completion: preserve --all (%s)", run.out);
+	complete(&env, "iommu-luctl retrieve inel -- tru", 4);
+	check(run.status == 0 && out_has("true\n"), "completion: a command after retrieve VM -- (%s)", run.out);
 	complete(&env, "iommu-luctl show inel ''", 3);
 	check(run.status == 0 && !out_has("inel"), "completion: one VM only (%s)", run.out);
 
@@ -522,6 +530,38 @@ static void test_no_luo(void)
 	LUCTL(&env, "status");
 	check(run.status == 3 && err_has("org.freedesktop.DBus.Error.ServiceUnknown"),
 	      "status without the daemon: exit status 3 (%d: %s)", run.status, run.err);
+	lud_env_stop(&env);
+	close(fd);
+}
+
+/* FailurePolicy=continue: nothing blocks, check says what would be lost. */
+static void test_policy_continue(void)
+{
+	LudEnv env;
+	sd_bus *bus = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int fd = -1, r;
+
+	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = true,
+						   .config = "[Daemon]\nFailurePolicy=continue\nMaxVMs=7\n" });
+	if (!check(r >= 0, "start a daemon with FailurePolicy=continue, MaxVMs=7 (%s)", strerror(-r))) {
+		lud_env_stop(&env);
+		return;
+	}
+	lud_env_connect(&env, &bus);
+	iommulu_memfd_create("lost", 1 << 16, &fd);
+	r = register_vm(bus, "RegisterVM", "lost", fd, true, &e);
+	check(r >= 0, "RegisterVM lost (%s)", e.message ?: "");
+	sd_bus_error_free(&e);
+	LUCTL(&env, "status");
+	check(run.status == 0 && out_has("    FailurePolicy: continue\n") && out_has("           MaxVMs: 7\n"),
+	      "status shows the configured FailurePolicy and MaxVMs");
+	LUCTL(&env, "check");
+	if (!check(run.status == 1 && LINE_HAS("lost", " no ") &&
+			   out_has("FailurePolicy=continue: nothing blocks a kexec, the VMs marked \"no\" would be lost."),
+		   "check with FailurePolicy=continue: exit status 1, says nothing blocks the loss"))
+		dump();
+	sd_bus_flush_close_unref(bus);
 	lud_env_stop(&env);
 	close(fd);
 }
@@ -736,6 +776,7 @@ int main(void)
 		return 77;
 	}
 	test_no_luo();
+	test_policy_continue();
 	test_eligible();
 	test_restored();
 	printf("1..%u\n", n_test);
