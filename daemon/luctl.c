@@ -523,7 +523,7 @@ static void table_print(const Table *t)
 	}
 }
 
-static json_object *json_string_or_null(const char *s)
+static json_object *json_string_or_empty(const char *s)
 {
 	return json_object_new_string(s ?: "");
 }
@@ -532,8 +532,8 @@ static json_object *vm_to_json(const VmInfo *v)
 {
 	json_object *j = json_object_new_object(), *a;
 
-	json_object_object_add(j, "Name", json_string_or_null(v->name));
-	json_object_object_add(j, "State", json_string_or_null(v->state));
+	json_object_object_add(j, "Name", json_string_or_empty(v->name));
+	json_object_object_add(j, "State", json_string_or_empty(v->state));
 	a = json_object_new_array();
 	for (char **d = v->devices; d && *d; d++)
 		json_object_array_add(a, json_object_new_string(*d));
@@ -543,13 +543,13 @@ static json_object *vm_to_json(const VmInfo *v)
 		json_object_array_add(a, json_object_new_uint64(v->hwpts.v[i]));
 	json_object_object_add(j, "HWPTs", a);
 	json_object_object_add(j, "GuestMemoryBytes", json_object_new_uint64(v->guest_memory_bytes));
-	json_object_object_add(j, "Session", json_string_or_null(v->session));
-	json_object_object_add(j, "LastError", json_string_or_null(v->last_error));
+	json_object_object_add(j, "Session", json_string_or_empty(v->session));
+	json_object_object_add(j, "LastError", json_string_or_empty(v->last_error));
 	json_object_object_add(j, "Generation", json_object_new_uint64(v->generation));
 	json_object_object_add(j, "OwnerPID", json_object_new_uint64(v->owner_pid));
 	json_object_object_add(j, "Memfds", json_object_new_uint64(v->memfds));
-	json_object_object_add(j, "IneligibleReason", json_string_or_null(v->ineligible_reason));
-	json_object_object_add(j, "RestoreNotes", json_string_or_null(v->restore_notes));
+	json_object_object_add(j, "IneligibleReason", json_string_or_empty(v->ineligible_reason));
+	json_object_object_add(j, "RestoreNotes", json_string_or_empty(v->restore_notes));
 	return j;
 }
 
@@ -581,14 +581,14 @@ static int verb_status(int argc, char **argv, sd_bus *bus)
 		_cleanup_json_ json_object *j = json_object_new_object();
 		json_object *s = json_object_new_object();
 
-		json_object_object_add(j, "Version", json_string_or_null(mi.version));
-		json_object_object_add(j, "FailurePolicy", json_string_or_null(mi.failure_policy));
+		json_object_object_add(j, "Version", json_string_or_empty(mi.version));
+		json_object_object_add(j, "FailurePolicy", json_string_or_empty(mi.failure_policy));
 		json_object_object_add(j, "MaxVMs", json_object_new_uint64(mi.max_vms));
 		json_object_object_add(j, "MaxFdsPerVM", json_object_new_uint64(mi.max_fds_per_vm));
 		json_object_object_add(j, "FdStore", json_object_new_boolean(mi.fdstore));
 		json_object_object_add(j, "LiveUpdated", json_object_new_boolean(mi.live_updated));
 		json_object_object_add(j, "Generation", json_object_new_uint64(mi.generation));
-		json_object_object_add(j, "ShutdownBlockedBy", json_string_or_null(mi.shutdown_blocked_by));
+		json_object_object_add(j, "ShutdownBlockedBy", json_string_or_empty(mi.shutdown_blocked_by));
 		json_object_object_add(j, "VMs", json_object_new_uint64(l.n));
 		for (size_t k = 0; k < ELEMENTSOF(vm_states); k++)
 			json_object_object_add(s, vm_states[k], json_object_new_uint64(counts[k]));
@@ -1043,7 +1043,7 @@ static int verb_retrieve(int argc, char **argv, sd_bus *bus_in)
 }
 
 /* Will VM v survive a kexec now, and why (not). */
-static bool vm_survives(const VmInfo *v, const ManagerInfo *mi, char *why, size_t size)
+static bool vm_survives(const VmInfo *v, char *why, size_t size)
 {
 	const char *state = strempty(v->state);
 
@@ -1125,7 +1125,7 @@ static int verb_check(int argc, char **argv, sd_bus *bus)
 		r = table_add(&t, "WHY");
 	for (size_t i = 0; r >= 0 && i < l.n; i++) {
 		char why[2048];
-		bool ok = vm_survives(&l.vms[i], &mi, why, sizeof(why));
+		bool ok = vm_survives(&l.vms[i], why, sizeof(why));
 		json_object *o = json_object_new_object();
 
 		lost += !ok;
@@ -1149,8 +1149,8 @@ static int verb_check(int argc, char **argv, sd_bus *bus)
 
 	json_object_object_add(j, "ok", json_object_new_boolean(lost == 0 && !blocked));
 	json_object_object_add(j, "lost", json_object_new_uint64(lost));
-	json_object_object_add(j, "FailurePolicy", json_string_or_null(mi.failure_policy));
-	json_object_object_add(j, "ShutdownBlockedBy", json_string_or_null(mi.shutdown_blocked_by));
+	json_object_object_add(j, "FailurePolicy", json_string_or_empty(mi.failure_policy));
+	json_object_object_add(j, "ShutdownBlockedBy", json_string_or_empty(mi.shutdown_blocked_by));
 	json_object_object_add(j, "kexec_loaded", staged < 0 ? NULL : json_object_new_boolean(staged));
 
 	if (arg_json >= 0)
