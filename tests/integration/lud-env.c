@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -16,6 +17,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <iommulu/iommulu.h>
+
+#include "fake-luo.h"
 #include "lud-env.h"
 
 static void msleep(unsigned ms)
@@ -506,4 +510,39 @@ long rss_kib(pid_t pid)
 			break;
 	fclose(f);
 	return kib;
+}
+
+int lud_incoming_session(const char *vm, size_t n_memfds, const char *bdf)
+{
+	iommulu_manifest *mf = NULL;
+	iommulu_error e = {};
+	char name[128], *json = NULL;
+	int fd, r;
+
+	r = iommulu_manifest_new(vm, &mf);
+	if (r < 0)
+		return r;
+	mf->generation = 1;
+	for (size_t i = 0; r >= 0 && i < n_memfds; i++)
+		r = iommulu_manifest_add_memfd(mf, IOMMULU_TOKEN_MEMFD_BASE + i, 1 << 16);
+	if (r >= 0 && bdf) {
+		r = iommulu_manifest_set_iommufd(mf, IOMMULU_TOKEN_IOMMUFD);
+		if (r >= 0)
+			r = iommulu_manifest_add_device(mf, bdf, IOMMULU_TOKEN_DEVICE_BASE);
+	}
+	if (r >= 0)
+		r = iommulu_manifest_to_json(mf, &json, &e);
+	iommulu_manifest_free(mf);
+	if (r < 0) {
+		fprintf(stderr, "# manifest of %s: %s\n", vm, e.message);
+		return r;
+	}
+	snprintf(name, sizeof(name), "%siommulu.1.%s", FAKE_LUO_INCOMING_PREFIX, vm);
+	fd = memfd_create(name, MFD_CLOEXEC);
+	if (fd < 0 || write(fd, json, strlen(json)) != (ssize_t)strlen(json))
+		r = -EIO;
+	free(json);
+	if (r < 0 && fd >= 0)
+		close(fd);
+	return r < 0 ? r : fd;
 }

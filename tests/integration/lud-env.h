@@ -9,6 +9,7 @@
  */
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <sys/types.h>
 
 #include <systemd/sd-bus.h>
@@ -54,6 +55,12 @@ int lud_env_connect(LudEnv *e, sd_bus **ret);
 /* The fake PID 1's fd store: the FDNAME= of each fd it holds, one per
  * line, in *ret (free() it); the number of fds, or -errno. */
 int lud_env_fdstore(LudEnv *e, char **ret);
+
+/* An incoming fake LUO session of VM vm (generation 1), as systemd hands
+ * it back after a kexec: n_memfds memfds of 64 KiB and, with bdf, an
+ * iommufd and that device, which the fake does not restore.  The session
+ * fd, or -errno. */
+int lud_incoming_session(const char *vm, size_t n_memfds, const char *bdf);
 
 /* Number of open fds of a process. */
 int count_fds(pid_t pid);

@@ -27,7 +27,6 @@
 #include <iommulu/iommulu.h>
 
 #include "config.h"
-#include "fake-luo.h"
 #include "lud-env.h"
 
 #define DEST "org.iommulu.LiveUpdate1"
@@ -1119,34 +1118,6 @@ static void test_register_parts(void)
 		close(fds[i]);
 }
 
-/* An incoming fake LUO session of VM vm (generation 1) with n memfds of
- * 64 KiB, as systemd would hand it back after a kexec. */
-static int incoming_session(const char *vm, size_t n)
-{
-	iommulu_manifest *mf = NULL;
-	iommulu_error e = {};
-	char name[128], *json = NULL;
-	int fd, r;
-
-	r = iommulu_manifest_new(vm, &mf);
-	if (r < 0)
-		return r;
-	mf->generation = 1;
-	for (size_t i = 0; r >= 0 && i < n; i++)
-		r = iommulu_manifest_add_memfd(mf, IOMMULU_TOKEN_MEMFD_BASE + i, 1 << 16);
-	if (r >= 0)
-		r = iommulu_manifest_to_json(mf, &json, &e);
-	iommulu_manifest_free(mf);
-	if (r < 0)
-		return r;
-	snprintf(name, sizeof(name), "%siommulu.1.%s", FAKE_LUO_INCOMING_PREFIX, vm);
-	fd = memfd_create(name, MFD_CLOEXEC);
-	if (fd < 0 || write(fd, json, strlen(json)) != (ssize_t)strlen(json))
-		r = -EIO;
-	free(json);
-	return r < 0 ? r : fd;
-}
-
 /* RetrieveVMPart(name, first, count): appends the roles to roles (space
  * separated), checks each fd is a memfd of 64 KiB; returns the number of
  * files or -errno, *ret_total the total. */
@@ -1190,8 +1161,8 @@ static void test_retrieve_parts(void)
 	uint32_t total = 0;
 	bool sizes_ok = true;
 
-	sessions[0] = incoming_session("big", 40);
-	sessions[1] = incoming_session("small", 2);
+	sessions[0] = lud_incoming_session("big", 40, NULL);
+	sessions[1] = lud_incoming_session("small", 2, NULL);
 	if (!check(sessions[0] >= 0 && sessions[1] >= 0, "make two incoming fake LUO sessions"))
 		return;
 	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = true, .fake_luo = true, .notify = LUD_NOTIFY_ACK,
