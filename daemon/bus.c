@@ -705,7 +705,9 @@ static int retrieve_files(sd_bus_message *msg, Manager *m, bool part, sd_bus_err
 		log_vm(LOG_NOTICE, LOG_VM_SESSION(v->name, v->session_name),
 		       "Handed VM %s's restored files to the VMM", v->name);
 	}
-	return 0;
+	/* Handled: the reply is sent.  0 would make sd-bus answer the call
+	 * again, with UnknownMethod, after the reply. */
+	return 1;
 }
 
 static int method_retrieve_vm(sd_bus_message *msg, void *userdata, sd_bus_error *error)
