@@ -1172,7 +1172,8 @@ static int verb_check(int argc, char **argv, sd_bus *bus)
 			if (l.n == 0)
 				printf("Verdict: no VMs registered, a kexec loses nothing.\n");
 			else if (lost == 0 && !blocked)
-				printf("Verdict: a kexec now would preserve all %zu VM%s.\n", l.n, l.n == 1 ? "" : "s");
+				printf("Verdict: a kexec now would preserve %s%zu VM%s.\n", l.n == 1 ? "its " : "all ", l.n,
+				       l.n == 1 ? "" : "s");
 			else if (lost)
 				printf("Verdict: a kexec now would lose %zu of %zu VM%s.\n", lost, l.n, l.n == 1 ? "" : "s");
 			else

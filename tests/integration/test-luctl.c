@@ -589,7 +589,7 @@ static void test_eligible(void)
 
 	LUCTL(&env, "check");
 	if (!check(run.status == 0 && LINE_HAS("good", "registered", " yes ", "preserved automatically") &&
-			   out_has("Verdict: a kexec now would preserve all 1 VM."),
+			   out_has("Verdict: a kexec now would preserve its 1 VM."),
 		   "check with an eligible VM: exit status 0"))
 		dump();
 	LUCTL(&env, "check", "--json");
