@@ -90,6 +90,7 @@ conf_defaults
 . "$sdir/scenario.conf"
 declare -A xfail=() desc=()
 xfail[${members[0]}]=$XFAIL desc[${members[0]}]=$DESCRIPTION
+max() { [ "$1" -gt "$2" ] && echo "$1" || echo "$2"; }
 # A group boots once for all: the most devices and RAM any member asks for,
 # the longest boot and kexec timeouts, and the sum of the stage timeouts
 # (the members' stage N scripts run one after another).
@@ -104,7 +105,6 @@ for m in "${members[@]:1}"; do
 		{ echo "run-scenario: $m's QEMU_EXTRA differs from ${members[0]}'s: they cannot share a boot" >&2; exit 2; }
 	[ "${v[8]}" = 0 ] && [ "$BENCH_KEXEC_RATIO" = 0 ] ||
 		{ echo "run-scenario: a benchmark (BENCH_KEXEC_RATIO=1) cannot share a boot ($name)" >&2; exit 2; }
-	max() { [ "$1" -gt "$2" ] && echo "$1" || echo "$2"; }
 	EDU=$(max "$EDU" "${v[0]}") MEM=$(max "$MEM" "${v[1]}") SMP=$(max "$SMP" "${v[2]}")
 	TIMEOUT_BOOT=$(max "$TIMEOUT_BOOT" "${v[3]}") TIMEOUT_KEXEC=$(max "$TIMEOUT_KEXEC" "${v[5]}")
 	TIMEOUT_STAGE=$((TIMEOUT_STAGE + v[4]))
