@@ -426,6 +426,36 @@ static int method_register_vm_part(sd_bus_message *msg, void *userdata, sd_bus_e
 	return register_files(msg, userdata, true, error);
 }
 
+/*
+ * LUO FINISH of a VM's incoming session.  The kernel refuses it (EBUSY) while
+ * one of the VM's devices still translates DMA through the page tables the
+ * previous kernel handed over: they point into the VM's memfds, which FINISH
+ * lets go.  The VM then stays as it is; its VMM takes the devices over first.
+ */
+static int finish_incoming_session(Vm *v, sd_bus_error *error)
+{
+	char what[160];
+	int r;
+
+	r = iommulu_luo_session_finish(v->session_fd);
+	if (r == -EBUSY && v->n_devices > 0) {
+		log_vm(LOG_WARNING, LOG_VM_SESSION(v->name, v->session_name),
+		       "Not finishing VM %s: a device still uses the translation preserved across the kexec",
+		       v->name);
+		return sd_bus_error_setf(error, ERROR_BUSY,
+					 "VM %s: a device still does DMA through the IOMMU translation preserved "
+					 "across the kexec, which maps the VM's memory; its VMM must bind the "
+					 "retrieved device to the retrieved iommufd and attach a HWPT before the "
+					 "session %s can be finished (the kernel log names the device)",
+					 v->name, v->session_name);
+	}
+	if (r < 0) {
+		snprintf(what, sizeof(what), "VM %s: LUO FINISH of session %s failed", v->name, v->session_name);
+		return bus_error_from_errno(error, r, what);
+	}
+	return 0;
+}
+
 static int method_unregister_vm(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
 	Manager *m = userdata;
@@ -444,6 +474,13 @@ static int method_unregister_vm(sd_bus_message *msg, void *userdata, sd_bus_erro
 	if (IN_SET3(v->state, VM_RESTORED, VM_VERIFIED, VM_RETRIEVED))
 		return invalid_state(error, v, "call FinishVM first");
 	/* registered, finished, or failed (an incoming session is finished) */
+	if (v->session_incoming && v->session_fd >= 0) {
+		/* Keep the VM if the kernel still needs its session. */
+		r = finish_incoming_session(v, error);
+		if (r < 0)
+			return r;
+		v->session_incoming = false;	/* FINISH done; do not repeat it */
+	}
 	vm_unmark_hwpts(v);
 	vm_finish_session(v);
 	log_vm(LOG_INFO, LOG_VM(name), "Unregistered VM %s", name);
@@ -737,13 +774,9 @@ static int method_finish_vm(sd_bus_message *msg, void *userdata, sd_bus_error *e
 	    (!IN_SET3(v->state, VM_RESTORED, VM_VERIFIED, VM_RETRIEVED) && v->state != VM_FAILED))
 		return invalid_state(error, v, "only a VM restored from a live update can be finished");
 
-	r = iommulu_luo_session_finish(v->session_fd);
-	if (r < 0) {
-		char what[128];
-
-		snprintf(what, sizeof(what), "VM %s: LUO FINISH of session %s failed", name, v->session_name);
-		return bus_error_from_errno(error, r, what);
-	}
+	r = finish_incoming_session(v, error);
+	if (r < 0)
+		return r;
 	log_vm(LOG_NOTICE, LOG_VM_SESSION(name, v->session_name),
 	       "Finished VM %s: session %s released and removed from the fd store", name, v->session_name);
 	v->session_incoming = false;	/* FINISH done; do not repeat it */

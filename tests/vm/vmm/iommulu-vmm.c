@@ -21,8 +21,11 @@
  *       after the kexec: take the session back from the fd store, retrieve
  *       memfd and devices, check the pre-kexec pattern, have edu DMA a
  *       fresh pattern to the preserved IOVA without attaching anything,
- *       check it landed in the retrieved memfd, and check that another
- *       driver cannot take the device.
+ *       check it landed in the retrieved memfd, check that another
+ *       iommufd cannot take the device and that FINISH is refused (EBUSY)
+ *       until the devices are taken over; then take them over (bind the
+ *       retrieved cdevs to the retrieved iommufd, attach a HWPT on the
+ *       restored IOAS, DMA through it) and FINISH.
  *
  *   iommulu-vmm register NAME --device BDF ... [options]
  *       the daemon path: as probe (one round trip per device), fill guest
@@ -32,7 +35,8 @@
  *   iommulu-vmm retrieve NAME [--device BDF ...] [--rebind] [options]
  *       after the kexec: VerifyVM (every check must pass), RetrieveVM,
  *       check the guest RAM pattern; for each device fd handed back, have
- *       edu DMA into the preserved IOVA and check it landed; FinishVM.
+ *       edu DMA into the preserved IOVA and check it landed, then take the
+ *       device over (as restore-check does); FinishVM.
  *       --rebind: then drop the retrieved device and iommufd files and
  *       attach each device afresh (new iommufd and HWPT mapping the
  *       retrieved memfd), with a DMA round trip: after FINISH the device
@@ -345,10 +349,10 @@ static int device_enable(struct device *d)
 
 /*
  * After a kexec the retrieved vfio cdev is not bound to an iommufd, and
- * vfio refuses config and region access on it until the new VMM binds
- * (which the kernel refuses until FINISH, by design).  The checks then go
- * through sysfs, as root on the host would: bus mastering must still be on
- * (the device kept running), and BAR0 is mapped from resource0.
+ * vfio refuses config and region access on it until the new VMM binds it.
+ * The checks before that go through sysfs, as root on the host would: bus
+ * mastering must still be on (the device kept running), and BAR0 is mapped
+ * from resource0.
  */
 static int device_enable_sysfs(struct device *d)
 {
@@ -467,6 +471,63 @@ static int dma_unmapped(struct vmm *v, const struct device *d, uint64_t seed)
 	if (h0 != h1)
 		return fail("%s: DMA to unmapped IOVA %#" PRIx64 " changed guest RAM", d->bdf, hole);
 	say("%s: DMA to unmapped IOVA %#" PRIx64 " blocked, guest RAM unchanged", d->bdf, hole);
+	return 0;
+}
+
+/*
+ * Take a device back after the kexec, as the new VMM does: bind the
+ * retrieved cdev to the retrieved iommufd (the kernel keeps the preserved
+ * translation: no reset, bus mastering stays on, DMA goes on), check DMA
+ * still lands while bound but not attached, then attach a new HWPT on the
+ * restored IOAS (ID 1, the first preserved HWPT's) and do a round trip
+ * through it, with config space and BAR0 now through vfio.
+ */
+static int device_takeover(struct vmm *v, struct device *d)
+{
+	uint16_t cmd;
+	size_t bad;
+	int r;
+
+	r = iommulu_vfio_bind_iommufd(d->fd, v->iommufd, &d->dev_id);
+	if (r < 0)
+		return fail("%s: bind the retrieved cdev to the retrieved iommufd: %s", d->bdf,
+			    strerror(-r));
+	r = iommulu_vfio_config_read(d->fd, 0x04, &cmd, sizeof(cmd));
+	if (r < 0)
+		return fail("%s: read PCI command through vfio: %s", d->bdf, strerror(-r));
+	if (!(cmd & 0x0004))
+		return fail("%s: binding the retrieved cdev cleared bus mastering (command %#x)",
+			    d->bdf, cmd);
+	/* Bound, nothing attached: still the preserved translation. */
+	pattern_fill(v->ram + 0x4000, v->xfer, v->seed ^ 0xb1d, 0);
+	if (edu_dma(d, v->iova + 0x4000, EDU_BUFFER, v->xfer, 0) < 0 ||
+	    edu_dma(d, EDU_BUFFER, v->iova + 0x9000, v->xfer, 1) < 0)
+		return -1;
+	bad = pattern_mismatch(v->ram + 0x9000, v->xfer, v->seed ^ 0xb1d, 0);
+	if (bad != v->xfer)
+		return fail("%s: DMA after binding (before attaching) did not land (byte %zu)",
+			    d->bdf, bad);
+	say("%s: bound to the retrieved iommufd (dev_id %u): no reset, bus mastering on, "
+	    "DMA still lands",
+	    d->bdf, d->dev_id);
+	if (v->hwpt_id == 0) {
+		v->ioas_id = 1;
+		r = iommulu_iommufd_hwpt_alloc(v->iommufd, d->dev_id, v->ioas_id, 0, &v->hwpt_id);
+		if (r < 0)
+			return fail("%s: IOMMU_HWPT_ALLOC on the restored IOAS %u: %s", d->bdf,
+				    v->ioas_id, strerror(-r));
+	}
+	r = iommulu_vfio_attach_pt(d->fd, v->hwpt_id);
+	if (r < 0)
+		return fail("%s: attach to HWPT %u of the restored IOAS: %s", d->bdf, v->hwpt_id,
+			    strerror(-r));
+	if (d->bar0)
+		munmap((void *)d->bar0, d->bar0_size);
+	d->bar0 = NULL;
+	if (device_enable(d) < 0 || dma_round_trip(v, d, 0x5000, 0x6000, v->seed ^ 0xbeef) < 0)
+		return -1;
+	say("%s: taken over: attached to HWPT %u on the restored IOAS %u, DMA through it OK",
+	    d->bdf, v->hwpt_id, v->ioas_id);
 	return 0;
 }
 
@@ -628,6 +689,24 @@ static int cmd_restore_check(struct vmm *v)
 				return fail("%s: a new iommufd could bind the preserved device", d->bdf), 1;
 			say("%s: binding a new iommufd refused (%s)", d->bdf, strerror(-r));
 		}
+	}
+	/*
+	 * The devices still translate through the preserved page tables, which
+	 * point into the session's memfd: finishing now would let it go.
+	 */
+	if (v->n_dev) {
+		r = iommulu_luo_session_finish(session);
+		if (r != -EBUSY)
+			return fail("FINISH before the devices were taken over: %s, expected EBUSY",
+				    r < 0 ? strerror(-r) : "succeeded"), 1;
+		say("FINISH before the takeover refused (EBUSY): the devices use the preserved "
+		    "translation");
+		r = iommulu_luo_session_retrieve_fd(session, TOKEN_IOMMUFD, &v->iommufd);
+		if (r < 0)
+			return fail("retrieve iommufd: %s", strerror(-r)), 1;
+		for (unsigned i = 0; i < v->n_dev; i++)
+			if (device_takeover(v, &v->dev[i]) < 0)
+				return 1;
 	}
 	r = iommulu_luo_session_finish(session);
 	if (r < 0)
@@ -823,6 +902,11 @@ static int cmd_retrieve(struct vmm *v, const char *name)
 		say("%s: device DMA after kexec landed in preserved guest RAM: OK", d->bdf);
 	}
 	reply = sd_bus_message_unref(reply);
+	/* Take every device over before FinishVM, which the kernel refuses
+	 * while a device still uses the preserved translation. */
+	for (unsigned i = 0; i < v->n_dev; i++)
+		if (device_takeover(v, &v->dev[i]) < 0)
+			return 1;
 	r = sd_bus_call_method(bus, LUD_BUS, LUD_PATH, LUD_IFACE, "FinishVM", &e, NULL, "s", name);
 	if (r < 0)
 		return bus_fail("FinishVM", &e, r), 1;
