@@ -25,7 +25,13 @@
  *       iommufd cannot take the device and that FINISH is refused (EBUSY)
  *       until the devices are taken over; then take them over (bind the
  *       retrieved cdevs to the retrieved iommufd, attach a HWPT on the
- *       restored IOAS, DMA through it) and FINISH.
+ *       restored IOAS, DMA through it) and FINISH.  --crash: exit after
+ *       the refused FINISH instead, with the session dropped from the fd
+ *       store, as a crashed VMM would.
+ *   iommulu-vmm restore-again --device BDF ... [options]  (after --crash)
+ *       retrieve the session again from /dev/liveupdate, check guest RAM,
+ *       DMA into it with a canary memfd watching for stray writes, FINISH
+ *       refused, take the devices over, FINISH.
  *
  *   iommulu-vmm register NAME --device BDF ... [options]
  *       the daemon path: as probe (one round trip per device), fill guest
@@ -132,7 +138,7 @@ struct device {
 struct vmm {
 	uint64_t mem, iova, xfer, seed, anon;
 	const char *session_name, *fdname;
-	int corrupt, rebind;
+	int corrupt, rebind, crash;
 	int memfd, iommufd;
 	uint8_t *ram;
 	uint32_t ioas_id, hwpt_id;
@@ -701,6 +707,19 @@ static int cmd_restore_check(struct vmm *v)
 				    r < 0 ? strerror(-r) : "succeeded"), 1;
 		say("FINISH before the takeover refused (EBUSY): the devices use the preserved "
 		    "translation");
+		if (v->crash) {
+			/* Every fd of the session goes away with this process:
+			 * LUO's finish on release is refused and the session
+			 * waits to be retrieved again (restore-again). */
+			snprintf(state, sizeof(state), "FDSTOREREMOVE=1\nFDNAME=%s", v->fdname);
+			r = sd_pid_notify(0, 0, state);
+			if (r <= 0)
+				return fail("FDSTOREREMOVE=1: %s",
+					    r < 0 ? strerror(-r) : "no $NOTIFY_SOCKET"), 1;
+			say("simulated VMM crash: session dropped from the fd store, exiting "
+			    "without FINISH");
+			return 0;
+		}
 		r = iommulu_luo_session_retrieve_fd(session, TOKEN_IOMMUFD, &v->iommufd);
 		if (r < 0)
 			return fail("retrieve iommufd: %s", strerror(-r)), 1;
@@ -716,6 +735,111 @@ static int cmd_restore_check(struct vmm *v)
 	if (r <= 0)
 		return fail("FDSTOREREMOVE=1: %s", r < 0 ? strerror(-r) : "no $NOTIFY_SOCKET"), 1;
 	say("session finished and removed from the fd store");
+	return 0;
+}
+
+/* Guest RAM outside [a, a + xfer) and [b, b + xfer) still holds the pattern. */
+static int ram_check_except(struct vmm *v, uint64_t a, uint64_t b)
+{
+	uint64_t seg[3][2] = { { 0, a }, { a + v->xfer, b }, { b + v->xfer, v->mem } };
+
+	for (unsigned i = 0; i < 3; i++) {
+		size_t len = (size_t)(seg[i][1] - seg[i][0]);
+		size_t bad = pattern_mismatch(v->ram + seg[i][0], len, v->seed, seg[i][0]);
+
+		if (bad != len)
+			return fail("guest RAM byte %#" PRIx64 " differs from the pre-kexec pattern",
+				    seg[i][0] + bad);
+	}
+	return 0;
+}
+
+/*
+ * After restore-check --crash: the previous VMM died with the session
+ * retrieved and its devices still on the preserved translation.  The session
+ * must be retrievable again, with guest RAM intact and the device still
+ * doing DMA into it, not into memory the kernel reused: a canary memfd
+ * bigger than guest RAM, allocated now, must not see a single byte of that
+ * DMA.  Then FINISH is still refused, the devices are taken over and the
+ * session finishes.
+ */
+static int cmd_restore_again(struct vmm *v)
+{
+	uint64_t canary_len = 4 * v->mem, canary_seed = v->seed ^ 0xca7a11;
+	int luo, session = -1, canary_fd, r;
+	uint8_t *canary;
+	double t0 = now_s();
+	size_t bad;
+
+	luo = iommulu_luo_open(5000);
+	if (luo < 0)
+		return fail("open /dev/liveupdate: %s", strerror(-luo)), 1;
+	/* systemd closes its copy of the session fd asynchronously */
+	while ((r = iommulu_luo_session_retrieve(luo, v->session_name, &session)) == -EINVAL &&
+	       now_s() - t0 < 10.0)
+		usleep(100 * 1000);
+	if (r < 0)
+		return fail("retrieve session %s again after the crash: %s", v->session_name,
+			    strerror(-r)), 1;
+	say("session %s retrieved again after the VMM crash (%.1f s)", v->session_name, now_s() - t0);
+	r = iommulu_luo_session_retrieve_fd(session, TOKEN_MEMFD, &v->memfd);
+	if (r < 0)
+		return fail("retrieve guest RAM memfd again: %s", strerror(-r)), 1;
+	if (ram_map(v) < 0 || ram_check_except(v, 0x4000, 0x8000) < 0)
+		return 1;
+	bad = pattern_mismatch(v->ram + 0x8000, v->xfer, v->seed ^ 0xf00d, 0);
+	if (bad != v->xfer)
+		return fail("the crashed VMM's DMA at offset 0x8000 is gone (byte %zu)", bad), 1;
+	say("guest RAM intact, with the crashed VMM's DMA in it");
+
+	r = iommulu_memfd_create("vmm-canary", canary_len, &canary_fd);
+	if (r < 0)
+		return fail("canary memfd: %s", strerror(-r)), 1;
+	canary = mmap(NULL, canary_len, PROT_READ | PROT_WRITE, MAP_SHARED, canary_fd, 0);
+	if (canary == MAP_FAILED)
+		return fail("mmap canary: %m"), 1;
+	pattern_fill(canary, canary_len, canary_seed, 0);
+
+	for (unsigned i = 0; i < v->n_dev; i++) {
+		struct device *d = &v->dev[i];
+
+		r = iommulu_luo_session_retrieve_fd(session, TOKEN_DEVICE0 + i, &d->fd);
+		if (r < 0)
+			return fail("retrieve vfio cdev of %s again: %s", d->bdf, strerror(-r)), 1;
+		if (device_enable_sysfs(d) < 0)
+			return 1;
+		pattern_fill(v->ram + 0xa000, v->xfer, v->seed ^ 0xa9a1, 0);
+		if (edu_dma(d, v->iova + 0xa000, EDU_BUFFER, v->xfer, 0) < 0 ||
+		    edu_dma(d, EDU_BUFFER, v->iova + 0xc000, v->xfer, 1) < 0)
+			return 1;
+		bad = pattern_mismatch(v->ram + 0xc000, v->xfer, v->seed ^ 0xa9a1, 0);
+		if (bad != v->xfer)
+			return fail("%s: DMA after the crash did not land in guest RAM (byte %zu)",
+				    d->bdf, bad), 1;
+		bad = pattern_mismatch(canary, canary_len, canary_seed, 0);
+		if (bad != canary_len)
+			return fail("%s: DMA after the crash wrote into memory of this kernel: "
+				    "canary byte %zu changed", d->bdf, bad), 1;
+		say("%s: after the crash DMA still lands in guest RAM; the %" PRIu64
+		    " MiB canary is untouched", d->bdf, canary_len >> 20);
+	}
+	r = iommulu_luo_session_finish(session);
+	if (r != -EBUSY)
+		return fail("FINISH of the re-retrieved session before the takeover: %s, expected "
+			    "EBUSY", r < 0 ? strerror(-r) : "succeeded"), 1;
+	r = iommulu_luo_session_retrieve_fd(session, TOKEN_IOMMUFD, &v->iommufd);
+	if (r < 0)
+		return fail("retrieve iommufd again: %s", strerror(-r)), 1;
+	for (unsigned i = 0; i < v->n_dev; i++)
+		if (device_takeover(v, &v->dev[i]) < 0)
+			return 1;
+	r = iommulu_luo_session_finish(session);
+	if (r < 0)
+		return fail("FINISH after the takeover: %s", strerror(-r)), 1;
+	bad = pattern_mismatch(canary, canary_len, canary_seed, 0);
+	if (bad != canary_len)
+		return fail("canary byte %zu changed", bad), 1;
+	say("session %s finished after the takeover; canary untouched", v->session_name);
 	return 0;
 }
 
@@ -950,6 +1074,7 @@ int main(int argc, char **argv)
 		{ "corrupt", no_argument, NULL, 'c' },
 		{ "anon", required_argument, NULL, 'a' },
 		{ "rebind", no_argument, NULL, 'r' },
+		{ "crash", no_argument, NULL, 'C' },
 		{}
 	};
 	struct vmm v = {
@@ -982,6 +1107,7 @@ int main(int argc, char **argv)
 		case 'c': v.corrupt = 1; break;
 		case 'a': if (parse_u64(optarg, &v.anon) < 0 || v.anon % 4096) goto usage; break;
 		case 'r': v.rebind = 1; break;
+		case 'C': v.crash = 1; break;
 		default: goto usage;
 		}
 	}
@@ -1010,11 +1136,13 @@ int main(int argc, char **argv)
 		return cmd_preserve(&v);
 	if (strcmp(cmd, "restore-check") == 0)
 		return cmd_restore_check(&v);
+	if (strcmp(cmd, "restore-again") == 0)
+		return cmd_restore_again(&v);
 usage:
-	fprintf(stderr, "usage: iommulu-vmm probe|preserve|restore-check --device BDF [--device BDF]... \n"
+	fprintf(stderr, "usage: iommulu-vmm probe|preserve|restore-check|restore-again --device BDF [--device BDF]... \n"
 			"       iommulu-vmm register|retrieve NAME [--device BDF]... \n"
 			"       options: "
 			"[--mem BYTES] [--iova ADDR] [--xfer BYTES] [--seed N] [--session NAME] "
-			"[--fdname NAME] [--corrupt] [--anon BYTES] [--rebind]\n");
+			"[--fdname NAME] [--corrupt] [--anon BYTES] [--rebind] [--crash]\n");
 	return 2;
 }
