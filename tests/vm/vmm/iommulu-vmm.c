@@ -491,7 +491,6 @@ static int dma_unmapped(struct vmm *v, const struct device *d, uint64_t seed)
 static int device_takeover(struct vmm *v, struct device *d)
 {
 	uint16_t cmd;
-	size_t bad;
 	int r;
 
 	r = iommulu_vfio_bind_iommufd(d->fd, v->iommufd, &d->dev_id);
@@ -505,14 +504,8 @@ static int device_takeover(struct vmm *v, struct device *d)
 		return fail("%s: binding the retrieved cdev cleared bus mastering (command %#x)",
 			    d->bdf, cmd);
 	/* Bound, nothing attached: still the preserved translation. */
-	pattern_fill(v->ram + 0x4000, v->xfer, v->seed ^ 0xb1d, 0);
-	if (edu_dma(d, v->iova + 0x4000, EDU_BUFFER, v->xfer, 0) < 0 ||
-	    edu_dma(d, EDU_BUFFER, v->iova + 0x9000, v->xfer, 1) < 0)
+	if (dma_round_trip(v, d, 0x4000, 0x9000, v->seed ^ 0xb1d) < 0)
 		return -1;
-	bad = pattern_mismatch(v->ram + 0x9000, v->xfer, v->seed ^ 0xb1d, 0);
-	if (bad != v->xfer)
-		return fail("%s: DMA after binding (before attaching) did not land (byte %zu)",
-			    d->bdf, bad);
 	say("%s: bound to the retrieved iommufd (dev_id %u): no reset, bus mastering on, "
 	    "DMA still lands",
 	    d->bdf, d->dev_id);
@@ -808,14 +801,8 @@ static int cmd_restore_again(struct vmm *v)
 			return fail("retrieve vfio cdev of %s again: %s", d->bdf, strerror(-r)), 1;
 		if (device_enable_sysfs(d) < 0)
 			return 1;
-		pattern_fill(v->ram + 0xa000, v->xfer, v->seed ^ 0xa9a1, 0);
-		if (edu_dma(d, v->iova + 0xa000, EDU_BUFFER, v->xfer, 0) < 0 ||
-		    edu_dma(d, EDU_BUFFER, v->iova + 0xc000, v->xfer, 1) < 0)
+		if (dma_round_trip(v, d, 0xa000, 0xc000, v->seed ^ 0xa9a1) < 0)
 			return 1;
-		bad = pattern_mismatch(v->ram + 0xc000, v->xfer, v->seed ^ 0xa9a1, 0);
-		if (bad != v->xfer)
-			return fail("%s: DMA after the crash did not land in guest RAM (byte %zu)",
-				    d->bdf, bad), 1;
 		bad = pattern_mismatch(canary, canary_len, canary_seed, 0);
 		if (bad != canary_len)
 			return fail("%s: DMA after the crash wrote into memory of this kernel: "
@@ -1013,16 +1000,9 @@ static int cmd_retrieve(struct vmm *v, const char *name)
 		if (d->fd < 0)
 			return fail("RetrieveVM %s returned no fd for device %s", name, d->bdf), 1;
 		/* No bind, no attach: the restored translation must already work. */
-		if (device_enable_sysfs(d) < 0)
+		if (device_enable_sysfs(d) < 0 ||
+		    dma_round_trip(v, d, 0x4000, 0x8000, v->seed ^ 0xf00d) < 0)
 			return 1;
-		pattern_fill(v->ram + 0x4000, v->xfer, v->seed ^ 0xf00d, 0);
-		if (edu_dma(d, v->iova + 0x4000, EDU_BUFFER, v->xfer, 0) < 0 ||
-		    edu_dma(d, EDU_BUFFER, v->iova + 0x8000, v->xfer, 1) < 0)
-			return 1;
-		bad = pattern_mismatch(v->ram + 0x8000, v->xfer, v->seed ^ 0xf00d, 0);
-		if (bad != v->xfer)
-			return fail("%s: DMA after kexec did not land in preserved guest RAM (byte %zu)",
-				    d->bdf, bad), 1;
 		say("%s: device DMA after kexec landed in preserved guest RAM: OK", d->bdf);
 	}
 	reply = sd_bus_message_unref(reply);
