@@ -5,8 +5,8 @@
 #
 # Builds, statically linked (the guest is Debian sid, this host Debian 12):
 #   liveupdate/luo_kexec_vfio            (patch 0007)
-#   iommu/iommufd_liveupdate             (patch 0025)
-#   iommu/iommufd_liveupdate_kexec       (patch 0025)
+#   iommu/iommufd_liveupdate             (patch 0026)
+#   iommu/iommufd_liveupdate_kexec       (patch 0026)
 # from the tools/ tree of the pristine kernel source (the git repository
 # build-kernel.sh keeps in $IOMMULU_CACHE/src/, tag "pristine") with the
 # tools/ part of every patch in kernel-patches/series applied, against the

@@ -1,6 +1,6 @@
 # handover-corrupt: one live update per corruption mode, chained.
 #
-# Stage N (N = 1..4) arms the fault injection knob of patch 0027 with
+# Stage N (N = 1..4) arms the fault injection knob of patch 0028 with
 # MODES[N-1] and preserves, like dma-kexec, a memfd (guest RAM), a marked
 # HWPT, the iommufd and the edu device's vfio cdev in one LUO session kept
 # in the fd store of iommulu-vmm-test.service (shipped by dma-kexec).  The
