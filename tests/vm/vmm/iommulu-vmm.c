@@ -32,6 +32,9 @@
  *       retrieve the session again from /dev/liveupdate, check guest RAM,
  *       DMA into it with a canary memfd watching for stray writes, FINISH
  *       refused, take the devices over, FINISH.
+ *   --chain (restore-check, restore-again): after FINISH, preserve the VM
+ *       again right away, with the files taken over and the new HWPT
+ *       marked, into a new session in the fd store: the next live update.
  *
  *   iommulu-vmm register NAME --device BDF ... [options]
  *       the daemon path: as probe (one round trip per device), fill guest
@@ -138,7 +141,7 @@ struct device {
 struct vmm {
 	uint64_t mem, iova, xfer, seed, anon;
 	const char *session_name, *fdname;
-	int corrupt, rebind, crash;
+	int corrupt, rebind, crash, chain;
 	int memfd, iommufd;
 	uint8_t *ram;
 	uint32_t ioas_id, hwpt_id;
@@ -573,16 +576,16 @@ static int push_fdstore(int fd, const char *fdname)
 	return 0;
 }
 
-static int cmd_preserve(struct vmm *v)
+/*
+ * Fill guest RAM with the pattern the next kernel must find, mark the HWPT
+ * and preserve memfd, iommufd and devices in a new session that goes into
+ * the unit's fd store.  Also what a VMM does again right after a live
+ * update (--chain), with the files it took over: no re-setup.
+ */
+static int preserve_session(struct vmm *v)
 {
 	int luo, session, r;
 
-	if (setup_vm(v) < 0)
-		return 1;
-	for (unsigned i = 0; i < v->n_dev; i++)
-		if (dma_round_trip(v, &v->dev[i], 0x2000, 0x3000, v->seed + i) < 0)
-			return 1;
-	/* The pre-kexec content stage 2 must find: all of guest RAM. */
 	pattern_fill(v->ram, v->mem, v->seed, 0);
 	say("guest RAM filled with pattern %#" PRIx64 " (fnv %#" PRIx64 ")", v->seed,
 	    pattern_hash(v->ram, v->mem));
@@ -590,26 +593,25 @@ static int cmd_preserve(struct vmm *v)
 	r = iommulu_iommufd_hwpt_mark_preserve(v->iommufd, v->hwpt_id, HWPT_TOKEN);
 	if (r < 0)
 		return fail("IOMMU_HWPT_LIVEUPDATE_MARK_PRESERVE hwpt %u: %s%s", v->hwpt_id,
-			    strerror(-r), r == -ENOTTY ? " (kernel series not applied)" : ""),
-		       1;
+			    strerror(-r), r == -ENOTTY ? " (kernel series not applied)" : "");
 	luo = iommulu_luo_open(5000);
 	if (luo < 0)
-		return fail("open /dev/liveupdate: %s", strerror(-luo)), 1;
+		return fail("open /dev/liveupdate: %s", strerror(-luo));
 	r = iommulu_luo_session_create(luo, v->session_name, &session);
 	close(luo);
 	if (r < 0)
-		return fail("create session %s: %s", v->session_name, strerror(-r)), 1;
+		return fail("create session %s: %s", v->session_name, strerror(-r));
 	/* Order the kernel requires: memfds, then the iommufd, then devices. */
 	r = iommulu_luo_session_preserve_fd(session, v->memfd, TOKEN_MEMFD);
 	if (r < 0)
-		return fail("preserve guest RAM memfd: %s", strerror(-r)), 1;
+		return fail("preserve guest RAM memfd: %s", strerror(-r));
 	r = iommulu_luo_session_preserve_fd(session, v->iommufd, TOKEN_IOMMUFD);
 	if (r < 0)
-		return fail("preserve iommufd: %s", strerror(-r)), 1;
+		return fail("preserve iommufd: %s", strerror(-r));
 	for (unsigned i = 0; i < v->n_dev; i++) {
 		r = iommulu_luo_session_preserve_fd(session, v->dev[i].fd, TOKEN_DEVICE0 + i);
 		if (r < 0)
-			return fail("preserve vfio cdev of %s: %s", v->dev[i].bdf, strerror(-r)), 1;
+			return fail("preserve vfio cdev of %s: %s", v->dev[i].bdf, strerror(-r));
 	}
 	say("session %s: memfd, iommufd (HWPT %u marked) and %u device(s) preserved",
 	    v->session_name, v->hwpt_id, v->n_dev);
@@ -618,9 +620,19 @@ static int cmd_preserve(struct vmm *v)
 		say("corrupted guest RAM byte %" PRIu64 " after preserving (--corrupt)", v->mem / 3);
 	}
 	if (push_fdstore(session, v->fdname) < 0)
-		return 1;
+		return -1;
 	say("session pushed into the fd store as %s", v->fdname);
 	return 0;
+}
+
+static int cmd_preserve(struct vmm *v)
+{
+	if (setup_vm(v) < 0)
+		return 1;
+	for (unsigned i = 0; i < v->n_dev; i++)
+		if (dma_round_trip(v, &v->dev[i], 0x2000, 0x3000, v->seed + i) < 0)
+			return 1;
+	return preserve_session(v) < 0;
 }
 
 static int cmd_restore_check(struct vmm *v)
@@ -728,6 +740,9 @@ static int cmd_restore_check(struct vmm *v)
 	if (r <= 0)
 		return fail("FDSTOREREMOVE=1: %s", r < 0 ? strerror(-r) : "no $NOTIFY_SOCKET"), 1;
 	say("session finished and removed from the fd store");
+	/* Right after the update, with the device on the new HWPT: the next one. */
+	if (v->chain)
+		return preserve_session(v) < 0;
 	return 0;
 }
 
@@ -747,6 +762,23 @@ static int ram_check_except(struct vmm *v, uint64_t a, uint64_t b)
 	return 0;
 }
 
+/* A constant fill (fast under TCG): edu's DMA writes pattern data, never it. */
+#define CANARY_BYTE 0xc3
+
+static size_t canary_mismatch(const uint8_t *buf, size_t len)
+{
+	const uint64_t word = 0x0101010101010101ull * CANARY_BYTE;
+	size_t i = 0;
+
+	for (; i + 8 <= len; i += 8)
+		if (*(const uint64_t *)(buf + i) != word)
+			break;
+	for (; i < len; i++)
+		if (buf[i] != CANARY_BYTE)
+			return i;
+	return len;
+}
+
 /*
  * After restore-check --crash: the previous VMM died with the session
  * retrieved and its devices still on the preserved translation.  The session
@@ -758,7 +790,7 @@ static int ram_check_except(struct vmm *v, uint64_t a, uint64_t b)
  */
 static int cmd_restore_again(struct vmm *v)
 {
-	uint64_t canary_len = 4 * v->mem, canary_seed = v->seed ^ 0xca7a11;
+	uint64_t canary_len = 4 * v->mem;
 	int luo, session = -1, canary_fd, r;
 	uint8_t *canary;
 	double t0 = now_s();
@@ -771,9 +803,12 @@ static int cmd_restore_again(struct vmm *v)
 	while ((r = iommulu_luo_session_retrieve(luo, v->session_name, &session)) == -EINVAL &&
 	       now_s() - t0 < 10.0)
 		usleep(100 * 1000);
-	if (r < 0)
+	if (r < 0) {
+		close(luo);
 		return fail("retrieve session %s again after the crash: %s", v->session_name,
 			    strerror(-r)), 1;
+	}
+	close(luo);	/* /dev/liveupdate has one opener at a time */
 	say("session %s retrieved again after the VMM crash (%.1f s)", v->session_name, now_s() - t0);
 	r = iommulu_luo_session_retrieve_fd(session, TOKEN_MEMFD, &v->memfd);
 	if (r < 0)
@@ -791,7 +826,7 @@ static int cmd_restore_again(struct vmm *v)
 	canary = mmap(NULL, canary_len, PROT_READ | PROT_WRITE, MAP_SHARED, canary_fd, 0);
 	if (canary == MAP_FAILED)
 		return fail("mmap canary: %m"), 1;
-	pattern_fill(canary, canary_len, canary_seed, 0);
+	memset(canary, CANARY_BYTE, canary_len);
 
 	for (unsigned i = 0; i < v->n_dev; i++) {
 		struct device *d = &v->dev[i];
@@ -803,7 +838,7 @@ static int cmd_restore_again(struct vmm *v)
 			return 1;
 		if (dma_round_trip(v, d, 0xa000, 0xc000, v->seed ^ 0xa9a1) < 0)
 			return 1;
-		bad = pattern_mismatch(canary, canary_len, canary_seed, 0);
+		bad = canary_mismatch(canary, canary_len);
 		if (bad != canary_len)
 			return fail("%s: DMA after the crash wrote into memory of this kernel: "
 				    "canary byte %zu changed", d->bdf, bad), 1;
@@ -823,10 +858,14 @@ static int cmd_restore_again(struct vmm *v)
 	r = iommulu_luo_session_finish(session);
 	if (r < 0)
 		return fail("FINISH after the takeover: %s", strerror(-r)), 1;
-	bad = pattern_mismatch(canary, canary_len, canary_seed, 0);
+	bad = canary_mismatch(canary, canary_len);
 	if (bad != canary_len)
 		return fail("canary byte %zu changed", bad), 1;
 	say("session %s finished after the takeover; canary untouched", v->session_name);
+	munmap(canary, canary_len);
+	close(canary_fd);
+	if (v->chain)
+		return preserve_session(v) < 0;
 	return 0;
 }
 
@@ -1055,6 +1094,7 @@ int main(int argc, char **argv)
 		{ "anon", required_argument, NULL, 'a' },
 		{ "rebind", no_argument, NULL, 'r' },
 		{ "crash", no_argument, NULL, 'C' },
+		{ "chain", no_argument, NULL, 'N' },
 		{}
 	};
 	struct vmm v = {
@@ -1088,6 +1128,7 @@ int main(int argc, char **argv)
 		case 'a': if (parse_u64(optarg, &v.anon) < 0 || v.anon % 4096) goto usage; break;
 		case 'r': v.rebind = 1; break;
 		case 'C': v.crash = 1; break;
+		case 'N': v.chain = 1; break;
 		default: goto usage;
 		}
 	}
@@ -1123,6 +1164,6 @@ usage:
 			"       iommulu-vmm register|retrieve NAME [--device BDF]... \n"
 			"       options: "
 			"[--mem BYTES] [--iova ADDR] [--xfer BYTES] [--seed N] [--session NAME] "
-			"[--fdname NAME] [--corrupt] [--anon BYTES] [--rebind] [--crash]\n");
+			"[--fdname NAME] [--corrupt] [--anon BYTES] [--rebind] [--crash] [--chain]\n");
 	return 2;
 }

@@ -1,0 +1,51 @@
+#!/bin/bash
+# Shared by the dma-kexec stages after a kexec (sourced after lib.sh).
+
+unit=iommulu-vmm-test.service
+devs=()
+for b in $(edu_bdfs); do devs+=(--device "$b"); done
+
+# What the kernel holds of the IOMMU handover (debugfs iommu_liveupdate/held):
+# "table_pages N", "domain_ids N", "hw_pages N", "flb_pages N".
+held() { awk -v k="$1" '$1 == k { print $2 }' /sys/kernel/debug/iommu_liveupdate/held; }
+held_line() { tr '\n' ' ' < /sys/kernel/debug/iommu_liveupdate/held; }
+
+# After the kexec: the preserved tables, domain ID and FLB are held.
+check_held_after_kexec() {
+	mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug
+	[ -r /sys/kernel/debug/iommu_liveupdate/held ] || fail "no debugfs iommu_liveupdate/held"
+	info "held after the kexec: $(held_line)"
+	[ "$(held table_pages)" -gt 0 ] || fail "the preserved page tables are not accounted"
+	[ "$(held domain_ids)" -gt 0 ] || fail "the preserved domain IDs are not accounted"
+	[ "$(held flb_pages)" -gt 0 ] || fail "the FLB object is not accounted"
+}
+
+# After the takeover and FINISH nothing of the handover may be left (the
+# tables are freed by a work item), so nothing can pile up across chained
+# live updates either.
+check_held_zero() {
+	for _ in $(seq 50); do
+		[ "$(held table_pages)$(held domain_ids)$(held hw_pages)$(held flb_pages)" = 0000 ] && break
+		sleep 0.1
+	done
+	info "held after the takeover and FINISH: $(held_line)"
+	[ "$(held table_pages)$(held domain_ids)$(held hw_pages)$(held flb_pages)" = 0000 ] ||
+		fail "the kernel still holds part of the handover after the takeover and FINISH"
+	dmesg | grep -q "freed its [0-9]* preserved page-table pages" ||
+		fail "no kernel log line about freeing the preserved page tables"
+}
+
+# The session the previous stage preserved is in the fd store.
+check_fdstore() {
+	local n
+	n=$(systemctl show -P NFileDescriptorStore "$unit")
+	[ "$n" = "$1" ] || fail "the fd store of $unit holds '$n' fds, expected $1"
+}
+
+vmm_run() {
+	local what=$1
+	shift
+	mkdir -p /run/iommulu-vm	# /run is empty again after the kexec
+	echo "VMM_ARGS=$* ${devs[*]}" > /run/iommulu-vm/vmm.env
+	check "VMM stand-in: $what" systemctl start "$unit"
+}
