@@ -108,12 +108,22 @@ struct vmm_ioas_map {
 #define VMM_IOAS_MAP_FIXED_IOVA (1u << 0)
 #define VMM_IOAS_MAP_WRITEABLE (1u << 1)
 #define VMM_IOAS_MAP_READABLE (1u << 2)
+struct vmm_ioas_unmap {
+	uint32_t size;
+	uint32_t ioas_id;
+	uint64_t iova;
+	uint64_t length;
+};
+#define VMM_IOMMU_IOAS_UNMAP _IO(';', 0x86)
 
 /* QEMU hw/misc/edu.c */
 #define EDU_VENDOR 0x1234
 #define EDU_DEVICE 0x11e8
 #define EDU_REG_IDENT 0x00
 #define EDU_REG_LIVENESS 0x04
+#define EDU_REG_FACTORIAL 0x08
+#define EDU_REG_STATUS 0x20
+#define EDU_STATUS_COMPUTING 0x01
 #define EDU_REG_DMA_SRC 0x80
 #define EDU_REG_DMA_DST 0x88
 #define EDU_REG_DMA_COUNT 0x90
@@ -142,6 +152,8 @@ struct vmm {
 	uint64_t mem, iova, xfer, seed, anon;
 	const char *session_name, *fdname;
 	int corrupt, rebind, crash, chain;
+	/* edu state written before the kexec by preserve_session() */
+	int kept;
 	int memfd, iommufd;
 	uint8_t *ram;
 	uint32_t ioas_id, hwpt_id;
@@ -431,6 +443,43 @@ static int edu_dma(const struct device *d, uint64_t src, uint64_t dst, uint64_t 
 }
 
 /*
+ * Device state that only a reset clears: edu's factorial register.  Written
+ * (10! = 3628800) right before preserving, it must read back after the kexec
+ * and after the new VMM bound the device.
+ */
+#define EDU_KEPT_INPUT 10
+#define EDU_KEPT_VALUE 3628800u
+
+static int edu_set_kept(const struct device *d)
+{
+	double t0 = now_s();
+
+	wr32(d, EDU_REG_FACTORIAL, EDU_KEPT_INPUT);
+	while (rd32(d, EDU_REG_STATUS) & EDU_STATUS_COMPUTING) {
+		if (now_s() - t0 > 5.0)
+			return fail("%s: edu factorial did not complete", d->bdf);
+		usleep(1000);
+	}
+	if (rd32(d, EDU_REG_FACTORIAL) != EDU_KEPT_VALUE)
+		return fail("%s: edu factorial of %d reads %u", d->bdf, EDU_KEPT_INPUT,
+			    rd32(d, EDU_REG_FACTORIAL));
+	return 0;
+}
+
+static int edu_check_kept(const struct device *d, const char *when)
+{
+	uint32_t x = rd32(d, EDU_REG_FACTORIAL);
+
+	if (x != EDU_KEPT_VALUE)
+		return fail("%s: %s edu's factorial register reads %u, not the %u written before the "
+			    "kexec: the device was reset",
+			    d->bdf, when, x, EDU_KEPT_VALUE);
+	say("%s: %s the device state written before the kexec reads back (no reset)", d->bdf,
+	    when);
+	return 0;
+}
+
+/*
  * Round trip through the IOMMU: pattern A at guest offset a goes
  * RAM -> device buffer, then device buffer -> guest offset b, which held
  * pattern B.  Only a DMA that really went through the HWPT in both
@@ -506,6 +555,8 @@ static int device_takeover(struct vmm *v, struct device *d)
 	if (!(cmd & 0x0004))
 		return fail("%s: binding the retrieved cdev cleared bus mastering (command %#x)",
 			    d->bdf, cmd);
+	if (v->kept && edu_check_kept(d, "after binding,") < 0)
+		return -1;
 	/* Bound, nothing attached: still the preserved translation. */
 	if (dma_round_trip(v, d, 0x4000, 0x9000, v->seed ^ 0xb1d) < 0)
 		return -1;
@@ -589,6 +640,9 @@ static int preserve_session(struct vmm *v)
 	pattern_fill(v->ram, v->mem, v->seed, 0);
 	say("guest RAM filled with pattern %#" PRIx64 " (fnv %#" PRIx64 ")", v->seed,
 	    pattern_hash(v->ram, v->mem));
+	for (unsigned i = 0; i < v->n_dev; i++)
+		if (edu_set_kept(&v->dev[i]) < 0)
+			return -1;
 
 	r = iommulu_iommufd_hwpt_mark_preserve(v->iommufd, v->hwpt_id, HWPT_TOKEN);
 	if (r < 0)
@@ -635,11 +689,105 @@ static int cmd_preserve(struct vmm *v)
 	return preserve_session(v) < 0;
 }
 
+/*
+ * After FINISH the restored iommufd is an ordinary one: map new memory into
+ * the restored IOAS and DMA into it, unmap the old guest RAM (DMA to it is
+ * then blocked), replace the HWPT by a new one, detach, destroy everything.
+ */
+static int after_finish(struct vmm *v)
+{
+	uint64_t len = 4ull << 20, iova = v->iova + v->mem + (16ull << 20), seed = v->seed ^ 0x5eed;
+	struct vmm_ioas_unmap unmap = {
+		.size = sizeof(unmap),
+		.ioas_id = v->ioas_id,
+		.iova = v->iova,
+		.length = v->mem,
+	};
+	struct device *d = &v->dev[0];
+	uint32_t hwpt2;
+	uint64_t h0;
+	uint8_t *p;
+	size_t bad;
+	int fd, r;
+
+	if (iova + len > EDU_DMA_MASK + 1)
+		return fail("no room for new memory below edu's DMA mask");
+	r = iommulu_memfd_create("vmm-new-ram", len, &fd);
+	if (r < 0)
+		return fail("memfd for new memory: %s", strerror(-r));
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		return fail("mmap new memory: %m");
+	r = iommulu_iommufd_ioas_map_file(v->iommufd, v->ioas_id, fd, 0, len,
+					  IOMMULU_MAP_FIXED_IOVA | IOMMULU_MAP_READABLE |
+						  IOMMULU_MAP_WRITEABLE,
+					  &iova);
+	if (r < 0)
+		return fail("map new memory into the restored IOAS %u: %s", v->ioas_id, strerror(-r));
+	pattern_fill(p, v->xfer, seed, 0);
+	pattern_fill(p + 0x1000, v->xfer, ~seed, 0);
+	if (edu_dma(d, iova, EDU_BUFFER, v->xfer, 0) < 0 ||
+	    edu_dma(d, EDU_BUFFER, iova + 0x1000, v->xfer, 1) < 0)
+		return -1;
+	bad = pattern_mismatch(p + 0x1000, v->xfer, seed, 0);
+	if (bad != v->xfer)
+		return fail("%s: DMA into memory mapped after FINISH did not land (byte %zu)", d->bdf,
+			    bad);
+	say("after FINISH: new memory mapped into the restored IOAS at %#" PRIx64 ", DMA into it OK",
+	    iova);
+
+	if (ioctl(v->iommufd, VMM_IOMMU_IOAS_UNMAP, &unmap) < 0 || unmap.length != v->mem)
+		return fail("unmap the old guest RAM from the restored IOAS: %m");
+	h0 = pattern_hash(v->ram, v->mem);
+	if (edu_dma(d, iova, EDU_BUFFER, v->xfer, 0) < 0 ||
+	    edu_dma(d, EDU_BUFFER, v->iova + 0x2000, v->xfer, 1) < 0)
+		return -1;
+	if (pattern_hash(v->ram, v->mem) != h0)
+		return fail("%s: DMA to the unmapped old guest RAM changed it", d->bdf);
+	say("after FINISH: old guest RAM unmapped; DMA to it blocked, RAM unchanged");
+
+	r = iommulu_iommufd_hwpt_alloc(v->iommufd, d->dev_id, v->ioas_id, 0, &hwpt2);
+	if (r < 0)
+		return fail("a second HWPT on the restored IOAS: %s", strerror(-r));
+	for (unsigned i = 0; i < v->n_dev; i++) {
+		r = iommulu_vfio_attach_pt(v->dev[i].fd, hwpt2);
+		if (r < 0)
+			return fail("%s: replace HWPT %u by %u: %s", v->dev[i].bdf, v->hwpt_id, hwpt2,
+				    strerror(-r));
+	}
+	pattern_fill(p + 0x2000, v->xfer, ~seed, 0);
+	if (edu_dma(d, EDU_BUFFER, iova + 0x2000, v->xfer, 1) < 0)
+		return -1;
+	bad = pattern_mismatch(p + 0x2000, v->xfer, seed, 0);
+	if (bad != v->xfer)
+		return fail("%s: DMA after replacing the HWPT did not land (byte %zu)", d->bdf, bad);
+	say("after FINISH: HWPT %u replaced by HWPT %u, DMA OK", v->hwpt_id, hwpt2);
+
+	for (unsigned i = 0; i < v->n_dev; i++) {
+		r = iommulu_vfio_detach_pt(v->dev[i].fd);
+		if (r < 0)
+			return fail("%s: detach: %s", v->dev[i].bdf, strerror(-r));
+	}
+	uint32_t ids[] = { hwpt2, v->hwpt_id, v->ioas_id };
+	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+		r = iommulu_iommufd_destroy(v->iommufd, ids[i]);
+		if (r < 0)
+			return fail("IOMMU_DESTROY %u: %s", ids[i], strerror(-r));
+	}
+	say("after FINISH: detached, HWPTs %u and %u and IOAS %u destroyed", hwpt2, v->hwpt_id,
+	    v->ioas_id);
+	munmap(p, len);
+	close(fd);
+	return 0;
+}
+
 static int cmd_restore_check(struct vmm *v)
 {
 	char **names = NULL, drv[IOMMULU_DRIVER_NAME_MAX], state[128];
 	int n, session = -1, r;
 	size_t bad;
+
+	v->kept = 1;
 
 	n = sd_listen_fds_with_names(0, &names);
 	if (n < 0)
@@ -671,7 +819,7 @@ static int cmd_restore_check(struct vmm *v)
 			return fail("%s not bound to vfio-pci after kexec (%s)", d->bdf,
 				    r < 0 ? strerror(-r) : drv), 1;
 		/* No bind, no attach: the restored translation must already work. */
-		if (device_enable_sysfs(d) < 0)
+		if (device_enable_sysfs(d) < 0 || edu_check_kept(d, "after the kexec") < 0)
 			return 1;
 		pattern_fill(v->ram + 0x4000, v->xfer, v->seed ^ 0xf00d, 0);
 		if (edu_dma(d, v->iova + 0x4000, EDU_BUFFER, v->xfer, 0) < 0 ||
@@ -743,6 +891,8 @@ static int cmd_restore_check(struct vmm *v)
 	/* Right after the update, with the device on the new HWPT: the next one. */
 	if (v->chain)
 		return preserve_session(v) < 0;
+	if (v->n_dev && after_finish(v) < 0)
+		return 1;
 	return 0;
 }
 
@@ -796,6 +946,7 @@ static int cmd_restore_again(struct vmm *v)
 	double t0 = now_s();
 	size_t bad;
 
+	v->kept = 1;
 	luo = iommulu_luo_open(5000);
 	if (luo < 0)
 		return fail("open /dev/liveupdate: %s", strerror(-luo)), 1;
@@ -834,7 +985,7 @@ static int cmd_restore_again(struct vmm *v)
 		r = iommulu_luo_session_retrieve_fd(session, TOKEN_DEVICE0 + i, &d->fd);
 		if (r < 0)
 			return fail("retrieve vfio cdev of %s again: %s", d->bdf, strerror(-r)), 1;
-		if (device_enable_sysfs(d) < 0)
+		if (device_enable_sysfs(d) < 0 || edu_check_kept(d, "after the crash") < 0)
 			return 1;
 		if (dma_round_trip(v, d, 0xa000, 0xc000, v->seed ^ 0xa9a1) < 0)
 			return 1;

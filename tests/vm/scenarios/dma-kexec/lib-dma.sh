@@ -49,3 +49,14 @@ vmm_run() {
 	echo "VMM_ARGS=$* ${devs[*]}" > /run/iommulu-vm/vmm.env
 	check "VMM stand-in: $what" systemctl start "$unit"
 }
+
+# No DMAR fault in this boot, except for the IOVAs listed (the stand-in's
+# deliberate DMA to unmapped guest RAM after FINISH): a fault for a mapped
+# IOVA would be DMA lost across the takeover.
+check_no_dmar_fault() {
+	local allowed=${1:-} faults
+	faults=$(dmesg | grep -a "DMAR: \[DMA" || true)
+	[ -n "$allowed" ] && faults=$(grep -v -E "fault addr ($allowed) " <<< "$faults" || true)
+	[ -z "$faults" ] || fail "DMAR fault(s) in this boot: $(head -n 3 <<< "$faults")"
+	info "no DMAR fault${allowed:+ besides the expected one(s) at $allowed}"
+}
