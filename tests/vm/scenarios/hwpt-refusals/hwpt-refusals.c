@@ -25,6 +25,10 @@
  *              is preserved: EBUSY
  *   unmark, unmark-again, token-free  unmarking works, twice is a no-op,
  *              and the token can then mark another HWPT
+ *   device-unmarked-hwpt, device-unattached  with its iommufd preserved in
+ *              the session, the vfio cdev of a device on an unmarked HWPT
+ *              or on none: EOPNOTSUPP (its translation would be dropped)
+ *   device-marked-hwpt  the device on the marked HWPT: preserved
  * After each refusal nothing may stay half preserved: the IOAS can still be
  * unmapped (it is not frozen), and the same iommufd can be preserved in a
  * fresh session once the mapping is valid (it is not left in the first one).
@@ -348,6 +352,40 @@ int main(int argc, char **argv)
 	result("unmark-again", r == 0, "a second unmark: %s", strerror(-r));
 	r = iommulu_iommufd_hwpt_mark_preserve(iommufd, hwpt2, 1);
 	result("token-free", r == 0, "marking another HWPT with the freed token: %s", strerror(-r));
+
+	/*
+	 * The device's own translation: with its iommufd preserved in the same
+	 * session, a device on an unmarked HWPT or on none would lose it at the
+	 * kexec, so preserving its cdev is refused; on the marked HWPT it works.
+	 * (hwpt2 is the marked one now, the device is on hwpt.)
+	 */
+	s = new_session("hwpt-refusals-dev-unmarked");
+	r = s < 0 ? s : iommulu_luo_session_preserve_fd(s, iommufd, 0x1000);
+	if (r < 0) {
+		printf("IOMMULU-FAIL: device-unmarked-hwpt setup: %s\n", strerror(-r));
+		return 1;
+	}
+	r = iommulu_luo_session_preserve_fd(s, dev, 0x2000);
+	result("device-unmarked-hwpt", r == -EOPNOTSUPP, "preserve vfio cdev: got %s", strerror(-r));
+	close(s);
+	r = iommulu_vfio_detach_pt(dev);
+	s = r < 0 ? r : new_session("hwpt-refusals-dev-unattached");
+	r = s < 0 ? s : iommulu_luo_session_preserve_fd(s, iommufd, 0x1000);
+	if (r < 0) {
+		printf("IOMMULU-FAIL: device-unattached setup: %s\n", strerror(-r));
+		return 1;
+	}
+	r = iommulu_luo_session_preserve_fd(s, dev, 0x2000);
+	result("device-unattached", r == -EOPNOTSUPP, "preserve vfio cdev: got %s", strerror(-r));
+	close(s);
+	r = iommulu_vfio_attach_pt(dev, hwpt2);
+	s = r < 0 ? r : new_session("hwpt-refusals-dev-marked");
+	r = s < 0 ? s : iommulu_luo_session_preserve_fd(s, iommufd, 0x1000);
+	if (!r)
+		r = iommulu_luo_session_preserve_fd(s, dev, 0x2000);
+	result("device-marked-hwpt", r == 0, "preserve iommufd + vfio cdev: %s", strerror(-r));
+	if (s >= 0)
+		close(s);
 
 	printf("%d failure(s)\n", failures);
 	return failures ? 1 : 0;
