@@ -212,6 +212,22 @@ static void check_clean(const char *name, int iommufd, uint32_t ioas)
 	       strerror(-r));
 }
 
+/*
+ * In a fresh session named after the case: preserve the iommufd, then the
+ * device's vfio cdev, which must give want.  Closing the session undoes it.
+ */
+static void device_case(const char *name, int iommufd, int dev, int want)
+{
+	int s = new_session(name), r;
+
+	r = s < 0 ? s : iommulu_luo_session_preserve_fd(s, iommufd, 0x1000);
+	if (!r)
+		r = iommulu_luo_session_preserve_fd(s, dev, 0x2000);
+	result(name, r == want, "preserve iommufd + vfio cdev: got %s", strerror(-r));
+	if (s >= 0)
+		close(s);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -359,33 +375,13 @@ int main(int argc, char **argv)
 	 * kexec, so preserving its cdev is refused; on the marked HWPT it works.
 	 * (hwpt2 is the marked one now, the device is on hwpt.)
 	 */
-	s = new_session("hwpt-refusals-dev-unmarked");
-	r = s < 0 ? s : iommulu_luo_session_preserve_fd(s, iommufd, 0x1000);
-	if (r < 0) {
-		printf("IOMMULU-FAIL: device-unmarked-hwpt setup: %s\n", strerror(-r));
-		return 1;
-	}
-	r = iommulu_luo_session_preserve_fd(s, dev, 0x2000);
-	result("device-unmarked-hwpt", r == -EOPNOTSUPP, "preserve vfio cdev: got %s", strerror(-r));
-	close(s);
+	device_case("device-unmarked-hwpt", iommufd, dev, -EOPNOTSUPP);
 	r = iommulu_vfio_detach_pt(dev);
-	s = r < 0 ? r : new_session("hwpt-refusals-dev-unattached");
-	r = s < 0 ? s : iommulu_luo_session_preserve_fd(s, iommufd, 0x1000);
-	if (r < 0) {
-		printf("IOMMULU-FAIL: device-unattached setup: %s\n", strerror(-r));
-		return 1;
-	}
-	r = iommulu_luo_session_preserve_fd(s, dev, 0x2000);
-	result("device-unattached", r == -EOPNOTSUPP, "preserve vfio cdev: got %s", strerror(-r));
-	close(s);
+	result("detach", r == 0, "detach: %s", strerror(-r));
+	device_case("device-unattached", iommufd, dev, -EOPNOTSUPP);
 	r = iommulu_vfio_attach_pt(dev, hwpt2);
-	s = r < 0 ? r : new_session("hwpt-refusals-dev-marked");
-	r = s < 0 ? s : iommulu_luo_session_preserve_fd(s, iommufd, 0x1000);
-	if (!r)
-		r = iommulu_luo_session_preserve_fd(s, dev, 0x2000);
-	result("device-marked-hwpt", r == 0, "preserve iommufd + vfio cdev: %s", strerror(-r));
-	if (s >= 0)
-		close(s);
+	result("attach-marked", r == 0, "attach to the marked HWPT: %s", strerror(-r));
+	device_case("device-marked-hwpt", iommufd, dev, 0);
 
 	printf("%d failure(s)\n", failures);
 	return failures ? 1 : 0;
