@@ -20,7 +20,10 @@
  * FAKE_LUO_INCOMING_PREFIX "<session name>" holding a manifest, which a
  * test hands to the daemon through $LISTEN_FDS: RETRIEVE_FD(0) gives a
  * copy of the manifest, RETRIEVE_FD of a memfd token a sealed memfd of
- * the manifest's size, other tokens ENOENT; FINISH succeeds.  readlink()
+ * the manifest's size, other tokens ENOENT; FINISH succeeds, or fails with
+ * EBUSY while a file "$IOMMULU_LIVEUPDATE_DEV.finish-busy" exists (what the
+ * kernel answers while a device still uses the preserved translation).
+ * readlink()
  * of /proc/self/fd/N says "anon_inode:[luo_session] <name>" for every
  * fake session, as the kernel does for real ones.  Every other
  * ioctl() goes to the next definition (libc, or a sanitizer's interceptor).
@@ -260,6 +263,18 @@ ssize_t readlink(const char *path, char *buf, size_t size)
 	return (ssize_t)size;
 }
 
+/* The test asks FINISH of incoming sessions to be refused, see above. */
+static bool finish_busy(void)
+{
+	const char *dev = getenv("IOMMULU_LIVEUPDATE_DEV");
+	char path[512];
+
+	if (!dev)
+		return false;
+	snprintf(path, sizeof(path), "%s.finish-busy", dev);
+	return access(path, F_OK) == 0;
+}
+
 int ioctl(int fd, unsigned long req, ...)
 {
 	char name[LIVEUPDATE_SESSION_NAME_LENGTH];
@@ -280,7 +295,7 @@ int ioctl(int fd, unsigned long req, ...)
 		case LIVEUPDATE_SESSION_RETRIEVE_FD:
 			return incoming_retrieve(fd, arg);
 		case LIVEUPDATE_SESSION_FINISH:
-			return 0;
+			return finish_busy() ? fail(EBUSY) : 0;
 		case LIVEUPDATE_SESSION_GET_NAME: {
 			struct liveupdate_session_get_name *a = arg;
 

@@ -1241,6 +1241,24 @@ static void test_retrieve_parts(void)
 		check(r == 1 && lines == 40 && strstr(out, "retrieve memfd:39: 65536 bytes"),
 		      "iommu-lud-vmm-client retrieves all 40 memfds in parts (status %d, %d memfds)", r, lines);
 	}
+	{
+		/* The kernel refuses FINISH while a device still uses the
+		 * preserved translation: a named error, and the VM stays. */
+		char busy[512];
+		int fd;
+
+		snprintf(busy, sizeof(busy), "%s/fake-liveupdate.finish-busy", env.dir);
+		fd = open(busy, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+		check(fd >= 0, "create %s", busy);
+		if (fd >= 0)
+			close(fd);
+		r = call_s(bus, "FinishVM", "big", &e);
+		check(r < 0 && error_is(&e, ERR("Busy")) && vm_state_is(bus, "big", "retrieved"),
+		      "FinishVM refused by the kernel: Busy, the VM stays retrieved (%s: %s)",
+		      e.name ?: "none", e.message ?: "");
+		sd_bus_error_free(&e);
+		unlink(busy);
+	}
 	r = call_s(bus, "FinishVM", "big", &e);
 	check(r >= 0 && vm_state_is(bus, "big", "finished"), "FinishVM (%s)", e.message ?: "");
 	sd_bus_error_free(&e);
