@@ -427,17 +427,16 @@ static int method_register_vm_part(sd_bus_message *msg, void *userdata, sd_bus_e
 }
 
 /*
- * LUO FINISH of a VM's incoming session.  The kernel refuses it (EBUSY) while
- * one of the VM's devices still translates DMA through the page tables the
- * previous kernel handed over: they point into the VM's memfds, which FINISH
- * lets go.  The VM then stays as it is; its VMM takes the devices over first.
+ * The error for a failed LUO FINISH of a VM's incoming session.  The kernel
+ * refuses it (EBUSY) while one of the VM's devices still translates DMA
+ * through the page tables the previous kernel handed over: they point into
+ * the VM's memfds, which FINISH lets go.  The VMM takes the devices over
+ * first.
  */
-static int finish_incoming_session(Vm *v, sd_bus_error *error)
+static int finish_error(Vm *v, int r, sd_bus_error *error)
 {
 	char what[160];
-	int r;
 
-	r = iommulu_luo_session_finish(v->session_fd);
 	if (r == -EBUSY && v->n_devices > 0) {
 		log_vm(LOG_WARNING, LOG_VM_SESSION(v->name, v->session_name),
 		       "Not finishing VM %s: a device still uses the translation preserved across the kexec",
@@ -449,11 +448,8 @@ static int finish_incoming_session(Vm *v, sd_bus_error *error)
 					 "session %s can be finished (the kernel log names the device)",
 					 v->name, v->session_name);
 	}
-	if (r < 0) {
-		snprintf(what, sizeof(what), "VM %s: LUO FINISH of session %s failed", v->name, v->session_name);
-		return bus_error_from_errno(error, r, what);
-	}
-	return 0;
+	snprintf(what, sizeof(what), "VM %s: LUO FINISH of session %s failed", v->name, v->session_name);
+	return bus_error_from_errno(error, r, what);
 }
 
 static int method_unregister_vm(sd_bus_message *msg, void *userdata, sd_bus_error *error)
@@ -475,11 +471,15 @@ static int method_unregister_vm(sd_bus_message *msg, void *userdata, sd_bus_erro
 		return invalid_state(error, v, "call FinishVM first");
 	/* registered, finished, or failed (an incoming session is finished) */
 	if (v->session_incoming && v->session_fd >= 0) {
-		/* Keep the VM if the kernel still needs its session. */
-		r = finish_incoming_session(v, error);
+		/* Keep the VM while the kernel still needs its session; any
+		 * other failure is logged and the VM dropped, as before. */
+		r = iommulu_luo_session_finish(v->session_fd);
+		if (r == -EBUSY)
+			return finish_error(v, r, error);
 		if (r < 0)
-			return r;
-		v->session_incoming = false;	/* FINISH done; do not repeat it */
+			log_vm_errno(LOG_WARNING, r, LOG_VM_SESSION(name, v->session_name),
+				     "LUO FINISH of session %s failed: %m", v->session_name);
+		v->session_incoming = false;	/* FINISH done or given up; do not repeat it */
 	}
 	vm_unmark_hwpts(v);
 	vm_finish_session(v);
@@ -774,9 +774,9 @@ static int method_finish_vm(sd_bus_message *msg, void *userdata, sd_bus_error *e
 	    (!IN_SET3(v->state, VM_RESTORED, VM_VERIFIED, VM_RETRIEVED) && v->state != VM_FAILED))
 		return invalid_state(error, v, "only a VM restored from a live update can be finished");
 
-	r = finish_incoming_session(v, error);
+	r = iommulu_luo_session_finish(v->session_fd);
 	if (r < 0)
-		return r;
+		return finish_error(v, r, error);
 	log_vm(LOG_NOTICE, LOG_VM_SESSION(name, v->session_name),
 	       "Finished VM %s: session %s released and removed from the fd store", name, v->session_name);
 	v->session_incoming = false;	/* FINISH done; do not repeat it */
