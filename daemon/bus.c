@@ -533,19 +533,7 @@ static int method_unpreserve_vm(sd_bus_message *msg, void *userdata, sd_bus_erro
 	if (v->state != VM_PRESERVED)
 		return invalid_state(error, v, "only a preserved (or a not yet preserved) VM can be unpreserved");
 
-	log_vm(LOG_INFO, LOG_VM_SESSION(name, v->session_name), "Unpreserving VM %s (session %s)", name,
-	       v->session_name);
-	vm_finish_session(v);
-	if (!v->has_fds) {
-		/* Taken back from the fd store after a restart: the VMM's
-		 * files are only in the (now closed) session.  The VMM
-		 * registers again. */
-		log_vm(LOG_NOTICE, LOG_VM(name),
-		       "VM %s had no files of its own after the daemon restart; dropped, register it again.",
-		       name);
-		manager_remove_vm(m, v);
-	} else
-		vm_set_state(v, VM_REGISTERED, NULL);
+	(void)vm_unpreserve(v);
 	shutdown_update_block(m);
 	return sd_bus_reply_method_return(msg, NULL);
 }

@@ -674,6 +674,28 @@ void vm_unmark_hwpts(Vm *v)
 	}
 }
 
+int vm_unpreserve(Vm *v)
+{
+	Manager *m = v->manager;
+
+	log_vm(LOG_INFO, LOG_VM_SESSION(v->name, v->session_name), "Unpreserving VM %s (session %s)", v->name,
+	       v->session_name);
+	v->preserved_by_hook = false;
+	vm_finish_session(v);
+	if (!v->has_fds) {
+		/* Taken back from the fd store after a restart: the VMM's
+		 * files are only in the (now closed) session.  The VMM
+		 * registers again. */
+		log_vm(LOG_NOTICE, LOG_VM(v->name),
+		       "VM %s had no files of its own after the daemon restart; dropped, register it again.",
+		       v->name);
+		manager_remove_vm(m, v);
+		return 1;
+	}
+	vm_set_state(v, VM_REGISTERED, NULL);
+	return 0;
+}
+
 void vm_finish_session(Vm *v)
 {
 	Manager *m = v->manager;

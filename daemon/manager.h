@@ -100,6 +100,7 @@ typedef struct Vm {
 	char session_name[IOMMULU_LUO_SESSION_NAME_MAX + 1];
 	int session_fd;
 	bool session_incoming;
+	bool preserved_by_hook;	/* preserved for a kexec logind announced */
 	int record_fd;		/* copy of the record kept in the fd store */
 	iommulu_manifest *manifest;
 
@@ -179,6 +180,9 @@ int manager_restore_outgoing(Manager *m, int session_fd, int record_fd, const ch
 int vm_verify(Vm *v);
 void vm_finish_session(Vm *v);
 void vm_unmark_hwpts(Vm *v);
+/* Close a preserved VM's outgoing session: 1 if the VM was dropped (it had
+ * no files of its own after a restart), else 0 (back to registered). */
+int vm_unpreserve(Vm *v);
 
 /* fd store */
 /* How long a BARRIER=1 may stay unanswered before PreserveVM gives up and

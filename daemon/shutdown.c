@@ -100,7 +100,13 @@ static void preserve_for_kexec(Manager *m, const char *why)
 	int r;
 
 	log_notice("%s: preserving all registered VMs.", why);
+	/* What this hook preserves, a cancelled kexec unpreserves again */
+	for (size_t i = 0; i < m->n_vms; i++)
+		m->vms[i]->preserved_by_hook = m->vms[i]->state != VM_PRESERVED;
 	r = manager_preserve_all(m, &res);
+	for (size_t i = 0; i < m->n_vms; i++)
+		if (m->vms[i]->state != VM_PRESERVED)
+			m->vms[i]->preserved_by_hook = false;
 	if (r < 0)
 		log_error_errno(r, "PreserveAll failed: %m");
 	for (char **p = res; p && *p; p += 2)
@@ -114,11 +120,37 @@ static void preserve_for_kexec(Manager *m, const char *why)
 	free(res);
 }
 
+/*
+ * The kexec was cancelled: give the running VMs back what this hook took.
+ * Their sessions close, which unpreserves everything in them (the kernel
+ * makes their IOAS mutable again), so their VMMs can map and unmap as
+ * before.  VMs preserved by an explicit PreserveVM stay preserved.
+ */
+static void unpreserve_after_cancel(Manager *m)
+{
+	size_t i = 0;
+
+	while (i < m->n_vms) {
+		Vm *v = m->vms[i];
+
+		if (!v->preserved_by_hook || v->state != VM_PRESERVED) {
+			v->preserved_by_hook = false;
+			i++;
+			continue;
+		}
+		log_vm(LOG_NOTICE, LOG_VM(v->name), "Kexec cancelled: unpreserving VM %s", v->name);
+		if (vm_unpreserve(v) == 0)
+			i++;	/* else removed: m->vms[i] is the next VM now */
+	}
+	shutdown_update_block(m);
+}
+
 static void on_prepare(Manager *m, bool start, const char *type)
 {
 	if (!start) {
+		unpreserve_after_cancel(m);
 		/* Shutdown cancelled: arm again. */
-		if (m->delay_fd < 0)
+		if (m->have_logind && m->delay_fd < 0)
 			(void)take_inhibitor(m, "delay", "Preserve VMs for a live update before kexec",
 					     &m->delay_fd);
 		return;

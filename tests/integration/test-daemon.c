@@ -883,6 +883,85 @@ static void test_preserve(void)
 	close(fd);
 }
 
+static bool wait_state(sd_bus *bus, const char *name, const char *want)
+{
+	for (int i = 0; i < 250; i++) {
+		if (vm_state_is(bus, name, want))
+			return true;
+		msleep(20);
+	}
+	return false;
+}
+
+/* What logind sends: PrepareForShutdownWithMetadata(start, {type}). */
+static int emit_prepare(sd_bus *logind, bool start, const char *type)
+{
+	sd_bus_message *m = NULL;
+	int r;
+
+	r = sd_bus_message_new_signal(logind, &m, "/org/freedesktop/login1", "org.freedesktop.login1.Manager",
+				      "PrepareForShutdownWithMetadata");
+	if (r >= 0)
+		r = sd_bus_message_append(m, "b", start);
+	if (r >= 0)
+		r = sd_bus_message_open_container(m, 'a', "{sv}");
+	if (r >= 0 && type)
+		r = sd_bus_message_append(m, "{sv}", "type", "s", type);
+	if (r >= 0)
+		r = sd_bus_message_close_container(m);
+	if (r >= 0)
+		r = sd_bus_send(logind, m, NULL);
+	if (r >= 0)
+		r = sd_bus_flush(logind);
+	sd_bus_message_unref(m);
+	return r;
+}
+
+/* logind announces a kexec and then cancels it: the VM the daemon's hook
+ * preserved is unpreserved again (its VMM can map and unmap as before),
+ * while a VM preserved by an explicit PreserveVM stays preserved. */
+static void test_cancelled_kexec(void)
+{
+	LudEnv env;
+	sd_bus *bus = NULL, *logind = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int fds[2] = { -1, -1 }, r;
+
+	r = lud_env_start(&env, &(LudEnvOptions){ .fake_luo = true, .notify = LUD_NOTIFY_ACK });
+	if (!check(r >= 0, "start a daemon with a fake /dev/liveupdate, PID 1 and logind (%s)", strerror(-r))) {
+		lud_env_stop(&env);
+		return;
+	}
+	lud_env_connect(&env, &bus);
+	lud_env_connect(&env, &logind);
+	iommulu_memfd_create("hook", 1 << 16, &fds[0]);
+	iommulu_memfd_create("manual", 1 << 16, &fds[1]);
+	r = register_vm(bus, "hook", &fds[0], 1, NULL, 0, NULL, 0, &e, NULL);
+	if (r >= 0)
+		r = register_vm(bus, "manual", &fds[1], 1, NULL, 0, NULL, 0, &e, NULL);
+	if (r >= 0)
+		r = call_s(bus, "PreserveVM", "manual", &e);
+	check(r >= 0, "register hook and manual, PreserveVM manual (%s)", e.message ?: "");
+	sd_bus_error_free(&e);
+	r = sd_bus_request_name(logind, "org.freedesktop.login1", 0);
+	check(r >= 0, "a fake logind owns org.freedesktop.login1 (%s)", strerror(-r));
+
+	r = emit_prepare(logind, true, "kexec");
+	check(r >= 0 && wait_state(bus, "hook", "preserved"),
+	      "PrepareForShutdownWithMetadata(true, kexec): the hook preserves the registered VM");
+	r = emit_prepare(logind, false, NULL);
+	check(r >= 0 && wait_state(bus, "hook", "registered"),
+	      "PrepareForShutdown(false), a cancelled kexec: the hook's VM is unpreserved");
+	check(vm_state_is(bus, "manual", "preserved"), "the VM preserved by PreserveVM stays preserved");
+	check(fdstore_settled(&env, 2, NULL) == 2, "the fd store holds only the manual VM's session and record");
+
+	sd_bus_flush_close_unref(logind);
+	sd_bus_flush_close_unref(bus);
+	lud_env_stop(&env);
+	close(fds[0]);
+	close(fds[1]);
+}
+
 /* A PID 1 that never answers BARRIER=1: PreserveVM and PreserveAll must
  * not report success for a session systemd never confirmed holding. */
 static void test_barrier_unanswered(void)
@@ -1362,6 +1441,7 @@ int main(void)
 
 	test_quota();
 	test_preserve();
+	test_cancelled_kexec();
 	test_barrier_unanswered();
 	test_owner_race();
 	test_register_parts();
