@@ -584,6 +584,26 @@ static int device_takeover(struct vmm *v, struct device *d)
 	return 0;
 }
 
+/* The new VMM's part after the checks: retrieve the iommufd, take every
+ * device over, then FINISH, which the kernel allows only now. */
+static int takeover_and_finish(struct vmm *v, int session)
+{
+	int r;
+
+	if (v->n_dev) {
+		r = iommulu_luo_session_retrieve_fd(session, TOKEN_IOMMUFD, &v->iommufd);
+		if (r < 0)
+			return fail("retrieve iommufd: %s", strerror(-r));
+		for (unsigned i = 0; i < v->n_dev; i++)
+			if (device_takeover(v, &v->dev[i]) < 0)
+				return -1;
+	}
+	r = iommulu_luo_session_finish(session);
+	if (r < 0)
+		return fail("FINISH after the takeover: %s", strerror(-r));
+	return 0;
+}
+
 static int setup_vm(struct vmm *v)
 {
 	if (ram_create(v) < 0 || ram_map(v) < 0 || iommu_setup(v) < 0)
@@ -873,16 +893,9 @@ static int cmd_restore_check(struct vmm *v)
 			    "without FINISH");
 			return 0;
 		}
-		r = iommulu_luo_session_retrieve_fd(session, TOKEN_IOMMUFD, &v->iommufd);
-		if (r < 0)
-			return fail("retrieve iommufd: %s", strerror(-r)), 1;
-		for (unsigned i = 0; i < v->n_dev; i++)
-			if (device_takeover(v, &v->dev[i]) < 0)
-				return 1;
 	}
-	r = iommulu_luo_session_finish(session);
-	if (r < 0)
-		return fail("FINISH: %s", strerror(-r)), 1;
+	if (takeover_and_finish(v, session) < 0)
+		return 1;
 	snprintf(state, sizeof(state), "FDSTOREREMOVE=1\nFDNAME=%s", v->fdname);
 	r = sd_pid_notify(0, 0, state);
 	if (r <= 0)
@@ -1000,15 +1013,8 @@ static int cmd_restore_again(struct vmm *v)
 	if (r != -EBUSY)
 		return fail("FINISH of the re-retrieved session before the takeover: %s, expected "
 			    "EBUSY", r < 0 ? strerror(-r) : "succeeded"), 1;
-	r = iommulu_luo_session_retrieve_fd(session, TOKEN_IOMMUFD, &v->iommufd);
-	if (r < 0)
-		return fail("retrieve iommufd again: %s", strerror(-r)), 1;
-	for (unsigned i = 0; i < v->n_dev; i++)
-		if (device_takeover(v, &v->dev[i]) < 0)
-			return 1;
-	r = iommulu_luo_session_finish(session);
-	if (r < 0)
-		return fail("FINISH after the takeover: %s", strerror(-r)), 1;
+	if (takeover_and_finish(v, session) < 0)
+		return 1;
 	bad = canary_mismatch(canary, canary_len);
 	if (bad != canary_len)
 		return fail("canary byte %zu changed", bad), 1;
