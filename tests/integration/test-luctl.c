@@ -319,28 +319,43 @@ static int complete(LudEnv *env, const char *words, int cword)
 	return run_bash(env, script);
 }
 
+/*
+ * Start a daemon with o (what names it in the check), connect and register
+ * one VM of a memfd of size bytes: what most cases below start from.
+ */
+static bool start_with_vm(LudEnv *env, const LudEnvOptions *o, const char *what, const char *vm, uint64_t size,
+			  sd_bus **ret_bus, int *ret_fd)
+{
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int r;
+
+	r = lud_env_start(env, o);
+	if (!check(r >= 0, "start a daemon %s (%s)", what, strerror(-r))) {
+		lud_env_stop(env);
+		return false;
+	}
+	lud_env_connect(env, ret_bus);
+	iommulu_memfd_create(vm, size, ret_fd);
+	r = register_vm(*ret_bus, "RegisterVM", vm, *ret_fd, true, &e);
+	check(r >= 0, "RegisterVM %s (%s)", vm, e.message ?: "");
+	sd_bus_error_free(&e);
+	return true;
+}
+
 /* ---- 1: no /dev/liveupdate: every VM is ineligible ------------------- */
 
 static void test_no_luo(void)
 {
 	LudEnv env;
 	sd_bus *bus = NULL;
-	sd_bus_error e = SD_BUS_ERROR_NULL;
 	json_object *j;
 	static char status_out[sizeof(run.out)];
 	char want[256];
-	int fd = -1, r;
+	int fd = -1;
 
-	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = true });
-	if (!check(r >= 0, "start a daemon on a host without /dev/liveupdate (%s)", strerror(-r))) {
-		lud_env_stop(&env);
+	if (!start_with_vm(&env, &(LudEnvOptions){ .with_policy = true }, "on a host without /dev/liveupdate",
+			   "inel", 1 << 16, &bus, &fd))
 		return;
-	}
-	lud_env_connect(&env, &bus);
-	iommulu_memfd_create("inel", 1 << 16, &fd);
-	r = register_vm(bus, "RegisterVM", "inel", fd, true, &e);
-	check(r >= 0, "RegisterVM inel (%s)", e.message ?: "");
-	sd_bus_error_free(&e);
 
 	/* status */
 	LUCTL(&env, "status");
@@ -526,7 +541,7 @@ static void test_no_luo(void)
 
 	/* the daemon gone */
 	sd_bus_flush_close_unref(bus);
-	r = lud_env_stop_daemon(&env);
+	(void)lud_env_stop_daemon(&env);
 	LUCTL(&env, "status");
 	check(run.status == 3 && err_has("org.freedesktop.DBus.Error.ServiceUnknown"),
 	      "status without the daemon: exit status 3 (%d: %s)", run.status, run.err);
@@ -539,20 +554,13 @@ static void test_policy_continue(void)
 {
 	LudEnv env;
 	sd_bus *bus = NULL;
-	sd_bus_error e = SD_BUS_ERROR_NULL;
-	int fd = -1, r;
+	int fd = -1;
 
-	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = true,
-						   .config = "[Daemon]\nFailurePolicy=continue\nMaxVMs=7\n" });
-	if (!check(r >= 0, "start a daemon with FailurePolicy=continue, MaxVMs=7 (%s)", strerror(-r))) {
-		lud_env_stop(&env);
+	if (!start_with_vm(&env,
+			   &(LudEnvOptions){ .with_policy = true,
+					     .config = "[Daemon]\nFailurePolicy=continue\nMaxVMs=7\n" },
+			   "with FailurePolicy=continue, MaxVMs=7", "lost", 1 << 16, &bus, &fd))
 		return;
-	}
-	lud_env_connect(&env, &bus);
-	iommulu_memfd_create("lost", 1 << 16, &fd);
-	r = register_vm(bus, "RegisterVM", "lost", fd, true, &e);
-	check(r >= 0, "RegisterVM lost (%s)", e.message ?: "");
-	sd_bus_error_free(&e);
 	LUCTL(&env, "status");
 	check(run.status == 0 && out_has("    FailurePolicy: continue\n") && out_has("           MaxVMs: 7\n"),
 	      "status shows the configured FailurePolicy and MaxVMs");
@@ -576,16 +584,9 @@ static void test_eligible(void)
 	json_object *j;
 	int fd = -1, half = -1, r;
 
-	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = true, .fake_luo = true, .notify = LUD_NOTIFY_ACK });
-	if (!check(r >= 0, "start a daemon with a fake /dev/liveupdate and fd store (%s)", strerror(-r))) {
-		lud_env_stop(&env);
+	if (!start_with_vm(&env, &(LudEnvOptions){ .with_policy = true, .fake_luo = true, .notify = LUD_NOTIFY_ACK },
+			   "with a fake /dev/liveupdate and fd store", "good", 1 << 20, &bus, &fd))
 		return;
-	}
-	lud_env_connect(&env, &bus);
-	iommulu_memfd_create("good", 1 << 20, &fd);
-	r = register_vm(bus, "RegisterVM", "good", fd, true, &e);
-	check(r >= 0, "RegisterVM good (%s)", e.message ?: "");
-	sd_bus_error_free(&e);
 
 	LUCTL(&env, "check");
 	if (!check(run.status == 0 && LINE_HAS("good", "registered", " yes ", "preserved automatically") &&
