@@ -1051,6 +1051,28 @@ static const DeviceSnapshot *find_snapshot(const Vm *v, const char *bdf)
 	return NULL;
 }
 
+/* The kernel brings a preserved HWPT and its IOAS back under their old IDs;
+ * the VMM goes on with the IDs it recorded, so a different one is a failure. */
+static void verify_hwpt(Vm *v, const iommulu_manifest_hwpt *h)
+{
+	uint32_t hwpt_id, ioas_id;
+	char what[32];
+	bool created;
+	int r;
+
+	snprintf(what, sizeof(what), "hwpt:%" PRIu32, h->id);
+	r = iommulu_iommufd_hwpt_query(v->iommufd, h->token, &hwpt_id, &ioas_id, &created);
+	if (r < 0)
+		check_add(v, what, false, "IOMMU_HWPT_LIVEUPDATE_QUERY of token 0x%" PRIx64 ": %s",
+			  h->token, strerror(-r));
+	else if (hwpt_id != h->id)
+		check_add(v, what, false, "restored as HWPT %" PRIu32 ", not under its old ID",
+			  hwpt_id);
+	else
+		check_add(v, what, true, "restored under its old ID, on IOAS %" PRIu32 "%s", ioas_id,
+			  created ? "" : " (created when its device is retrieved)");
+}
+
 static void verify_device(Vm *v, size_t i)
 {
 	const char *bdf = v->bdfs[i];
@@ -1166,8 +1188,11 @@ int vm_verify(Vm *v)
 			check_add(v, "iommufd", false, "not restored by the kernel");
 		else if (iommulu_fd_classify(v->iommufd, &kind) < 0 || kind != IOMMULU_FD_IOMMUFD)
 			check_add(v, "iommufd", false, "restored file is not an iommufd");
-		else
+		else {
 			check_add(v, "iommufd", true, "restored with %zu HWPT(s)", v->n_hwpts);
+			for (size_t i = 0; i < mf->n_hwpts; i++)
+				verify_hwpt(v, &mf->hwpts[i]);
+		}
 	}
 	for (size_t i = 0; i < v->n_devices; i++)
 		verify_device(v, i);

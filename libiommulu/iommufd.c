@@ -135,6 +135,27 @@ _public_ int iommulu_iommufd_hwpt_mark_preserve(int iommufd, uint32_t hwpt_id, u
 	return iommufd_ioctl(iommufd, IOMMU_HWPT_LIVEUPDATE_MARK_PRESERVE, &cmd);
 }
 
+_public_ int iommulu_iommufd_hwpt_query(int iommufd, uint64_t token, uint32_t *ret_hwpt_id,
+				       uint32_t *ret_ioas_id, bool *ret_created)
+{
+	struct iommu_hwpt_liveupdate_query cmd = {
+		.size = sizeof(cmd),
+		.hwpt_token = token,
+	};
+	int r;
+
+	r = iommufd_ioctl(iommufd, IOMMU_HWPT_LIVEUPDATE_QUERY, &cmd);
+	if (r < 0)
+		return r;
+	if (ret_hwpt_id)
+		*ret_hwpt_id = cmd.out_hwpt_id;
+	if (ret_ioas_id)
+		*ret_ioas_id = cmd.out_ioas_id;
+	if (ret_created)
+		*ret_created = cmd.out_flags & IOMMU_HWPT_LIVEUPDATE_QUERY_CREATED;
+	return 0;
+}
+
 _public_ int iommulu_iommufd_hwpt_unmark_preserve(int iommufd, uint32_t hwpt_id, uint64_t token)
 {
 	struct iommu_hwpt_liveupdate_mark_preserve cmd = {

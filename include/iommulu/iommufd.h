@@ -48,6 +48,18 @@ int iommulu_iommufd_hwpt_mark_preserve(int iommufd, uint32_t hwpt_id, uint64_t t
  */
 int iommulu_iommufd_hwpt_unmark_preserve(int iommufd, uint32_t hwpt_id, uint64_t token);
 
+/*
+ * IOMMU_HWPT_LIVEUPDATE_QUERY (kernel series) on an iommufd retrieved from a
+ * LUO session: the IDs of the HW pagetable marked with token before the
+ * kexec and of its IOAS, which are the IDs they had then, and whether the HW
+ * pagetable object exists yet (it is created when the first of its devices
+ * is retrieved).  -ENOENT when the iommufd was not retrieved or has no such
+ * token; -ENOTTY when the running kernel lacks the ioctl.  Any of the output
+ * pointers may be NULL.
+ */
+int iommulu_iommufd_hwpt_query(int iommufd, uint64_t token, uint32_t *ret_hwpt_id,
+			       uint32_t *ret_ioas_id, bool *ret_created);
+
 #ifdef __cplusplus
 }
 #endif

@@ -185,6 +185,33 @@ struct iommu_hwpt_liveupdate_mark_preserve {
 	_IO(IOMMUFD_TYPE, IOMMUFD_CMD_HWPT_LIVEUPDATE_MARK_PRESERVE)
 #endif
 
+/*
+ * IOMMU_HWPT_LIVEUPDATE_QUERY (kernel series): in an iommufd retrieved from
+ * a LUO session, the IDs of the HW pagetable marked with hwpt_token before
+ * the kexec and of its IOAS; they are the IDs the objects had then.
+ * out_flags has IOMMU_HWPT_LIVEUPDATE_QUERY_CREATED once the HW pagetable
+ * object exists (a device of it was retrieved); until then its ID is
+ * reserved.  -ENOENT not a retrieved iommufd, or no such token;
+ * -EOPNOTSUPP flags not 0; -ENOTTY the running kernel lacks it.
+ */
+#ifndef IOMMU_HWPT_LIVEUPDATE_QUERY
+#define IOMMUFD_CMD_HWPT_LIVEUPDATE_QUERY 0x97
+enum iommu_hwpt_liveupdate_query_out_flags {
+	IOMMU_HWPT_LIVEUPDATE_QUERY_CREATED = 1 << 0,
+};
+struct iommu_hwpt_liveupdate_query {
+	__u32 size;
+	__u32 flags;
+	__aligned_u64 hwpt_token;
+	__u32 out_flags;
+	__u32 out_hwpt_id;
+	__u32 out_ioas_id;
+	__u32 __reserved;
+};
+#define IOMMU_HWPT_LIVEUPDATE_QUERY \
+	_IO(IOMMUFD_TYPE, IOMMUFD_CMD_HWPT_LIVEUPDATE_QUERY)
+#endif
+
 /* ---- vfio cdev (include/uapi/linux/vfio.h), pieces newer than 6.1 ---- */
 #ifndef VFIO_DEVICE_BIND_IOMMUFD
 struct vfio_device_bind_iommufd {

@@ -15,23 +15,25 @@
  *       mapped, which the IOMMU must block.
  *   iommulu-vmm preserve --device BDF ... [options]       (needs kernel series)
  *       as probe, then write the pre-kexec pattern into guest RAM, mark the
- *       HWPT for preservation, and preserve memfd, iommufd and devices in
- *       one LUO session that goes into the unit's fd store.
+ *       HWPT for preservation, and preserve memfd, a sealed memfd with the
+ *       object IDs (as QEMU's CPR state records them), iommufd and devices
+ *       in one LUO session that goes into the unit's fd store.
  *   iommulu-vmm restore-check --device BDF ... [options]  (needs kernel series)
  *       after the kexec: take the session back from the fd store, retrieve
- *       memfd and devices, check the pre-kexec pattern, have edu DMA a
- *       fresh pattern to the preserved IOVA without attaching anything,
- *       check it landed in the retrieved memfd, check that another
- *       iommufd cannot take the device and that FINISH is refused (EBUSY)
- *       until the devices are taken over; then take them over (bind the
- *       retrieved cdevs to the retrieved iommufd, attach a HWPT on the
- *       restored IOAS, DMA through it) and FINISH.  --crash: exit after
- *       the refused FINISH instead, with the session dropped from the fd
+ *       the memfds, check the pre-kexec pattern, have edu DMA a fresh
+ *       pattern to the preserved IOVA before any device file is retrieved
+ *       (BAR0 through sysfs), check it landed in the retrieved memfd, check
+ *       that another iommufd cannot take the device and that FINISH is
+ *       refused (EBUSY); then retrieve the iommufd (HWPT and IOAS under the
+ *       recorded IDs) and the devices, which come back bound under their
+ *       recorded IDs and attached to the recorded HWPT (no bind, no attach
+ *       call), DMA through them, and FINISH.  --crash: exit after the
+ *       refused FINISH instead, with the session dropped from the fd
  *       store, as a crashed VMM would.
  *   iommulu-vmm restore-again --device BDF ... [options]  (after --crash)
  *       retrieve the session again from /dev/liveupdate, check guest RAM,
  *       DMA into it with a canary memfd watching for stray writes, FINISH
- *       refused, take the devices over, FINISH.
+ *       refused, retrieve iommufd and devices as restore-check does, FINISH.
  *   --chain (restore-check, restore-again): after FINISH, preserve the VM
  *       again right away, with the files taken over and the new HWPT
  *       marked, into a new session in the fd store: the next live update.
@@ -44,8 +46,9 @@
  *   iommulu-vmm retrieve NAME [--device BDF ...] [--rebind] [options]
  *       after the kexec: VerifyVM (every check must pass), RetrieveVM,
  *       check the guest RAM pattern; for each device fd handed back, have
- *       edu DMA into the preserved IOVA and check it landed, then take the
- *       device over (as restore-check does); FinishVM.
+ *       edu DMA into the preserved IOVA and check it landed, then check
+ *       that it came back bound and attached (as restore-check does);
+ *       FinishVM.
  *       --rebind: then drop the retrieved device and iommufd files and
  *       attach each device afresh (new iommufd and HWPT mapping the
  *       retrieved memfd), with a DMA round trip: after FINISH the device
@@ -87,6 +90,7 @@
 #include <iommulu/luo.h>
 #include <iommulu/memfd.h>
 #include <iommulu/pci.h>
+#include <iommulu/plan.h>
 #include <iommulu/vfio.h>
 
 #include "pattern.h"
@@ -137,8 +141,21 @@ struct vmm_ioas_unmap {
 /* LUO tokens of the session this VMM preserves. */
 #define TOKEN_MEMFD 1
 #define TOKEN_IOMMUFD 2
+#define TOKEN_STATE 3
 #define TOKEN_DEVICE0 16
 #define HWPT_TOKEN 0x1000
+
+/*
+ * What this VMM records before the kexec, as QEMU's CPR state does: the
+ * iommufd object IDs it goes on with afterwards.  Kept in a sealed memfd of
+ * the session (TOKEN_STATE).
+ */
+#define STATE_MAGIC 0x494f4d4d56535431ull /* "IOMMVST1" */
+struct vmm_state {
+	uint64_t magic;
+	uint32_t ioas_id, hwpt_id, n_dev;
+	uint32_t dev_id[MAX_DEVICES];
+};
 
 struct device {
 	const char *bdf;
@@ -157,6 +174,8 @@ struct vmm {
 	int memfd, iommufd;
 	uint8_t *ram;
 	uint32_t ioas_id, hwpt_id;
+	/* IDs recorded before the kexec are known (restored from TOKEN_STATE) */
+	int ids_known;
 	struct device dev[MAX_DEVICES];
 	unsigned n_dev;
 };
@@ -533,59 +552,150 @@ static int dma_unmapped(struct vmm *v, const struct device *d, uint64_t seed)
 }
 
 /*
- * Take a device back after the kexec, as the new VMM does: bind the
- * retrieved cdev to the retrieved iommufd (the kernel keeps the preserved
- * translation: no reset, bus mastering stays on, DMA goes on), check DMA
- * still lands while bound but not attached, then attach a new HWPT on the
- * restored IOAS (ID 1, the first preserved HWPT's) and do a round trip
- * through it, with config space and BAR0 now through vfio.
+ * The device file retrieved after the kexec comes back bound to the
+ * retrieved iommufd under its old device ID and attached to its old HWPT:
+ * the new VMM makes no bind and no attach call.  Check that, with config
+ * space and BAR0 now through vfio, and that DMA goes through it.
  */
 static int device_takeover(struct vmm *v, struct device *d)
 {
+	uint32_t id2, hwpt2;
 	uint16_t cmd;
 	int r;
 
-	r = iommulu_vfio_bind_iommufd(d->fd, v->iommufd, &d->dev_id);
-	if (r < 0)
-		return fail("%s: bind the retrieved cdev to the retrieved iommufd: %s", d->bdf,
-			    strerror(-r));
 	r = iommulu_vfio_config_read(d->fd, 0x04, &cmd, sizeof(cmd));
 	if (r < 0)
-		return fail("%s: read PCI command through vfio: %s", d->bdf, strerror(-r));
+		return fail("%s: config space of the retrieved cdev, with no bind call: %s", d->bdf,
+			    strerror(-r));
 	if (!(cmd & 0x0004))
-		return fail("%s: binding the retrieved cdev cleared bus mastering (command %#x)",
-			    d->bdf, cmd);
-	if (v->kept && edu_check_kept(d, "after binding,") < 0)
-		return -1;
-	/* Bound, nothing attached: still the preserved translation. */
-	if (dma_round_trip(v, d, 0x4000, 0x9000, v->seed ^ 0xb1d) < 0)
-		return -1;
-	say("%s: bound to the retrieved iommufd (dev_id %u): no reset, bus mastering on, "
-	    "DMA still lands",
-	    d->bdf, d->dev_id);
-	if (v->hwpt_id == 0) {
-		v->ioas_id = 1;
-		r = iommulu_iommufd_hwpt_alloc(v->iommufd, d->dev_id, v->ioas_id, 0, &v->hwpt_id);
+		return fail("%s: bus mastering is off on the retrieved cdev (command %#x)", d->bdf,
+			    cmd);
+	r = iommulu_vfio_bind_iommufd(d->fd, v->iommufd, &id2);
+	if (r != -EINVAL)
+		return fail("%s: binding the retrieved cdev again: %s, expected EINVAL (already "
+			    "bound)", d->bdf, r < 0 ? strerror(-r) : "succeeded");
+	if (v->ids_known) {
+		/* The device object is back under its old ID: HWPT_ALLOC takes it. */
+		r = iommulu_iommufd_hwpt_alloc(v->iommufd, d->dev_id, v->ioas_id, 0, &hwpt2);
 		if (r < 0)
-			return fail("%s: IOMMU_HWPT_ALLOC on the restored IOAS %u: %s", d->bdf,
-				    v->ioas_id, strerror(-r));
+			return fail("%s: IOMMU_HWPT_ALLOC with the old device ID %u on the old IOAS "
+				    "%u: %s", d->bdf, d->dev_id, v->ioas_id, strerror(-r));
+		r = iommulu_iommufd_destroy(v->iommufd, hwpt2);
+		if (r < 0)
+			return fail("IOMMU_DESTROY %u: %s", hwpt2, strerror(-r));
 	}
+	/* Attaching the HWPT it is attached to changes nothing. */
 	r = iommulu_vfio_attach_pt(d->fd, v->hwpt_id);
 	if (r < 0)
-		return fail("%s: attach to HWPT %u of the restored IOAS: %s", d->bdf, v->hwpt_id,
-			    strerror(-r));
+		return fail("%s: VFIO_DEVICE_ATTACH_IOMMUFD_PT to its own HWPT %u: %s", d->bdf,
+			    v->hwpt_id, strerror(-r));
 	if (d->bar0)
 		munmap((void *)d->bar0, d->bar0_size);
 	d->bar0 = NULL;
-	if (device_enable(d) < 0 || dma_round_trip(v, d, 0x5000, 0x6000, v->seed ^ 0xbeef) < 0)
+	if (device_enable(d) < 0)
 		return -1;
-	say("%s: taken over: attached to HWPT %u on the restored IOAS %u, DMA through it OK",
-	    d->bdf, v->hwpt_id, v->ioas_id);
+	if (v->kept && edu_check_kept(d, "through the retrieved cdev,") < 0)
+		return -1;
+	if (dma_round_trip(v, d, 0x5000, 0x6000, v->seed ^ 0xbeef) < 0)
+		return -1;
+	if (v->ids_known)
+		say("%s: retrieved bound (device ID %u) and attached to HWPT %u on IOAS %u, the IDs "
+		    "it had: no bind, no attach, no reset; DMA OK",
+		    d->bdf, d->dev_id, v->hwpt_id, v->ioas_id);
+	else
+		say("%s: retrieved bound and attached to HWPT %u: no bind, no attach, no reset; "
+		    "DMA OK",
+		    d->bdf, v->hwpt_id);
 	return 0;
 }
 
-/* The new VMM's part after the checks: retrieve the iommufd, take every
- * device over, then FINISH, which the kernel allows only now. */
+/*
+ * The HWPT and IOAS of the retrieved iommufd are the ones the VMM had:
+ * IOMMU_HWPT_LIVEUPDATE_QUERY by the token names the recorded IDs.
+ */
+static int check_restored_ids(struct vmm *v, uint64_t token, bool want_created)
+{
+	uint32_t hwpt_id, ioas_id;
+	bool created;
+	int r;
+
+	r = iommulu_iommufd_hwpt_query(v->iommufd, token, &hwpt_id, &ioas_id, &created);
+	if (r < 0)
+		return fail("IOMMU_HWPT_LIVEUPDATE_QUERY of token %#" PRIx64 ": %s", token,
+			    strerror(-r));
+	if (!v->ids_known) {
+		v->hwpt_id = hwpt_id;
+		v->ioas_id = ioas_id;
+	} else if (hwpt_id != v->hwpt_id || ioas_id != v->ioas_id) {
+		return fail("restored HWPT %u on IOAS %u, but the VMM had HWPT %u on IOAS %u",
+			    hwpt_id, ioas_id, v->hwpt_id, v->ioas_id);
+	}
+	if (created != want_created)
+		return fail("HWPT %u %s, expected %s", hwpt_id,
+			    created ? "exists" : "is only reserved",
+			    want_created ? "to exist once its devices are retrieved"
+					 : "only reserved until a device is retrieved");
+	say("retrieved iommufd: HWPT %u on IOAS %u under the IDs of before the kexec (%s)",
+	    hwpt_id, ioas_id, created ? "created with its devices" : "HWPT ID reserved");
+	return 0;
+}
+
+/* Read the IDs recorded before the kexec (preserve_session()). */
+static int state_load(struct vmm *v, int session)
+{
+	struct vmm_state st;
+	int fd, r;
+
+	r = iommulu_luo_session_retrieve_fd(session, TOKEN_STATE, &fd);
+	if (r < 0)
+		return fail("retrieve the VMM state memfd: %s", strerror(-r));
+	r = pread(fd, &st, sizeof(st), 0) == (ssize_t)sizeof(st) ? 0 : -EIO;
+	close(fd);
+	if (r < 0 || st.magic != STATE_MAGIC || st.n_dev != v->n_dev)
+		return fail("VMM state memfd: bad contents");
+	v->ioas_id = st.ioas_id;
+	v->hwpt_id = st.hwpt_id;
+	for (unsigned i = 0; i < v->n_dev; i++)
+		v->dev[i].dev_id = st.dev_id[i];
+	v->ids_known = 1;
+	say("recorded before the kexec: IOAS %u, HWPT %u, %u device ID(s)", v->ioas_id, v->hwpt_id,
+	    v->n_dev);
+	return 0;
+}
+
+/* A sealed memfd with the IDs the VMM goes on with after the kexec. */
+static int state_save(struct vmm *v, int session)
+{
+	struct vmm_state st = {
+		.magic = STATE_MAGIC,
+		.ioas_id = v->ioas_id,
+		.hwpt_id = v->hwpt_id,
+		.n_dev = v->n_dev,
+	};
+	int fd, r;
+
+	for (unsigned i = 0; i < v->n_dev; i++)
+		st.dev_id[i] = v->dev[i].dev_id;
+	fd = memfd_create("iommulu-vmm-state", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return fail("memfd_create for the VMM state: %m");
+	if (pwrite(fd, &st, sizeof(st), 0) != (ssize_t)sizeof(st) ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_WRITE) < 0) {
+		close(fd);
+		return fail("writing the VMM state memfd: %m");
+	}
+	r = iommulu_luo_session_preserve_fd(session, fd, TOKEN_STATE);
+	close(fd);
+	if (r < 0)
+		return fail("preserve the VMM state memfd: %s", strerror(-r));
+	return 0;
+}
+
+/*
+ * The new VMM's part after the checks: retrieve the iommufd (its objects
+ * under their old IDs), then the devices, which come back bound and
+ * attached, then FINISH, which the kernel allows only now.
+ */
 static int takeover_and_finish(struct vmm *v, int session)
 {
 	int r;
@@ -594,9 +704,19 @@ static int takeover_and_finish(struct vmm *v, int session)
 		r = iommulu_luo_session_retrieve_fd(session, TOKEN_IOMMUFD, &v->iommufd);
 		if (r < 0)
 			return fail("retrieve iommufd: %s", strerror(-r));
-		for (unsigned i = 0; i < v->n_dev; i++)
-			if (device_takeover(v, &v->dev[i]) < 0)
+		if (check_restored_ids(v, HWPT_TOKEN, false) < 0)
+			return -1;
+		for (unsigned i = 0; i < v->n_dev; i++) {
+			struct device *d = &v->dev[i];
+
+			r = iommulu_luo_session_retrieve_fd(session, TOKEN_DEVICE0 + i, &d->fd);
+			if (r < 0)
+				return fail("retrieve vfio cdev of %s: %s", d->bdf, strerror(-r));
+			if (device_takeover(v, d) < 0)
 				return -1;
+		}
+		if (check_restored_ids(v, HWPT_TOKEN, true) < 0)
+			return -1;
 	}
 	r = iommulu_luo_session_finish(session);
 	if (r < 0)
@@ -679,6 +799,8 @@ static int preserve_session(struct vmm *v)
 	r = iommulu_luo_session_preserve_fd(session, v->memfd, TOKEN_MEMFD);
 	if (r < 0)
 		return fail("preserve guest RAM memfd: %s", strerror(-r));
+	if (v->n_dev && state_save(v, session) < 0)
+		return -1;
 	r = iommulu_luo_session_preserve_fd(session, v->iommufd, TOKEN_IOMMUFD);
 	if (r < 0)
 		return fail("preserve iommufd: %s", strerror(-r));
@@ -827,18 +949,20 @@ static int cmd_restore_check(struct vmm *v)
 	if (bad != v->mem)
 		return fail("pre-kexec guest RAM content lost: byte %zu differs", bad), 1;
 	say("pre-kexec guest RAM content intact (%" PRIu64 " MiB)", v->mem >> 20);
+	if (v->n_dev && state_load(v, session) < 0)
+		return 1;
 
+	/*
+	 * Before any device file is retrieved: the devices must already DMA
+	 * through the preserved translation (BAR0 through sysfs).
+	 */
 	for (unsigned i = 0; i < v->n_dev; i++) {
 		struct device *d = &v->dev[i];
 
-		r = iommulu_luo_session_retrieve_fd(session, TOKEN_DEVICE0 + i, &d->fd);
-		if (r < 0)
-			return fail("retrieve vfio cdev of %s: %s", d->bdf, strerror(-r)), 1;
 		r = iommulu_pci_driver(d->bdf, drv, sizeof(drv));
 		if (r < 0 || strcmp(drv, "vfio-pci") != 0)
 			return fail("%s not bound to vfio-pci after kexec (%s)", d->bdf,
 				    r < 0 ? strerror(-r) : drv), 1;
-		/* No bind, no attach: the restored translation must already work. */
 		if (device_enable_sysfs(d) < 0 || edu_check_kept(d, "after the kexec") < 0)
 			return 1;
 		pattern_fill(v->ram + 0x4000, v->xfer, v->seed ^ 0xf00d, 0);
@@ -983,6 +1107,8 @@ static int cmd_restore_again(struct vmm *v)
 	if (bad != v->xfer)
 		return fail("the crashed VMM's DMA at offset 0x8000 is gone (byte %zu)", bad), 1;
 	say("guest RAM intact, with the crashed VMM's DMA in it");
+	if (v->n_dev && state_load(v, session) < 0)
+		return 1;
 
 	r = iommulu_memfd_create("vmm-canary", canary_len, &canary_fd);
 	if (r < 0)
@@ -995,9 +1121,6 @@ static int cmd_restore_again(struct vmm *v)
 	for (unsigned i = 0; i < v->n_dev; i++) {
 		struct device *d = &v->dev[i];
 
-		r = iommulu_luo_session_retrieve_fd(session, TOKEN_DEVICE0 + i, &d->fd);
-		if (r < 0)
-			return fail("retrieve vfio cdev of %s again: %s", d->bdf, strerror(-r)), 1;
 		if (device_enable_sysfs(d) < 0 || edu_check_kept(d, "after the crash") < 0)
 			return 1;
 		if (dma_round_trip(v, d, 0xa000, 0xc000, v->seed ^ 0xa9a1) < 0)
@@ -1202,8 +1325,13 @@ static int cmd_retrieve(struct vmm *v, const char *name)
 		say("%s: device DMA after kexec landed in preserved guest RAM: OK", d->bdf);
 	}
 	reply = sd_bus_message_unref(reply);
-	/* Take every device over before FinishVM, which the kernel refuses
-	 * while a device still uses the preserved translation. */
+	/*
+	 * iommu-lud retrieved the devices when it restored the VM, so they
+	 * came back bound and attached; iommu-lud marked the HWPT with its own
+	 * token (IOMMULU_TOKEN_HWPT_BASE + index), which names it here.
+	 */
+	if (v->n_dev && check_restored_ids(v, IOMMULU_TOKEN_HWPT_BASE, true) < 0)
+		return 1;
 	for (unsigned i = 0; i < v->n_dev; i++)
 		if (device_takeover(v, &v->dev[i]) < 0)
 			return 1;

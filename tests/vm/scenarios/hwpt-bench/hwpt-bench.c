@@ -105,6 +105,10 @@ struct iommu_ioas_unmap {
 #define TOKEN_IOMMUFD 2
 #define TOKEN_DEVICE 16
 #define HWPT_TOKEN 0x4857
+/* What a fresh iommufd gives the IOAS, the device and the HWPT of a VM
+ * (vm_iommu() allocates them in that order); they come back the same. */
+#define IOAS_ID 1
+#define HWPT_ID 3
 
 /* A preserve or a restore slower than this is a hang, not a figure. */
 #define SANITY_MS 120000.0
@@ -569,6 +573,9 @@ static int vm_iommu(struct bench *b, struct vm *v, int *devfd)
 	p1 = iommu_pages();
 	if (r < 0)
 		return fail("%s: IOMMU_HWPT_ALLOC: %s", v->name, strerror(-r));
+	if (v->ioas_id != IOAS_ID || v->hwpt_id != HWPT_ID)
+		return fail("%s: IOAS %u and HWPT %u, expected %u and %u", v->name, v->ioas_id,
+			    v->hwpt_id, IOAS_ID, HWPT_ID);
 	v->tables = p0 < 0 ? -1 : p1 - p0;
 	/* 4 KiB IOPTEs need a leaf table per 2 MiB; 2 MiB ones need none. */
 	if (!v->huge && v->tables >= 0 && (uint64_t)v->tables < v->size / SZ_2M)
@@ -881,7 +888,10 @@ static int vm_restore(struct bench *b, struct vm *v)
 	if (r < 0)
 		return fail("%s: retrieve iommufd: %s", v->name, strerror(-r));
 	if (v->hwpt) {
-		v->ioas_id = 1; /* the kernel's IOAS of the first preserved HWPT */
+		/* The IOAS is back under the ID it had; the token names it. */
+		r = iommulu_iommufd_hwpt_query(v->iommufd, HWPT_TOKEN, NULL, &v->ioas_id, NULL);
+		if (r < 0)
+			return fail("%s: IOMMU_HWPT_LIVEUPDATE_QUERY: %s", v->name, strerror(-r));
 	} else {
 		/* No HWPT came back: the VMM puts guest RAM into an IOAS itself. */
 		r = iommulu_iommufd_ioas_alloc(v->iommufd, &v->ioas_id);
@@ -930,46 +940,49 @@ static int vm_check(struct bench *b, struct vm *v)
 	if (!v->hwpt && v->ioas_id != 1)
 		return fail("%s: the retrieved iommufd was not empty (new IOAS got ID %u)", v->name,
 			    v->ioas_id);
+	if (v->hwpt && v->ioas_id != IOAS_ID)
+		return fail("%s: the IOAS came back as %u, it was %u", v->name, v->ioas_id,
+			    IOAS_ID);
 	say("%s: restored in %.1f ms, of which iommufd (+ IOAS rebuild) %.2f ms; all %" PRIu64 " MiB intact, %ld 2 MiB folios", v->name,
 	    v->restore_ms, v->restore_iommufd_ms, v->size >> 20, v->thp);
-	if (v->devfd >= 0) {
+	if (is_dev_vm(b, v)) {
 		struct edu e;
 		char drv[64];
 
 		r = iommulu_pci_driver(b->bdf, drv, sizeof(drv));
 		if (r < 0 || strcmp(drv, "vfio-pci") != 0)
 			return fail("%s not bound to vfio-pci after the kexec", b->bdf);
-		/* Nothing attached yet: the preserved translation must carry it. */
+		/* Device file not retrieved: the preserved translation carries it. */
 		if (edu_open_sysfs(b->bdf, &e) < 0 || dma_check(&e, v, 0x4000, 0x8000, 0xf00d) < 0)
 			return -1;
 		say("%s: edu DMA after the kexec landed in %s through the preserved HWPT: OK", b->bdf,
 		    v->name);
 		/*
-		 * Take the device over as a VMM does (the session cannot be
-		 * finished before): bind the retrieved cdev to the retrieved
-		 * iommufd, attach a new HWPT on the restored IOAS, first DMA.
+		 * The takeover (the session cannot be finished before):
+		 * retrieving the device file binds it to the retrieved iommufd
+		 * and attaches it to its HWPT, created over the whole IOAS
+		 * under its old ID; then the first DMA through it.
 		 */
 		{
-			uint32_t dev_id, hwpt_id;
+			uint32_t hwpt_id;
+			bool created;
 			double t0 = now_ms();
 
-			r = iommulu_vfio_bind_iommufd(v->devfd, v->iommufd, &dev_id);
+			r = iommulu_luo_session_retrieve_fd(v->session, TOKEN_DEVICE, &v->devfd);
+			v->dev_ms = v->attach_ms = now_ms() - t0;
 			if (r < 0)
-				return fail("%s: bind the retrieved cdev to the retrieved iommufd: %s",
-					    b->bdf, strerror(-r));
-			r = iommulu_iommufd_hwpt_alloc(v->iommufd, dev_id, v->ioas_id, 0, &hwpt_id);
-			if (r < 0)
-				return fail("%s: HWPT on the restored IOAS %u: %s", b->bdf, v->ioas_id,
-					    strerror(-r));
-			r = iommulu_vfio_attach_pt(v->devfd, hwpt_id);
-			if (r < 0)
-				return fail("%s: attach HWPT %u: %s", b->bdf, hwpt_id, strerror(-r));
-			v->attach_ms = now_ms() - t0;
+				return fail("%s: retrieve vfio cdev: %s", v->name, strerror(-r));
 			if (dma_check(&e, v, 0x5000, 0x6000, 0xbeef) < 0)
 				return -1;
 			v->takeover_ms = now_ms() - t0;
-			say("%s: taken over (HWPT %u on the restored IOAS) in %.1f ms, first DMA OK "
-			    "%.1f ms later",
+			r = iommulu_iommufd_hwpt_query(v->iommufd, HWPT_TOKEN, &hwpt_id, NULL,
+						       &created);
+			if (r < 0 || !created || hwpt_id != HWPT_ID)
+				return fail("%s: after retrieving the device, HWPT %u (was %u) %s",
+					    b->bdf, hwpt_id, HWPT_ID,
+					    r < 0 ? strerror(-r) : "was not created");
+			say("%s: retrieved bound and attached to HWPT %u on the restored IOAS in %.1f "
+			    "ms, first DMA OK %.1f ms later",
 			    b->bdf, hwpt_id, v->attach_ms, v->takeover_ms - v->attach_ms);
 		}
 		munmap((void *)e.bar0, e.len);
@@ -1024,15 +1037,6 @@ static int cmd_restore(struct bench *b)
 	for (unsigned k = 0; k < b->n_vm; k++)
 		if (vm_restore(b, &b->vm[k]) < 0)
 			return 1;
-	{
-		struct vm *v = &b->vm[0];
-		double t0 = now_ms();
-
-		r = iommulu_luo_session_retrieve_fd(v->session, TOKEN_DEVICE, &v->devfd);
-		v->dev_ms = now_ms() - t0;
-		if (r < 0)
-			return fail("%s: retrieve vfio cdev: %s", v->name, strerror(-r)), 1;
-	}
 	for (unsigned k = 0; k < b->n_vm; k++)
 		if (vm_check(b, &b->vm[k]) < 0)
 			return 1;
@@ -1050,11 +1054,13 @@ static int cmd_restore(struct bench *b)
 	metric("boot_to_first_retrieve_s", NULL, boot_s, "s");
 	print_pairs(b, 1, boot_s);
 	metric("device_retrieve_ms", NULL, b->vm[0].dev_ms, "ms");
-	/* What the takeover (bind, HWPT over the whole IOAS, attach, first DMA)
-	 * costs beside retrieving the same VM's files. */
+	/* What the takeover (retrieving the device file, which binds it and
+	 * attaches a HWPT over the whole IOAS, then the first DMA) costs
+	 * beside retrieving the same VM's files. */
 	metric("takeover_ms", b->vm[0].tag, b->vm[0].takeover_ms, "ms");
-	/* bind + HWPT alloc (maps and pins the whole IOAS) + attach, without
-	 * edu's own DMA latency (two transfers of 100 ms of virtual time) */
+	/* retrieving the device file (bind + HWPT alloc, which maps and pins
+	 * the whole IOAS, + attach), without edu's own DMA latency (two
+	 * transfers of 100 ms of virtual time) */
 	metric("takeover_attach_ms", b->vm[0].tag, b->vm[0].attach_ms, "ms");
 	metric("takeover_attach_to_restore_ratio", b->vm[0].tag,
 	       b->vm[0].attach_ms / b->vm[0].restore_ms, "x");

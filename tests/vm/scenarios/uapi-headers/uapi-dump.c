@@ -116,6 +116,20 @@ int main(void)
 #else
 	MISSING(IOMMU_HWPT_LIVEUPDATE_MARK_PRESERVE);
 #endif
+#ifdef IOMMU_HWPT_LIVEUPDATE_QUERY
+	IOC(IOMMU_HWPT_LIVEUPDATE_QUERY);
+	SIZE(iommu_hwpt_liveupdate_query);
+	FIELD(iommu_hwpt_liveupdate_query, size);
+	FIELD(iommu_hwpt_liveupdate_query, flags);
+	FIELD(iommu_hwpt_liveupdate_query, hwpt_token);
+	FIELD(iommu_hwpt_liveupdate_query, out_flags);
+	FIELD(iommu_hwpt_liveupdate_query, out_hwpt_id);
+	FIELD(iommu_hwpt_liveupdate_query, out_ioas_id);
+	FIELD(iommu_hwpt_liveupdate_query, __reserved);
+	VAL(IOMMU_HWPT_LIVEUPDATE_QUERY_CREATED);
+#else
+	MISSING(IOMMU_HWPT_LIVEUPDATE_QUERY);
+#endif
 
 	/* vfio device cdev */
 	IOC(VFIO_DEVICE_BIND_IOMMUFD);
