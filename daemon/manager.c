@@ -1101,18 +1101,24 @@ static void verify_device(Vm *v, size_t i)
 		APPEND("vfio-pci; ");
 
 	/* DMA ownership: a second bind of the device to a fresh iommufd
-	 * must be refused (EBUSY) while the preserved binding owns it. */
+	 * must be refused while the restored file (bound to the retrieved
+	 * iommufd) or the preserved translation owns it. */
 	{
 		_cleanup_close_ int dev = -EBADF, ictx = -EBADF;
+		bool restored_bound = false;
+		uint16_t vendor;
 		uint32_t dev_id;
 		int bind_r = 0;
 
+		if (v->devices[i] >= 0)
+			restored_bound = iommulu_vfio_config_read(v->devices[i], 0, &vendor,
+								  sizeof(vendor)) >= 0;
 		r = iommulu_vfio_cdev_open(bdf, &dev);
 		if (r >= 0)
 			r = iommulu_iommufd_open(&ictx);
 		if (r >= 0)
 			bind_r = iommulu_vfio_bind_iommufd(dev, ictx, &dev_id);
-		if (!verify_dma_ownership(r, bind_r, detail, sizeof(detail)))
+		if (!verify_dma_ownership(r, bind_r, restored_bound, detail, sizeof(detail)))
 			ok = false;
 	}
 

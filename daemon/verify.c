@@ -7,8 +7,10 @@
 
 #include "verify.h"
 
-bool verify_dma_ownership(int open_r, int bind_r, char *detail, size_t size)
+bool verify_dma_ownership(int open_r, int bind_r, bool restored_bound, char *detail,
+			  size_t size)
 {
+	int expected = restored_bound ? -EINVAL : -EBUSY;
 	size_t n = strnlen(detail, size);
 	bool ok;
 
@@ -21,14 +23,15 @@ bool verify_dma_ownership(int open_r, int bind_r, char *detail, size_t size)
 	} else if (bind_r >= 0) {
 		ok = false;
 		snprintf(detail + n, size - n, "DMA ownership NOT held (a new iommufd bind succeeded); ");
-	} else if (bind_r == -EBUSY) {
+	} else if (bind_r == expected) {
 		ok = true;
-		snprintf(detail + n, size - n, "DMA ownership held (new bind: %s); ", strerror(EBUSY));
+		snprintf(detail + n, size - n, "DMA ownership held%s (new bind: %s); ",
+			 restored_bound ? " by the restored file, bound" : "", strerror(-expected));
 	} else {
 		ok = false;
 		snprintf(detail + n, size - n,
 			 "DMA ownership not shown (new bind failed with %s, expected %s); ",
-			 strerror(-bind_r), strerror(EBUSY));
+			 strerror(-bind_r), strerror(-expected));
 	}
 	return ok;
 }

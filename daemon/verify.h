@@ -13,10 +13,16 @@
 /*
  * DMA ownership of a restored device, judged from a probe: open_r is the
  * result of opening the device's vfio cdev and a fresh iommufd, bind_r the
- * result of binding the two (looked at only when open_r >= 0).  Only a
- * bind refused with EBUSY shows that the preserved binding still owns the
- * device; a probe that could not be made, or a bind that failed for
- * another reason, proves nothing and fails the check.  Appends what was
- * seen to detail.
+ * result of binding the two (looked at only when open_r >= 0), and
+ * restored_bound whether the restored device file is bound to an iommufd
+ * (vfio answers config space reads on it).  A kernel that hands the file
+ * back bound to the retrieved iommufd has the device open through it, and
+ * vfio refuses a second cdev bind of an open device with EINVAL; a file
+ * handed back unbound leaves the device claimed by the preserved
+ * translation, and the bind is refused with EBUSY.  Only the refusal that
+ * matches the restored file shows ownership; a probe that could not be
+ * made, a bind that succeeded, or any other refusal proves nothing and
+ * fails the check.  Appends what was seen to detail.
  */
-bool verify_dma_ownership(int open_r, int bind_r, char *detail, size_t size);
+bool verify_dma_ownership(int open_r, int bind_r, bool restored_bound, char *detail,
+			  size_t size);
