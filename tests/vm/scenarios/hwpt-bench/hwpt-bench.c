@@ -3,8 +3,9 @@
  * hwpt-bench: what preserving a VM's HWPT (I/O page table) costs, against
  * the same VM preserved without it (issue 6, the P2 figure).
  *
- *   hwpt-bench preserve --device BDF [--sizes 64M,256M,1G] [--reps N] [--corrupt]
- *   hwpt-bench restore  --device BDF [--sizes 64M,256M,1G]
+ *   hwpt-bench preserve --device BDF [--device BDF ...] [--sizes 64M,256M,1G] [--reps N]
+ *                       [--corrupt]
+ *   hwpt-bench restore  --device BDF [--device BDF ...] [--sizes 64M,256M,1G]
  *
  * For each guest RAM size and each folio size the guest kernel offers (4 KiB
  * always; 2 MiB when shmem THP exists, see below) two VMs are built the same
@@ -19,11 +20,12 @@
  * page tables and preserving every table page, describing the ranges, and
  * after the kexec the IOAS rebuilt by the kernel.
  *
- * The edu device (--device, bound to vfio-pci) is needed to allocate a
- * HWPT.  It is bound to each iommufd in turn, allocates that VM's HWPT and
- * is closed again, except for the smallest 4 KiB "hwpt" VM: there it stays
- * bound and attached and is preserved in that session too (its preserve
- * and retrieve are timed apart, not in the VM's figures).
+ * The edu devices (--device, bound to vfio-pci) are needed to allocate a
+ * HWPT.  The k-th device stays bound and attached to the k-th size's 4 KiB
+ * "hwpt" VM and is preserved in that session too (its preserve and retrieve
+ * are timed apart, not in the VM's figures).  The first device also
+ * allocates every other VM's HWPT (bound to each iommufd in turn and closed
+ * again) before its own VM is set up last.
  *
  * 4 KiB folios are written the first MiB of every 2 MiB first, then the
  * second, so that no 2 MiB of the file is physically contiguous: the IOMMU
@@ -47,8 +49,11 @@
  * so both end with guest RAM at its IOVA in an IOAS).  Then check: every
  * byte of every memfd, the folio size, the rebuilt IOAS (unmap returns the
  * whole size; "base" iommufds come back empty), and that edu DMA through
- * the preserved translation lands in the device's VM before anything is
- * attached.  FINISH every session.
+ * the preserved translation lands in each device's VM before its device
+ * file is retrieved; then the takeover: retrieving the device file, which
+ * hands it back bound and attached to its HWPT (re-created under its old
+ * ID over the whole IOAS), and the first DMA through it, timed per size
+ * beside the VM's restore.  FINISH every session.
  *
  * hugetlb memfds: see hugetlb_probe().
  *
@@ -133,6 +138,7 @@ struct vm {
 	int hwpt;       /* 1: HWPT marked for preservation */
 	uint64_t size, seed;
 	int memfd, iommufd, session, devfd;
+	const char *bdf; /* the edu device attached to its HWPT, or NULL */
 	uint8_t *ram;
 	uint32_t ioas_id, hwpt_id;
 	long tables, thp;
@@ -142,7 +148,10 @@ struct vm {
 };
 
 struct bench {
-	const char *bdf;
+	/* bdfs[k] stays attached to the k-th size's 4k hwpt VM; bdfs[0] also
+	 * allocates every other VM's HWPT before its own VM is set up. */
+	const char *bdfs[MAX_SIZES];
+	unsigned n_bdf;
 	uint64_t sizes[MAX_SIZES];
 	unsigned n_sizes, reps;
 	int corrupt;
@@ -333,13 +342,17 @@ static void plan(struct bench *b)
 				/* Distinct per VM: a memfd handed to the wrong VM fails the check. */
 				v->seed = 0x68776274ull ^ ((uint64_t)b->n_vm << 40);
 				v->memfd = v->iommufd = v->session = v->devfd = -1;
+				if (!huge && hwpt && s < b->n_bdf)
+					v->bdf = b->bdfs[s];
 			}
 }
 
-/* The VM whose HWPT the device stays attached to: the smallest 4k hwpt. */
+/* A VM whose HWPT a device stays attached to: a 4k hwpt VM, one per size
+ * while there are devices. */
 static int is_dev_vm(const struct bench *b, const struct vm *v)
 {
-	return v == &b->vm[0];
+	(void)b;
+	return v->bdf != NULL;
 }
 
 /* ------------------------------------------------------------- edu DMA */
@@ -546,6 +559,7 @@ static int vm_ram(struct bench *b, struct vm *v)
 static int vm_iommu(struct bench *b, struct vm *v, int *devfd)
 {
 	uint64_t iova = IOVA;
+	const char *bdf;
 	uint32_t dev_id;
 	long p0, p1;
 	int r;
@@ -562,12 +576,13 @@ static int vm_iommu(struct bench *b, struct vm *v, int *devfd)
 					  &iova);
 	if (r < 0)
 		return fail("%s: IOMMU_IOAS_MAP_FILE: %s", v->name, strerror(-r));
-	r = iommulu_vfio_cdev_open(b->bdf, devfd);
+	bdf = v->bdf ? v->bdf : b->bdfs[0];
+	r = iommulu_vfio_cdev_open(bdf, devfd);
 	if (r < 0)
-		return fail("%s: open vfio cdev: %s", b->bdf, strerror(-r));
+		return fail("%s: open vfio cdev: %s", bdf, strerror(-r));
 	r = iommulu_vfio_bind_iommufd(*devfd, v->iommufd, &dev_id);
 	if (r < 0)
-		return fail("%s: bind to the iommufd of %s: %s", b->bdf, v->name, strerror(-r));
+		return fail("%s: bind to the iommufd of %s: %s", bdf, v->name, strerror(-r));
 	p0 = iommu_pages();
 	r = iommulu_iommufd_hwpt_alloc(v->iommufd, dev_id, v->ioas_id, 0, &v->hwpt_id);
 	p1 = iommu_pages();
@@ -590,7 +605,7 @@ static int vm_iommu(struct bench *b, struct vm *v, int *devfd)
 	if (is_dev_vm(b, v)) {
 		r = iommulu_vfio_attach_pt(*devfd, v->hwpt_id);
 		if (r < 0)
-			return fail("%s: attach to HWPT %u: %s", b->bdf, v->hwpt_id, strerror(-r));
+			return fail("%s: attach to HWPT %u: %s", bdf, v->hwpt_id, strerror(-r));
 		v->devfd = *devfd;
 	} else {
 		close(*devfd); /* unbinds: the device is free for the next iommufd */
@@ -638,7 +653,7 @@ static int vm_preserve_once(struct bench *b, struct vm *v, unsigned rep, int kee
 		r = iommulu_luo_session_preserve_fd(v->session, v->devfd, TOKEN_DEVICE);
 		v->dev_ms = now_ms() - t0;
 		if (r < 0)
-			return fail("%s: preserve vfio cdev of %s: %s", v->name, b->bdf, strerror(-r));
+			return fail("%s: preserve vfio cdev of %s: %s", v->name, v->bdf, strerror(-r));
 	}
 	return 0;
 }
@@ -822,22 +837,24 @@ static int cmd_preserve(struct bench *b)
 		fail("restore %s to %s: %s", THP_SYSFS, b->thp_orig, strerror(-r));
 		goto err;
 	}
-	/* The device VM last: the device allocates every other HWPT first. */
+	/* The 64 MiB device VM last: bdfs[0] allocates every other HWPT first. */
 	for (unsigned i = b->n_vm; i-- > 0;)
 		if (vm_iommu(b, &b->vm[i], &devfd) < 0)
 			goto err;
 
-	/* Pre-kexec DMA through the device VM's HWPT, then the pattern back. */
-	{
-		struct vm *v = &b->vm[0];
+	/* Pre-kexec DMA through each device VM's HWPT, then the pattern back. */
+	for (unsigned i = 0; i < b->n_vm; i++) {
+		struct vm *v = &b->vm[i];
 		struct edu e;
 
-		if (edu_open_vfio(b->bdf, v->devfd, &e) < 0 ||
+		if (!is_dev_vm(b, v))
+			continue;
+		if (edu_open_vfio(v->bdf, v->devfd, &e) < 0 ||
 		    dma_check(&e, v, 0x2000, 0x3000, 0x5eed) < 0)
 			goto err;
 		pattern_fill(v->ram + 0x2000, 0x2000, v->seed, 0x2000);
 		munmap((void *)e.bar0, e.len);
-		say("%s: edu DMA through HWPT %u of %s: OK", b->bdf, v->hwpt_id, v->name);
+		say("%s: edu DMA through HWPT %u of %s: OK", v->bdf, v->hwpt_id, v->name);
 	}
 
 	if (preserve_all(b) < 0 || warmup_preserve() < 0)
@@ -949,13 +966,13 @@ static int vm_check(struct bench *b, struct vm *v)
 		struct edu e;
 		char drv[64];
 
-		r = iommulu_pci_driver(b->bdf, drv, sizeof(drv));
+		r = iommulu_pci_driver(v->bdf, drv, sizeof(drv));
 		if (r < 0 || strcmp(drv, "vfio-pci") != 0)
-			return fail("%s not bound to vfio-pci after the kexec", b->bdf);
+			return fail("%s not bound to vfio-pci after the kexec", v->bdf);
 		/* Device file not retrieved: the preserved translation carries it. */
-		if (edu_open_sysfs(b->bdf, &e) < 0 || dma_check(&e, v, 0x4000, 0x8000, 0xf00d) < 0)
+		if (edu_open_sysfs(v->bdf, &e) < 0 || dma_check(&e, v, 0x4000, 0x8000, 0xf00d) < 0)
 			return -1;
-		say("%s: edu DMA after the kexec landed in %s through the preserved HWPT: OK", b->bdf,
+		say("%s: edu DMA after the kexec landed in %s through the preserved HWPT: OK", v->bdf,
 		    v->name);
 		/*
 		 * The takeover (the session cannot be finished before):
@@ -979,11 +996,11 @@ static int vm_check(struct bench *b, struct vm *v)
 						       &created);
 			if (r < 0 || !created || hwpt_id != HWPT_ID)
 				return fail("%s: after retrieving the device, HWPT %u (was %u) %s",
-					    b->bdf, hwpt_id, HWPT_ID,
+					    v->bdf, hwpt_id, HWPT_ID,
 					    r < 0 ? strerror(-r) : "was not created");
 			say("%s: retrieved bound and attached to HWPT %u on the restored IOAS in %.1f "
 			    "ms, first DMA OK %.1f ms later",
-			    b->bdf, hwpt_id, v->attach_ms, v->takeover_ms - v->attach_ms);
+			    v->bdf, hwpt_id, v->attach_ms, v->takeover_ms - v->attach_ms);
 		}
 		munmap((void *)e.bar0, e.len);
 	}
@@ -1054,18 +1071,25 @@ static int cmd_restore(struct bench *b)
 	metric("boot_to_first_retrieve_s", NULL, boot_s, "s");
 	print_pairs(b, 1, boot_s);
 	metric("device_retrieve_ms", NULL, b->vm[0].dev_ms, "ms");
-	/* What the takeover (retrieving the device file, which binds it and
-	 * attaches a HWPT over the whole IOAS, then the first DMA) costs
-	 * beside retrieving the same VM's files. */
-	metric("takeover_ms", b->vm[0].tag, b->vm[0].takeover_ms, "ms");
-	/* retrieving the device file (bind + HWPT alloc, which maps and pins
-	 * the whole IOAS, + attach), without edu's own DMA latency (two
-	 * transfers of 100 ms of virtual time) */
-	metric("takeover_attach_ms", b->vm[0].tag, b->vm[0].attach_ms, "ms");
-	metric("takeover_attach_to_restore_ratio", b->vm[0].tag,
-	       b->vm[0].attach_ms / b->vm[0].restore_ms, "x");
-	metric("takeover_to_restore_ratio", b->vm[0].tag,
-	       b->vm[0].takeover_ms / b->vm[0].restore_ms, "x");
+	for (unsigned k = 0; k < b->n_vm; k++) {
+		const struct vm *v = &b->vm[k];
+		double share = v->attach_ms / v->restore_ms;
+
+		if (!is_dev_vm(b, v))
+			continue;
+		/* What the takeover (retrieving the device file, which binds it
+		 * and attaches a HWPT over the whole IOAS, then the first DMA)
+		 * costs beside retrieving the same VM's other files. */
+		metric("takeover_ms", v->tag, v->takeover_ms, "ms");
+		/* retrieving the device file (bind + HWPT alloc, which maps and
+		 * pins the whole IOAS, + attach), without edu's own DMA latency
+		 * (two transfers of 100 ms of virtual time) */
+		metric("takeover_attach_ms", v->tag, v->attach_ms, "ms");
+		metric("takeover_attach_to_restore_ratio", v->tag, share, "x");
+		metric("takeover_to_restore_ratio", v->tag, v->takeover_ms / v->restore_ms, "x");
+		say("%s: the HWPT's share of the takeover beside the VM's restore: %.1f %% (%s 10 %%)",
+		    v->name, 100 * share, share <= 0.10 ? "within" : "ABOVE");
+	}
 	say("%u sessions restored, checked and finished", b->n_vm);
 	return 0;
 }
@@ -1091,14 +1115,18 @@ int main(int argc, char **argv)
 	b->reps = 5;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
-		case 'd': b->bdf = optarg; break;
+		case 'd':
+			if (b->n_bdf == MAX_SIZES || !iommulu_bdf_is_valid(optarg))
+				goto usage;
+			b->bdfs[b->n_bdf++] = optarg;
+			break;
 		case 's': sizes = optarg; break;
 		case 'r': b->reps = (unsigned)strtoul(optarg, NULL, 10); break;
 		case 'c': b->corrupt = 1; break;
 		default: goto usage;
 		}
 	}
-	if (optind + 1 != argc || !b->bdf || !iommulu_bdf_is_valid(b->bdf) || b->reps < 1 ||
+	if (optind + 1 != argc || !b->n_bdf || b->reps < 1 ||
 	    b->reps > MAX_REPS)
 		goto usage;
 	list = strdup(sizes);
@@ -1117,7 +1145,7 @@ int main(int argc, char **argv)
 	if (strcmp(argv[optind], "restore") == 0)
 		return cmd_restore(b);
 usage:
-	fprintf(stderr, "usage: hwpt-bench preserve|restore --device BDF [--sizes 64M,256M,1G] "
+	fprintf(stderr, "usage: hwpt-bench preserve|restore --device BDF [--device BDF ...] [--sizes 64M,256M,1G] "
 			"[--reps N] [--corrupt]\n");
 	return 2;
 }
