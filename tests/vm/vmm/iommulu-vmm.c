@@ -34,6 +34,11 @@
  *       retrieve the session again from /dev/liveupdate, check guest RAM,
  *       DMA into it with a canary memfd watching for stray writes, FINISH
  *       refused, retrieve iommufd and devices as restore-check does, FINISH.
+ *   --dma-loop (preserve, restore-check, restore-again): a second thread keeps
+ *       edu #1 doing DMA round trips while the VMM works: from before
+ *       preserving until the session is in the fd store, and after the
+ *       kexec from the first look at guest RAM until after FINISH; every
+ *       round trip must land.
  *   --chain (restore-check, restore-again): after FINISH, preserve the VM
  *       again right away, with the files taken over and the new HWPT
  *       marked, into a new session in the fd store: the next live update.
@@ -81,7 +86,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 
 #include <systemd/sd-bus.h>
 #include <systemd/sd-daemon.h>
@@ -168,7 +175,7 @@ struct device {
 struct vmm {
 	uint64_t mem, iova, xfer, seed, anon;
 	const char *session_name, *fdname;
-	int corrupt, rebind, crash, chain;
+	int corrupt, rebind, crash, chain, dma_loop;
 	/* edu state written before the kexec by preserve_session() */
 	int kept;
 	int memfd, iommufd;
@@ -436,9 +443,29 @@ static int device_enable_sysfs(struct device *d)
 	return 0;
 }
 
+/*
+ * edu has one DMA engine: a transfer is programmed and waited for under this
+ * lock, so that the --dma-loop thread and the main thread take turns.
+ */
+static pthread_mutex_t edu_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int edu_dma_locked(const struct device *d, uint64_t src, uint64_t dst, uint64_t count,
+			  int to_ram);
+
 /* One edu DMA; waits for the device to clear the start bit. */
 static int edu_dma(const struct device *d, uint64_t src, uint64_t dst, uint64_t count,
 		   int to_ram)
+{
+	int r;
+
+	pthread_mutex_lock(&edu_lock);
+	r = edu_dma_locked(d, src, dst, count, to_ram);
+	pthread_mutex_unlock(&edu_lock);
+	return r;
+}
+
+static int edu_dma_locked(const struct device *d, uint64_t src, uint64_t dst, uint64_t count,
+			  int to_ram)
 {
 	double t0 = now_s();
 
@@ -523,6 +550,118 @@ static int dma_round_trip(struct vmm *v, const struct device *d, uint64_t a, uin
 	say("%s: DMA round trip IOVA %#" PRIx64 " -> edu -> IOVA %#" PRIx64 ": %" PRIu64
 	    " bytes OK",
 	    d->bdf, v->iova + a, v->iova + b, v->xfer);
+	return 0;
+}
+
+/*
+ * --dma-loop: while the VMM works on the live update (preserving; after the
+ * kexec from the first look at guest RAM until after FINISH), a second
+ * thread keeps edu #1 doing DMA round trips through its own BAR0 mapping
+ * (sysfs resource0, which stays valid whoever owns the device), between a
+ * guest RAM region and a part of edu's buffer that nothing else uses.
+ * Every round trip must land; afterwards the region holds the guest RAM
+ * pattern again, so whole-RAM checks stay valid.
+ */
+#define LOOP_A 0x30000
+#define LOOP_B 0x31000
+#define LOOP_BUF (EDU_BUFFER + 0x800)
+#define LOOP_XFER 1024
+
+struct dma_loop {
+	pthread_t thread;
+	struct vmm *v;
+	struct device dev;
+	atomic_int stop;
+	unsigned long rounds;
+	int failed;
+	double t0;
+};
+
+static struct dma_loop loop;
+
+static void *dma_loop_run(void *arg)
+{
+	struct dma_loop *l = arg;
+	struct vmm *v = l->v;
+
+	while (!atomic_load(&l->stop)) {
+		uint64_t seed = v->seed ^ 0x100bull ^ (l->rounds << 20);
+		size_t bad;
+
+		pattern_fill(v->ram + LOOP_A, LOOP_XFER, seed, 0);
+		pattern_fill(v->ram + LOOP_B, LOOP_XFER, ~seed, 0);
+		if (edu_dma(&l->dev, v->iova + LOOP_A, LOOP_BUF, LOOP_XFER, 0) < 0 ||
+		    edu_dma(&l->dev, LOOP_BUF, v->iova + LOOP_B, LOOP_XFER, 1) < 0) {
+			l->failed = 1;
+			break;
+		}
+		bad = pattern_mismatch(v->ram + LOOP_B, LOOP_XFER, seed, 0);
+		if (bad != LOOP_XFER) {
+			fail("%s: DMA loop round trip %lu did not land (byte %zu of IOVA %#" PRIx64
+			     ")", l->dev.bdf, l->rounds, bad, v->iova + LOOP_B);
+			l->failed = 1;
+			break;
+		}
+		l->rounds++;
+	}
+	/* Leave the guest RAM pattern behind */
+	pattern_fill(v->ram + LOOP_A, LOOP_XFER, v->seed, LOOP_A);
+	pattern_fill(v->ram + LOOP_B, LOOP_XFER, v->seed, LOOP_B);
+	return NULL;
+}
+
+static int dma_loop_start(struct vmm *v, const char *when)
+{
+	struct device *d = &loop.dev;
+	char path[128];
+	struct stat st;
+	void *p;
+	int fd, r;
+
+	if (!v->dma_loop || !v->n_dev || loop.v)
+		return 0;
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/resource0", v->dev[0].bdf);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return fail("DMA loop: open %s: %m", path);
+	if (fstat(fd, &st) < 0 || st.st_size <= 0) {
+		close(fd);
+		return fail("DMA loop: %s has no size", path);
+	}
+	p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	if (p == MAP_FAILED)
+		return fail("DMA loop: mmap %s: %m", path);
+	*d = (struct device){ .bdf = v->dev[0].bdf, .fd = -1, .bar0 = p,
+			      .bar0_size = (size_t)st.st_size };
+	loop.v = v;
+	loop.t0 = now_s();
+	r = pthread_create(&loop.thread, NULL, dma_loop_run, &loop);
+	if (r) {
+		loop.v = NULL;
+		return fail("DMA loop: pthread_create: %s", strerror(r));
+	}
+	say("%s: DMA loop started %s: round trips of %d bytes IOVA %#" PRIx64 " -> edu -> IOVA "
+	    "%#" PRIx64 ", without pause", d->bdf, when, LOOP_XFER, v->iova + LOOP_A,
+	    v->iova + LOOP_B);
+	return 0;
+}
+
+static int dma_loop_stop(const char *when)
+{
+	if (!loop.v)
+		return 0;
+	atomic_store(&loop.stop, 1);
+	pthread_join(loop.thread, NULL);
+	munmap((void *)loop.dev.bar0, loop.dev.bar0_size);
+	loop.v = NULL;
+	atomic_store(&loop.stop, 0);
+	if (loop.failed)
+		return fail("%s: DMA loop failed after %lu round trips", loop.dev.bdf, loop.rounds);
+	if (!loop.rounds)
+		return fail("%s: DMA loop made no round trip", loop.dev.bdf);
+	say("%s: DMA loop stopped %s: %lu round trips in %.1f s, every one landed", loop.dev.bdf,
+	    when, loop.rounds, now_s() - loop.t0);
 	return 0;
 }
 
@@ -777,7 +916,9 @@ static int preserve_session(struct vmm *v)
 {
 	int luo, session, r;
 
-	pattern_fill(v->ram, v->mem, v->seed, 0);
+	/* With the DMA loop running the caller filled it before starting it */
+	if (!loop.v)
+		pattern_fill(v->ram, v->mem, v->seed, 0);
 	say("guest RAM filled with pattern %#" PRIx64 " (fnv %#" PRIx64 ")", v->seed,
 	    pattern_hash(v->ram, v->mem));
 	for (unsigned i = 0; i < v->n_dev; i++)
@@ -828,7 +969,10 @@ static int cmd_preserve(struct vmm *v)
 	for (unsigned i = 0; i < v->n_dev; i++)
 		if (dma_round_trip(v, &v->dev[i], 0x2000, 0x3000, v->seed + i) < 0)
 			return 1;
-	return preserve_session(v) < 0;
+	pattern_fill(v->ram, v->mem, v->seed, 0);
+	if (dma_loop_start(v, "before preserving") < 0 || preserve_session(v) < 0)
+		return 1;
+	return dma_loop_stop("with the session in the fd store") < 0;
 }
 
 /*
@@ -951,6 +1095,8 @@ static int cmd_restore_check(struct vmm *v)
 	say("pre-kexec guest RAM content intact (%" PRIu64 " MiB)", v->mem >> 20);
 	if (v->n_dev && state_load(v, session) < 0)
 		return 1;
+	if (dma_loop_start(v, "after the kexec, before any device file is retrieved") < 0)
+		return 1;
 
 	/*
 	 * Before any device file is retrieved: the devices must already DMA
@@ -1007,7 +1153,11 @@ static int cmd_restore_check(struct vmm *v)
 		if (v->crash) {
 			/* Every fd of the session goes away with this process:
 			 * LUO's finish on release is refused and the session
-			 * waits to be retrieved again (restore-again). */
+			 * waits to be retrieved again (restore-again).  The
+			 * DMA loop stops first, so that its region holds the
+			 * guest RAM pattern for restore-again's check. */
+			if (dma_loop_stop("before the simulated crash") < 0)
+				return 1;
 			snprintf(state, sizeof(state), "FDSTOREREMOVE=1\nFDNAME=%s", v->fdname);
 			r = sd_pid_notify(0, 0, state);
 			if (r <= 0)
@@ -1018,7 +1168,7 @@ static int cmd_restore_check(struct vmm *v)
 			return 0;
 		}
 	}
-	if (takeover_and_finish(v, session) < 0)
+	if (takeover_and_finish(v, session) < 0 || dma_loop_stop("after FINISH") < 0)
 		return 1;
 	snprintf(state, sizeof(state), "FDSTOREREMOVE=1\nFDNAME=%s", v->fdname);
 	r = sd_pid_notify(0, 0, state);
@@ -1109,6 +1259,8 @@ static int cmd_restore_again(struct vmm *v)
 	say("guest RAM intact, with the crashed VMM's DMA in it");
 	if (v->n_dev && state_load(v, session) < 0)
 		return 1;
+	if (dma_loop_start(v, "after the crash") < 0)
+		return 1;
 
 	r = iommulu_memfd_create("vmm-canary", canary_len, &canary_fd);
 	if (r < 0)
@@ -1136,7 +1288,7 @@ static int cmd_restore_again(struct vmm *v)
 	if (r != -EBUSY)
 		return fail("FINISH of the re-retrieved session before the takeover: %s, expected "
 			    "EBUSY", r < 0 ? strerror(-r) : "succeeded"), 1;
-	if (takeover_and_finish(v, session) < 0)
+	if (takeover_and_finish(v, session) < 0 || dma_loop_stop("after FINISH") < 0)
 		return 1;
 	bad = canary_mismatch(canary, canary_len);
 	if (bad != canary_len)
@@ -1380,6 +1532,7 @@ int main(int argc, char **argv)
 		{ "rebind", no_argument, NULL, 'r' },
 		{ "crash", no_argument, NULL, 'C' },
 		{ "chain", no_argument, NULL, 'N' },
+		{ "dma-loop", no_argument, NULL, 'L' },
 		{}
 	};
 	struct vmm v = {
@@ -1414,6 +1567,7 @@ int main(int argc, char **argv)
 		case 'r': v.rebind = 1; break;
 		case 'C': v.crash = 1; break;
 		case 'N': v.chain = 1; break;
+		case 'L': v.dma_loop = 1; break;
 		default: goto usage;
 		}
 	}

@@ -46,7 +46,7 @@ vmm_run() {
 	local what=$1
 	shift
 	mkdir -p /run/iommulu-vm	# /run is empty again after the kexec
-	echo "VMM_ARGS=$* ${devs[*]}" > /run/iommulu-vm/vmm.env
+	echo "VMM_ARGS=$* --dma-loop ${devs[*]}" > /run/iommulu-vm/vmm.env
 	check "VMM stand-in: $what" systemctl start "$unit"
 }
 
