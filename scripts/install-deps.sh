@@ -25,7 +25,8 @@ BUILD_PKGS=(build-essential pkg-config meson ninja-build libsystemd-dev libjson-
 	libcmocka-dev clang llvm dbus dbus-bin systemd jq python3 file
 	python3-ply python3-git)  # the kernel's checkpatch.pl (spdxcheck.py)
 VM_PKGS=(qemu-system-x86 qemu-utils mmdebstrap ccache bc bison flex libelf-dev libssl-dev
-	cpio xz-utils zstd erofs-utils kmod rsync dwarves perl git busybox-static)
+	cpio xz-utils zstd erofs-utils kmod rsync dwarves perl git busybox-static
+	libcap-dev)  # static libcap.a for the iommufd selftest (build-selftests.sh)
 
 stamp=/var/lib/iommu-lud-deps.$what
 if [ -e "$stamp" ] && [ "$(cat "$stamp")" = "$(sha256sum "$0" | cut -d' ' -f1)" ]; then

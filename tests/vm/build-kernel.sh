@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Build the (patched) Linux 7.3 kernel for the iommu-lud virtual host.
 #
-#   tests/vm/build-kernel.sh [--force] [--quiet]
+#   tests/vm/build-kernel.sh [--force] [--quiet] [--pristine]
 #
 # Source:  Debian's linux-source-7.3 (/usr/src/linux-source-7.3.tar.xz),
 #          unpacked once into $IOMMULU_CACHE/src/ as a git repo whose first
 #          commit (tag "pristine") is the untouched tree.
 # Patches: every file listed in kernel-patches/series, in order, applied with
 #          `git am` on a fresh branch from "pristine".  No series file, or an
-#          empty one, means the pristine kernel.
+#          empty one, means the pristine kernel.  --pristine (or
+#          IOMMULU_SERIES=/dev/null) builds the pristine kernel with the same
+#          config whatever the series says (tests/vm/kernel-suites-baseline.sh).
 # Config:  x86_64_defconfig + kvm_guest.config, then trimmed (the TRIM list
 #          below), then kernel-patches/config.fragment, then olddefconfig.
 #          Every option of the fragment is checked in the final .config.
@@ -21,7 +23,8 @@
 #
 # Environment: IOMMULU_CACHE (default /var/cache/iommu-lud), KBUILD_JOBS
 # (default 2; the team rule is never more than 2), CCACHE_DIR (default
-# $IOMMULU_CACHE/ccache).
+# $IOMMULU_CACHE/ccache), IOMMULU_SERIES (default kernel-patches/series: the
+# series file to apply; its entries name files in kernel-patches/).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -33,13 +36,15 @@ SRC_TARBALL=/usr/src/linux-source-7.3.tar.xz
 SRC_PKG=linux-source-7.3
 PATCH_DIR=$repo/kernel-patches
 FRAGMENT=$PATCH_DIR/config.fragment
+SERIES=${IOMMULU_SERIES:-$PATCH_DIR/series}
 
 force=0 quiet=0
 for a in "$@"; do
 	case $a in
 	--force) force=1 ;;
 	--quiet) quiet=1 ;;
-	-h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+	--pristine) SERIES=/dev/null ;;
+	-h|--help) sed -n '2,28p' "$0"; exit 0 ;;
 	*) echo "build-kernel: unknown argument $a" >&2; exit 2 ;;
 	esac
 done
@@ -82,16 +87,18 @@ TRIM_ENABLE=(DEBUG_INFO_NONE)
 src_ver=$(dpkg-query -W -f='${Version}' "$SRC_PKG" 2>/dev/null) ||
 	die "package $SRC_PKG is not installed"
 
-# Patches in series order; comments and blank lines ignored.
+# Patches in series order; comments and blank lines ignored.  The key
+# depends on the patches only, so an empty series (the pristine kernel) has
+# its own cache entry.
 patches=()
-if [ -f "$PATCH_DIR/series" ]; then
+if [ -e "$SERIES" ]; then
 	while read -r line; do
 		line=${line%%#*}
 		line=$(echo "$line" | xargs)
 		[ -n "$line" ] || continue
 		[ -f "$PATCH_DIR/$line" ] || die "series lists $line, but kernel-patches/$line does not exist"
 		patches+=("$PATCH_DIR/$line")
-	done < "$PATCH_DIR/series"
+	done < "$SERIES"
 fi
 
 patch_hash=$( { for p in "${patches[@]}"; do basename "$p"; sha256sum < "$p"; done; } | sha256sum | cut -c1-64)
