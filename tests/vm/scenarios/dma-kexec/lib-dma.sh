@@ -35,6 +35,15 @@ check_held_zero() {
 		fail "no kernel log line about freeing the preserved page tables"
 }
 
+# The takeover switched the device from the copied context to the new HWPT
+# in place (no window in which the context was not present).
+check_switched_in_place() {
+	local line
+	line=$(dmesg | grep -m1 "copied context switched in place") ||
+		fail "the kernel did not switch the device's copied context in place"
+	info "takeover: ${line#*] }"
+}
+
 # The session the previous stage preserved is in the fd store.
 check_fdstore() {
 	local n
