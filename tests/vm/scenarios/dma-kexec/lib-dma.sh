@@ -36,12 +36,16 @@ check_held_zero() {
 }
 
 # The takeover switched the device from the copied context to the new HWPT
-# in place (no window in which the context was not present).
+# in place: no window in which the context was not present, and (scalable
+# mode) the domain was in the new PASID table before the switch, so no
+# window in which the device met an empty table either.
 check_switched_in_place() {
 	local line
 	line=$(dmesg | grep -m1 "copied context switched in place") ||
 		fail "the kernel did not switch the device's copied context in place"
 	info "takeover: ${line#*] }"
+	grep -qE "to domain ID [0-9]+$|its domain already set up$" <<< "$line" ||
+		fail "the device's copied context was switched before its domain was set up"
 }
 
 # The session the previous stage preserved is in the fd store.
