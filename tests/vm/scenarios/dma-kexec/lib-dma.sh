@@ -31,8 +31,24 @@ check_held_zero() {
 	info "held after the takeover and FINISH: $(held_line)"
 	[ "$(held table_pages)$(held domain_ids)$(held hw_pages)$(held flb_pages)" = 0000 ] ||
 		fail "the kernel still holds part of the handover after the takeover and FINISH"
-	dmesg | grep -q "freed its [0-9]* preserved page-table pages" ||
-		fail "no kernel log line about freeing the preserved page tables"
+}
+
+# The takeover gave the HWPT the page table the device kept: the kernel
+# took the preserved domain over, table by table through KHO, and the IOAS
+# checked every page in it, instead of mapping guest RAM a second time.  In
+# legacy mode the device's context then names the domain ID it had.
+check_restored() {
+	local line did
+	line=$(dmesg | grep -m1 -E "preserved domain [0-9]+ restored over its [0-9]+ page-table pages") ||
+		fail "the kernel did not restore the preserved domain at the takeover: $(dmesg | grep -m1 'gets a new page table' | sed 's/^.*] //')"
+	info "takeover: ${line#*] }"
+	did=${line##*domain ID }
+	if dmesg | grep -q "copied context switched in place to domain ID"; then
+		dmesg | grep -q "copied context switched in place to domain ID $did$" ||
+			fail "the device's context was switched to another domain ID than the restored domain's $did"
+	fi
+	! dmesg | grep -q "kept page table maps" ||
+		fail "the kernel found the kept page table differ from the IOAS: $(dmesg | grep -m1 'kept page table maps')"
 }
 
 # The takeover switched the device from the copied context to the new HWPT

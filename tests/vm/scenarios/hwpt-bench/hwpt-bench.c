@@ -51,8 +51,9 @@
  * whole size; "base" iommufds come back empty), and that edu DMA through
  * the preserved translation lands in each device's VM before its device
  * file is retrieved; then the takeover: retrieving the device file, which
- * hands it back bound and attached to its HWPT (re-created under its old
- * ID over the whole IOAS), and the first DMA through it, timed per size
+ * hands it back bound and attached to its HWPT (created under its old ID
+ * over the page table the device kept, which the kernel takes over and
+ * checks page by page against the IOAS), and the first DMA through it, timed per size
  * beside the VM's restore.  FINISH every session.
  *
  * hugetlb memfds: see hugetlb_probe().
@@ -977,8 +978,8 @@ static int vm_check(struct bench *b, struct vm *v)
 		/*
 		 * The takeover (the session cannot be finished before):
 		 * retrieving the device file binds it to the retrieved iommufd
-		 * and attaches it to its HWPT, created over the whole IOAS
-		 * under its old ID; then the first DMA through it.
+		 * and attaches it to its HWPT, created under its old ID over
+		 * the page table the device kept; then the first DMA through it.
 		 */
 		{
 			uint32_t hwpt_id;
@@ -1078,12 +1079,13 @@ static int cmd_restore(struct bench *b)
 		if (!is_dev_vm(b, v))
 			continue;
 		/* What the takeover (retrieving the device file, which binds it
-		 * and attaches a HWPT over the whole IOAS, then the first DMA)
+		 * and attaches a HWPT over the kept page table, then the first DMA)
 		 * costs beside retrieving the same VM's other files. */
 		metric("takeover_ms", v->tag, v->takeover_ms, "ms");
-		/* retrieving the device file (bind + HWPT alloc, which maps and
-		 * pins the whole IOAS, + attach), without edu's own DMA latency
-		 * (two transfers of 100 ms of virtual time) */
+		/* retrieving the device file (bind + HWPT over the kept page
+		 * table, whose every page is checked and pinned, + attach),
+		 * without edu's own DMA latency (two transfers of 100 ms of
+		 * virtual time) */
 		metric("takeover_attach_ms", v->tag, v->attach_ms, "ms");
 		metric("takeover_attach_to_restore_ratio", v->tag, share, "x");
 		metric("takeover_to_restore_ratio", v->tag, v->takeover_ms / v->restore_ms, "x");
