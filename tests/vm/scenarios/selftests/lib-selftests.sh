@@ -44,8 +44,8 @@ run_ksft() {
 	return "$bad"
 }
 
-# holder_scope NAME VAR=VALUE PROG ARGS...: run stage 1 of a two-stage LUO
-# selftest, with VAR=VALUE in its environment, so that its forked child can
+# holder_scope NAME VAR=VALUE... PROG ARGS...: run stage 1 of a two-stage LUO
+# selftest, with each VAR=VALUE in its environment, so that its forked child can
 # keep the LUO sessions open until the kexec (../liveupdate/do_kexec.sh
 # kexecs with no shutdown at all).  Here systemctl kexec shuts the system
 # down first, so the program runs in its own scope that the shutdown
@@ -53,11 +53,11 @@ run_ksft() {
 # survive systemd-shutdown's final kill (SurviveFinalKillSignal=yes, which
 # alone was seen to suffice; argv[0] starts with '@' as a second exemption).
 holder_scope() {
-	local name=$1 envvar=$2 prog=$3
-	shift 3
+	local name=$1
+	shift
 	systemd-run --scope --quiet --unit="ksft-$name" \
 		-p DefaultDependencies=no -p SurviveFinalKillSignal=yes \
-		"$PWD/exec-at" "$envvar" "$prog" "$@"
+		"$PWD/exec-at" "$@"
 }
 
 # holder_check NAME: a process of holder_scope NAME is still alive.
@@ -68,7 +68,7 @@ holder_check() {
 		sed 's|^|/sys/fs/cgroup|;s|$|/cgroup.procs|' | xargs cat | xargs)"
 }
 
-# run_ksft_holder NAME VAR=VALUE PROG ARGS...: run_ksft on holder_scope.
+# run_ksft_holder NAME VAR=VALUE... PROG ARGS...: run_ksft on holder_scope.
 run_ksft_holder() {
 	run_ksft "$1" holder_scope "$@" && holder_check "$1"
 }
