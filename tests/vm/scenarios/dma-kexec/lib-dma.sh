@@ -64,6 +64,25 @@ check_switched_in_place() {
 		fail "the device's copied context was switched before its domain was set up"
 }
 
+# After FINISH the stand-in replaces its HWPT by a second one: VT-d must
+# switch each device's entry in place (trace event
+# intel_iommu/entry_replace_in_place), never blocking the device in between.
+trace_replace_on() {
+	local ev=/sys/kernel/tracing/events/intel_iommu/entry_replace_in_place
+	mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
+	[ -e "$ev/enable" ] || fail "the kernel has no trace event intel_iommu/entry_replace_in_place"
+	echo 1 > "$ev/enable"
+}
+check_replaced_in_place() {
+	local b line
+	for b in $(edu_bdfs); do
+		line=$(grep -m1 -E "entry_replace_in_place: .* ${b#0000:} pasid [0-9]+ did [0-9]+ -> [0-9]+" \
+			/sys/kernel/tracing/trace) ||
+			fail "$b: replacing the HWPT did not switch its entry in place (no entry_replace_in_place event)"
+		info "HWPT replaced in place: ${line##*entry_replace_in_place: }"
+	done
+}
+
 # The session the previous stage preserved is in the fd store.
 check_fdstore() {
 	local n
