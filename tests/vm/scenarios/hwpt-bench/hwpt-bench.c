@@ -200,13 +200,16 @@ static void metric(const char *name, const char *tag, double v, const char *unit
  * The HWPT's own part of a takeover, as the kernel measured it: how long the
  * HWPT took to take the device's kept page table over (restore, check of
  * every page, pin), from its log line "live update: HW pagetable N (token
- * T) took the kept page table over in U us" for @bdf.  -1 if there is none,
- * i.e. the kept page table was not taken over.
+ * T) took the kept page table over in U us, and the pins of P pages from
+ * their memfds" for @bdf.  -1 if there is none, i.e. the kept page table was
+ * not taken over.  *@claimed is P: the pages the IOAS did not have to pin
+ * again because their memfds still carried the pins of their preservation.
  */
-static double kernel_hwpt_takeover_ms(const char *bdf)
+static double kernel_hwpt_takeover_ms(const char *bdf, long long *claimed)
 {
 	static const char key[] = "took the kept page table over in ";
-	char rec[2048], *p;
+	static const char pins[] = "and the pins of ";
+	char rec[2048], *p, *q;
 	double ms = -1;
 	ssize_t n;
 	int fd;
@@ -221,8 +224,11 @@ static double kernel_hwpt_takeover_ms(const char *bdf)
 		if (n <= 0)
 			break;
 		rec[n] = '\0';
-		if (strstr(rec, bdf) && (p = strstr(rec, key)))
+		if (strstr(rec, bdf) && (p = strstr(rec, key))) {
 			ms = strtod(p + sizeof(key) - 1, NULL) / 1e3;
+			q = strstr(p, pins);
+			*claimed = q ? strtoll(q + sizeof(pins) - 1, NULL, 10) : -1;
+		}
 	}
 	close(fd);
 	return ms;
@@ -1014,6 +1020,7 @@ static int vm_check(struct bench *b, struct vm *v)
 		 * the page table the device kept; then the first DMA through it.
 		 */
 		{
+			long long claimed = -1;
 			uint32_t hwpt_id;
 			bool created;
 			double t0 = now_ms();
@@ -1025,10 +1032,14 @@ static int vm_check(struct bench *b, struct vm *v)
 			if (dma_check(&e, v, 0x5000, 0x6000, 0xbeef) < 0)
 				return -1;
 			v->takeover_ms = now_ms() - t0;
-			v->hwpt_ms = kernel_hwpt_takeover_ms(v->bdf);
+			v->hwpt_ms = kernel_hwpt_takeover_ms(v->bdf, &claimed);
 			if (v->hwpt_ms < 0)
 				return fail("%s: the kernel did not give HWPT %u the page table the device kept (no \"took the kept page table over\" log line)",
 					    v->bdf, HWPT_ID);
+			/* Guest RAM is pinned already: its memfd carried the pins over */
+			if (claimed != (long long)(v->size / PAGE))
+				return fail("%s: HWPT %u took the pins of %lld pages over from the memfd, not all %" PRIu64,
+					    v->bdf, HWPT_ID, claimed, v->size / PAGE);
 			r = iommulu_iommufd_hwpt_query(v->iommufd, HWPT_TOKEN, &hwpt_id, NULL,
 						       &created);
 			if (r < 0 || !created || hwpt_id != HWPT_ID)
