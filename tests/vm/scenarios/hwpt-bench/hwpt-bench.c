@@ -151,8 +151,10 @@ struct vm {
 struct bench {
 	/* bdfs[k] stays attached to the k-th size's 4k hwpt VM; bdfs[0] also
 	 * allocates every other VM's HWPT before its own VM is set up. */
-	const char *bdfs[MAX_SIZES];
+	const char *bdfs[MAX_SIZES + 1];
 	unsigned n_bdf;
+	/* One device more than sizes: the warm-up session's (see WARMUP) */
+	const char *warm_bdf;
 	uint64_t sizes[MAX_SIZES];
 	unsigned n_sizes, reps;
 	int corrupt;
@@ -756,17 +758,41 @@ static int preserve_all(struct bench *b)
  * A small session retrieved first after the kexec and left out of the
  * figures: whatever the first retrieve of a boot pays once (cold code and
  * data, lazily set up kernel state) would otherwise go to the first VM.
+ * Under TCG that includes translating every code path the first time it
+ * runs, which costs milliseconds.  With a spare device (--device once more
+ * than there are sizes) the warm-up VM also has a marked HWPT with that
+ * device attached, so its device takeover runs first as well, and the
+ * 64 MiB VM's takeover is timed warm like the others.
  */
 #define WARMUP "hb-warmup"
 
-static int warmup_preserve(void)
+static int warmup_preserve(struct bench *b)
 {
-	int memfd = -1, iommufd = -1, luo, session = -1, r;
+	int memfd = -1, iommufd = -1, luo, session = -1, devfd = -1, r;
+	struct vm w = { .name = WARMUP, .hwpt = 1, .size = SZ_2M, .seed = 0x7761726dull,
+			.memfd = -1, .iommufd = -1, .session = -1, .devfd = -1 };
 	char state[96];
 
-	r = iommulu_memfd_create(WARMUP, SZ_2M, &memfd);
-	if (r == 0)
-		r = iommulu_iommufd_open(&iommufd);
+	if (b->warm_bdf) {
+		w.bdf = b->warm_bdf;
+		r = vm_ram(b, &w);
+		if (b->have_thp)	/* vm_ram() set it for the warm-up VM */
+			(void)write_file(THP_SYSFS, b->thp_orig);
+		if (r < 0 || vm_iommu(b, &w, &devfd) < 0)
+			return -1;
+		r = iommulu_iommufd_hwpt_mark_preserve(w.iommufd, w.hwpt_id, HWPT_TOKEN);
+		if (r < 0)
+			return fail("warm-up session: IOMMU_HWPT_LIVEUPDATE_MARK_PRESERVE: %s",
+				    strerror(-r));
+		munmap(w.ram, w.size);
+		memfd = w.memfd;
+		iommufd = w.iommufd;
+		r = 0;
+	} else {
+		r = iommulu_memfd_create(WARMUP, SZ_2M, &memfd);
+		if (r == 0)
+			r = iommulu_iommufd_open(&iommufd);
+	}
 	if (r < 0)
 		return fail("warm-up session: %s", strerror(-r));
 	luo = iommulu_luo_open(5000);
@@ -778,6 +804,8 @@ static int warmup_preserve(void)
 		r = iommulu_luo_session_preserve_fd(session, memfd, TOKEN_MEMFD);
 	if (r == 0)
 		r = iommulu_luo_session_preserve_fd(session, iommufd, TOKEN_IOMMUFD);
+	if (r == 0 && w.devfd >= 0)
+		r = iommulu_luo_session_preserve_fd(session, w.devfd, TOKEN_DEVICE);
 	if (r < 0)
 		return fail("warm-up session: preserve: %s", strerror(-r));
 	snprintf(state, sizeof(state), "FDSTORE=1\nFDNAME=%s", WARMUP);
@@ -787,17 +815,27 @@ static int warmup_preserve(void)
 	return 0;
 }
 
-static int warmup_restore(int session)
+static int warmup_restore(struct bench *b, int session)
 {
-	int memfd, iommufd, r;
+	int memfd, iommufd, devfd = -1, r;
+	long long claimed = -1;
 
 	r = iommulu_luo_session_retrieve_fd(session, TOKEN_MEMFD, &memfd);
 	if (r == 0)
 		r = iommulu_luo_session_retrieve_fd(session, TOKEN_IOMMUFD, &iommufd);
+	/* The device's takeover, as the VMs' below */
+	if (r == 0 && b->warm_bdf) {
+		r = iommulu_luo_session_retrieve_fd(session, TOKEN_DEVICE, &devfd);
+		if (r == 0 && kernel_hwpt_takeover_ms(b->warm_bdf, &claimed) < 0)
+			return fail("warm-up session: %s: no takeover of the kept page table",
+				    b->warm_bdf);
+	}
 	if (r == 0)
 		r = iommulu_luo_session_finish(session);
 	if (r < 0)
 		return fail("warm-up session: %s", strerror(-r));
+	if (devfd >= 0)
+		close(devfd);
 	close(memfd);
 	close(iommufd);
 	if (sd_pid_notify(0, 0, "FDSTOREREMOVE=1\nFDNAME=" WARMUP) <= 0)
@@ -896,7 +934,7 @@ static int cmd_preserve(struct bench *b)
 		say("%s: edu DMA through HWPT %u of %s: OK", v->bdf, v->hwpt_id, v->name);
 	}
 
-	if (preserve_all(b) < 0 || warmup_preserve() < 0)
+	if (preserve_all(b) < 0 || warmup_preserve(b) < 0)
 		goto err;
 	if (b->corrupt) {
 		struct vm *v = &b->vm[b->n_vm > 4 ? 4 : 0];
@@ -1098,7 +1136,7 @@ static int cmd_restore(struct bench *b)
 	boot_s = boottime_s();
 	printf("IOMMULU-MARK: restored scenario=hwpt-bench stage=2 t=%.2f first-retrieve=%s\n",
 	       boot_s, WARMUP);
-	if (warmup_restore(warmup) < 0)
+	if (warmup_restore(b, warmup) < 0)
 		return 1;
 	for (unsigned k = 0; k < b->n_vm; k++)
 		if (vm_restore(b, &b->vm[k]) < 0)
@@ -1171,7 +1209,7 @@ int main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
 		case 'd':
-			if (b->n_bdf == MAX_SIZES || !iommulu_bdf_is_valid(optarg))
+			if (b->n_bdf == MAX_SIZES + 1 || !iommulu_bdf_is_valid(optarg))
 				goto usage;
 			b->bdfs[b->n_bdf++] = optarg;
 			break;
@@ -1193,6 +1231,10 @@ int main(int argc, char **argv)
 	free(list);
 	if (!b->n_sizes)
 		goto usage;
+	if (b->n_bdf > b->n_sizes) {
+		b->warm_bdf = b->bdfs[b->n_sizes];
+		b->n_bdf = b->n_sizes;
+	}
 	b->have_thp = thp_current(b->thp_orig, sizeof(b->thp_orig)) == 0;
 	say("shmem THP: %s", b->have_thp ? b->thp_orig : "not in this kernel (no " THP_SYSFS ")");
 	if (strcmp(argv[optind], "preserve") == 0)
@@ -1201,6 +1243,7 @@ int main(int argc, char **argv)
 		return cmd_restore(b);
 usage:
 	fprintf(stderr, "usage: hwpt-bench preserve|restore --device BDF [--device BDF ...] [--sizes 64M,256M,1G] "
-			"[--reps N] [--corrupt]\n");
+			"[--reps N] [--corrupt]\n"
+			"  one device per size; one more is the warm-up session's\n");
 	return 2;
 }
