@@ -68,6 +68,8 @@ conf_defaults() {
 	MODES="legacy scalable"   # VT-d modes run-all.sh runs this scenario in
 	HOST_ONLY=0               # 1: run ./host on the build host, no VM
 	EDU=1                     # number of edu devices
+	EDU_DMA_MASK=             # edu's dma_mask (QEMU default 2^28-1); also passed
+	                          # to the guest as iommulu.edu_dma_mask=
 	MEM=2048                  # guest RAM, MiB
 	SMP=1                     # guest CPUs (see docs: -smp 2 is not reliable under TCG)
 	# Timeouts only catch hangs.  They are generous because this 2-core
@@ -214,7 +216,12 @@ qemu=(qemu-system-x86_64 -machine q35 -accel tcg -cpu max -smp "$smp" -m "$MEM"
 	-nodefaults -display none -no-reboot -monitor none
 	-serial "file:$results/serial.log"
 	-device "$iommu")
-for _ in $(seq 1 "$EDU"); do qemu+=(-device edu); done
+edu=edu
+if [ -n "$EDU_DMA_MASK" ]; then
+	edu+=",dma_mask=$EDU_DMA_MASK"
+	cmdline+=" iommulu.edu_dma_mask=$EDU_DMA_MASK"
+fi
+for _ in $(seq 1 "$EDU"); do qemu+=(-device "$edu"); done
 qemu+=(-drive "if=none,id=root,file=$rootimg,format=raw,readonly=on"
 	-device virtio-blk-pci,drive=root,addr=0x10
 	-kernel "$kdir/bzImage" -append "$cmdline")

@@ -50,6 +50,18 @@ edu_bdfs() {
 	return 0
 }
 
+# edu's DMA mask, for iommulu-vmm --dma-mask: scenario.conf's EDU_DMA_MASK
+# (run-scenario.sh passes it as iommulu.edu_dma_mask=), else QEMU's 2^28-1.
+edu_dma_mask() {
+	local w mask=0xfffffff
+	for w in $(cat /proc/cmdline); do
+		case $w in
+		iommulu.edu_dma_mask=*) mask=${w#*=} ;;
+		esac
+	done
+	echo "$mask"
+}
+
 # bind_vfio BDF: bind a PCI function to vfio-pci through driver_override;
 # prints the vfio cdev path (/dev/vfio/devices/vfioN).
 bind_vfio() {

@@ -39,6 +39,12 @@
  *       preserving until the session is in the fd store, and after the
  *       kexec from the first look at guest RAM until after FINISH; every
  *       round trip must land.
+ *   iommulu-vmm stray-probe --device BDF ... [--dma-mask MASK]
+ *       a preserved device this kernel gave no translation: fill a locked
+ *       32 MiB buffer with a pattern, have each device DMA (BAR0 through
+ *       sysfs, whatever its bus-master bit says) to physical addresses
+ *       inside it, and check that not one byte changed.  MASK: the edu's
+ *       dma_mask property (QEMU clamps DMA addresses to it; default 2^28-1).
  *   --chain (restore-check, restore-again): after FINISH, preserve the VM
  *       again right away, with the files taken over and the new HWPT
  *       marked, into a new session in the fd store: the next live update.
@@ -401,22 +407,16 @@ static int device_enable(struct device *d)
  * mastering must still be on (the device kept running), and BAR0 is mapped
  * from resource0.
  */
-static int device_enable_sysfs(struct device *d)
+/* Map edu's BAR0 through sysfs (as root, whatever driver is bound) and check
+ * that it is an edu that answers. */
+static int device_map_bar0(struct device *d)
 {
 	char path[128];
-	uint16_t cmd;
 	struct stat st;
 	uint32_t x;
 	void *p;
-	int fd, r;
+	int fd;
 
-	r = iommulu_pci_config_read(d->bdf, 0x04, &cmd, sizeof(cmd));
-	if (r < 0)
-		return fail("%s: read PCI command through sysfs: %s", d->bdf, strerror(-r));
-	if (!(cmd & 0x0004))
-		return fail("%s: bus mastering is off after the kexec (command %#x)", d->bdf, cmd);
-	if (!(cmd & 0x0002))
-		return fail("%s: memory space is off after the kexec (command %#x)", d->bdf, cmd);
 	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/resource0", d->bdf);
 	fd = open(path, O_RDWR | O_CLOEXEC);
 	if (fd < 0)
@@ -438,6 +438,23 @@ static int device_enable_sysfs(struct device *d)
 	x = rd32(d, EDU_REG_LIVENESS);
 	if (x != ~0x5a5a0f0fu)
 		return fail("%s: edu liveness check read %#x", d->bdf, x);
+	return 0;
+}
+
+static int device_enable_sysfs(struct device *d)
+{
+	uint16_t cmd;
+	int r;
+
+	r = iommulu_pci_config_read(d->bdf, 0x04, &cmd, sizeof(cmd));
+	if (r < 0)
+		return fail("%s: read PCI command through sysfs: %s", d->bdf, strerror(-r));
+	if (!(cmd & 0x0004))
+		return fail("%s: bus mastering is off after the kexec (command %#x)", d->bdf, cmd);
+	if (!(cmd & 0x0002))
+		return fail("%s: memory space is off after the kexec (command %#x)", d->bdf, cmd);
+	if (device_map_bar0(d) < 0)
+		return -1;
 	say("%s: bus mastering still on after the kexec (command %#x); BAR0 through sysfs", d->bdf,
 	    cmd);
 	return 0;
@@ -448,6 +465,9 @@ static int device_enable_sysfs(struct device *d)
  * lock, so that the --dma-loop thread and the main thread take turns.
  */
 static pthread_mutex_t edu_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* edu's dma_mask property: QEMU clamps every DMA address to it (--dma-mask). */
+static uint64_t edu_dma_mask = EDU_DMA_MASK;
 
 static int edu_dma_locked(const struct device *d, uint64_t src, uint64_t dst, uint64_t count,
 			  int to_ram);
@@ -471,8 +491,9 @@ static int edu_dma_locked(const struct device *d, uint64_t src, uint64_t dst, ui
 
 	if (count == 0 || count > EDU_XFER_MAX)
 		return fail("edu transfer of %" PRIu64 " bytes (1..%d allowed)", count, EDU_XFER_MAX);
-	if ((to_ram ? dst : src) > EDU_DMA_MASK)
-		return fail("IOVA %#" PRIx64 " is above edu's 28-bit DMA mask", to_ram ? dst : src);
+	if ((to_ram ? dst : src) + count - 1 > edu_dma_mask)
+		return fail("DMA address %#" PRIx64 " is above edu's DMA mask %#" PRIx64,
+			    to_ram ? dst : src, edu_dma_mask);
 	if (rd64(d, EDU_REG_DMA_CMD) & EDU_DMA_START)
 		return fail("%s: edu DMA engine busy", d->bdf);
 	wr64(d, EDU_REG_DMA_SRC, src);
@@ -1067,6 +1088,92 @@ static int after_finish(struct vmm *v)
 	return 0;
 }
 
+/* Physical address of the page mapped at @va (pagemap; needs root). */
+static int phys_addr(int pagemap, const void *va, uint64_t *pa)
+{
+	uint64_t e, page = (uint64_t)(uintptr_t)va / 4096;
+
+	if (pread(pagemap, &e, sizeof(e), (off_t)(page * sizeof(e))) != sizeof(e))
+		return fail("read /proc/self/pagemap: %m");
+	if (!(e >> 63) || !(e & ((1ull << 55) - 1)))
+		return fail("/proc/self/pagemap shows no frame for %p (entry %#" PRIx64 ")", va, e);
+	*pa = (e & ((1ull << 55) - 1)) * 4096 + (uint64_t)(uintptr_t)va % 4096;
+	return 0;
+}
+
+#define STRAY_BUF (32ull << 20)
+
+/*
+ * stray-probe: a preserved device that this kernel did not give a
+ * translation must not reach its memory.  Fill a locked buffer with a
+ * pattern and have each device DMA into physical addresses inside it, the
+ * addresses an identity domain or switched-off translation would let the
+ * DMA reach.  Whatever the IOMMU then does (block and fault) or the kernel
+ * did before (clear bus mastering), not one byte of the buffer may change.
+ * BAR0 through sysfs: the device may have no driver state at all yet.
+ */
+static int cmd_stray_probe(struct vmm *v)
+{
+	uint64_t seed = v->seed ^ 0x7374726179ull, pa = 0;
+	uint8_t *buf;
+	size_t bad;
+	int pagemap;
+
+	buf = mmap(NULL, STRAY_BUF, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (buf == MAP_FAILED)
+		return fail("stray-probe: mmap %llu MiB: %m", STRAY_BUF >> 20), 1;
+	if (mlock(buf, STRAY_BUF) < 0)
+		return fail("stray-probe: mlock: %m"), 1;
+	pattern_fill(buf, STRAY_BUF, seed, 0);
+	pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (pagemap < 0)
+		return fail("open /proc/self/pagemap: %m"), 1;
+
+	for (unsigned i = 0; i < v->n_dev; i++) {
+		struct device *d = &v->dev[i];
+		size_t off = STRAY_BUF / (v->n_dev + 1) * (i + 1);
+		uint16_t cmd;
+		int r;
+
+		r = iommulu_pci_config_read(d->bdf, 0x04, &cmd, sizeof(cmd));
+		if (r < 0)
+			return fail("%s: read PCI command through sysfs: %s", d->bdf, strerror(-r)), 1;
+		if (device_map_bar0(d) < 0)
+			return 1;
+		/* The first page of the buffer from off on that edu can address */
+		for (off -= off % 4096; off < STRAY_BUF; off += 4096) {
+			if (phys_addr(pagemap, buf + off, &pa) < 0)
+				return 1;
+			if (pa + v->xfer - 1 <= edu_dma_mask)
+				break;
+		}
+		if (off >= STRAY_BUF)
+			return fail("%s: no page of the fill buffer is below edu's DMA mask %#" PRIx64
+				    " (run the device with a wider dma_mask)", d->bdf, edu_dma_mask), 1;
+		say("%s: bus mastering %s (command %#x); edu DMA to physical %#" PRIx64
+		    " (%zu bytes into the fill buffer)", d->bdf, cmd & 0x0004 ? "on" : "off", cmd, pa,
+		    off);
+		if (edu_dma(d, EDU_BUFFER, pa, v->xfer, 1) < 0)
+			return 1;
+	}
+	close(pagemap);
+
+	bad = pattern_mismatch(buf, STRAY_BUF, seed, 0);
+	if (bad != STRAY_BUF) {
+		int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+
+		if (fd >= 0 && phys_addr(fd, buf + bad, &pa) == 0)
+			return fail("stray DMA: byte %zu of the fill buffer (physical %#" PRIx64
+				    ") changed", bad, pa), 1;
+		return fail("stray DMA: byte %zu of the fill buffer changed", bad), 1;
+	}
+	say("no stray byte: the %llu MiB fill buffer is intact after %u DMA(s) into it",
+	    STRAY_BUF >> 20, v->n_dev);
+	munmap(buf, STRAY_BUF);
+	return 0;
+}
+
 static int cmd_restore_check(struct vmm *v)
 {
 	char **names = NULL, drv[IOMMULU_DRIVER_NAME_MAX], state[128];
@@ -1533,6 +1640,7 @@ int main(int argc, char **argv)
 		{ "crash", no_argument, NULL, 'C' },
 		{ "chain", no_argument, NULL, 'N' },
 		{ "dma-loop", no_argument, NULL, 'L' },
+		{ "dma-mask", required_argument, NULL, 'M' },
 		{}
 	};
 	struct vmm v = {
@@ -1568,6 +1676,7 @@ int main(int argc, char **argv)
 		case 'C': v.crash = 1; break;
 		case 'N': v.chain = 1; break;
 		case 'L': v.dma_loop = 1; break;
+		case 'M': if (parse_u64(optarg, &edu_dma_mask) < 0) goto usage; break;
 		default: goto usage;
 		}
 	}
@@ -1598,11 +1707,14 @@ int main(int argc, char **argv)
 		return cmd_restore_check(&v);
 	if (strcmp(cmd, "restore-again") == 0)
 		return cmd_restore_again(&v);
+	if (strcmp(cmd, "stray-probe") == 0)
+		return cmd_stray_probe(&v);
 usage:
-	fprintf(stderr, "usage: iommulu-vmm probe|preserve|restore-check|restore-again --device BDF [--device BDF]... \n"
+	fprintf(stderr, "usage: iommulu-vmm probe|preserve|restore-check|restore-again|stray-probe --device BDF [--device BDF]... \n"
 			"       iommulu-vmm register|retrieve NAME [--device BDF]... \n"
 			"       options: "
 			"[--mem BYTES] [--iova ADDR] [--xfer BYTES] [--seed N] [--session NAME] "
-			"[--fdname NAME] [--corrupt] [--anon BYTES] [--rebind] [--crash] [--chain]\n");
+			"[--fdname NAME] [--corrupt] [--anon BYTES] [--rebind] [--crash] [--chain] "
+			"[--dma-loop] [--dma-mask MASK]\n");
 	return 2;
 }

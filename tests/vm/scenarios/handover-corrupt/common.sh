@@ -20,7 +20,19 @@
 #  - the blocked DMA raised a DMAR fault for the device;
 #  - the session can then be finished (fd store cleaned) without any
 #    warning, which also frees the device for the next round.
-# Then stage N arms the next mode, until stage 5 only checks.
+# Then stage N arms the next mode. The kernels after the compat mode's
+# kexec run with iommu=pt: their default domains are identity domains, and
+# the preserved device, whose translation was refused, must get the blocking
+# domain instead; a DMA to the physical addresses of a fill-patterned buffer
+# (iommulu-vmm stray-probe, with edu's DMA mask widened) must fault and
+# leave every byte of it as it was.
+#
+# Stage 5 checks the last mode, then preserves once more, intact, and boots
+# the next kernel in a VT-d setup that cannot keep any translation: scalable
+# mode switched off (scalable run: the root table type changes) or the
+# IOMMU disabled (legacy run: intel_iommu=off). Stage 6 checks that the
+# preserved device was stopped (bus mastering cleared, logged) before
+# translation went off, and the stray probe again.
 . /usr/lib/iommulu-vm/lib.sh
 
 # The four modes a run covers, one per live update.  Another list (at most
@@ -74,6 +86,34 @@ expected_lines() {
 	echo 'DMAR: dmar0: live update: keeping translation enabled, DMA blocked until devices are attached'
 }
 
+# Extra options of the kernel booted after MODE's kexec.
+next_kernel_args() {
+	case $1 in
+	compat) echo iommu=pt ;;
+	esac
+}
+
+# What the kernel of the last stage boots with: no translation can be kept.
+stop_kernel_args() {
+	case $IOMMULU_MODE in
+	scalable) echo intel_iommu=sm_off ;;
+	*) echo intel_iommu=off ;;
+	esac
+}
+
+# stray_probe BDF...: DMA from each device to physical addresses of a fill
+# buffer must not change a byte of it (iommulu-vmm stray-probe); prints the
+# physical addresses it used, one per device, on stdout.
+stray_probe() {
+	local out bdf args=()
+	for bdf in "$@"; do args+=(--device "$bdf"); done
+	out=$("$IOMMULU_TOOLS/iommulu-vmm" stray-probe "${args[@]}" --dma-mask "$(edu_dma_mask)" 2>&1)
+	local rc=$?
+	echo "$out" | sed 's/^/[probe] /' >&2
+	[ $rc = 0 ] || fail "stray probe: device DMA reached memory this kernel owns (see above)"
+	echo "$out" | sed -n 's/.* edu DMA to physical \(0x[0-9a-f]*\) .*/\1/p'
+}
+
 check_no_bad_lines() {
 	local bad
 	bad=$(dmesg | grep -aE "$BAD_RE" | head -n 5)
@@ -98,6 +138,26 @@ check_refused() {
 	dmesg | grep -aqE 'Translation was enabled for .* but we are not in kdump mode' &&
 		fail "$mode: translation was switched off"
 	check_no_bad_lines
+
+	# Refused translation: the device got the blocking domain, not its
+	# default one, which is an identity domain under iommu=pt.
+	local pas pa type
+	for bdf in $(edu_bdfs); do
+		dmesg | grep -aqE "$bdf: live update: blocked instead of its default domain" ||
+			fail "$mode: $bdf was not blocked instead of getting its default domain"
+		type=$(cat "/sys/bus/pci/devices/$bdf/iommu_group/type")
+		if grep -qw iommu=pt /proc/cmdline; then
+			[ "$type" = identity ] ||
+				fail "$mode: iommu=pt, but the default domain of $bdf is '$type'"
+		fi
+		info "$mode: $bdf: blocked instead of its default domain ($type)"
+	done
+	pas=$(stray_probe $(edu_bdfs)) || exit 1
+	for pa in $pas; do
+		dmesg | grep -aqE "DMAR: \[DMA Write[^]]*\] Request device \[[0-9a-f:.]+\] fault addr $pa " ||
+			fail "$mode: no DMAR fault for the stray probe's DMA to $pa"
+		info "$mode: stray DMA to physical $pa faulted, fill buffer intact"
+	done
 
 	n=$(systemctl show -P NFileDescriptorStore "$UNIT")
 	[ "$n" = 1 ] || fail "$mode: after kexec the fd store of $UNIT holds '$n' fds, expected 1"
@@ -144,13 +204,56 @@ check_refused() {
 	info "$mode: refused, translation kept on, device blocked, memfd intact, session finished"
 }
 
-# arm_and_preserve MODE: set the knob, then preserve as dma-kexec does.
+# check_stopped: after the kexec into stop_kernel_args (see the top).
+check_stopped() {
+	local bdf cmd out since
+	info "checking that the preserved device was stopped before translation went off ($(stop_kernel_args))"
+	if [ "$IOMMULU_MODE" = scalable ]; then
+		dmesg | grep -aqE 'DMAR: dmar0: live update: root table type changes \(scalable to legacy\), stopping preserved devices' ||
+			fail "no log line about the root table type change"
+	fi
+	for bdf in $(edu_bdfs); do
+		dmesg | grep -aqE "$bdf: liveupdate: bus mastering cleared: dmar0 switches DMA translation off" ||
+			fail "$bdf: no log line saying its bus mastering was cleared"
+		cmd=$(od -An -tx2 -j4 -N2 "/sys/bus/pci/devices/$bdf/config" | tr -d ' ')
+		(( 0x$cmd & 0x4 )) && fail "$bdf: bus mastering is still on (command 0x$cmd)"
+		info "$bdf: $(dmesg | grep -aoE "$bdf: liveupdate: bus mastering cleared: .*" | head -n 1) (command 0x$cmd)"
+	done
+	stray_probe $(edu_bdfs) > /dev/null || exit 1
+	info "stray DMA did not land: the fill buffer is intact"
+
+	# The VMM finds guest RAM intact but its device stopped.
+	local args=(restore-check)
+	for bdf in $(edu_bdfs); do args+=(--device "$bdf"); done
+	vmm_env "${args[@]}"
+	mkdir -p "$DROPIN"
+	printf '[Service]\nStandardOutput=journal\nStandardError=journal\n' > "$DROPIN/quiet.conf"
+	systemctl daemon-reload
+	since=$(date +%s)
+	systemctl start "$UNIT" && fail "restore-check passed, but the device was stopped"
+	rm -f "$DROPIN/quiet.conf"
+	systemctl daemon-reload
+	systemctl reset-failed "$UNIT" 2>/dev/null
+	out=$(journalctl -b -o cat -u "$UNIT" --since "@$since" 2>/dev/null)
+	echo "$out" | sed "s/^IOMMULU-FAIL: /(expected) /; s/^/[vmm] /"
+	echo "$out" | grep -q 'pre-kexec guest RAM content intact' ||
+		fail "the preserved memfd was not retrieved intact"
+	echo "$out" | grep -qE 'bus mastering is off after the kexec|not bound to vfio-pci after kexec' ||
+		fail "restore-check did not stop at the stopped device"
+	check_no_bad_lines
+	info "translation off: the preserved device was stopped first, guest RAM intact, no stray byte"
+}
+
+# arm_and_preserve [MODE]: set the knob (if MODE is given), then preserve as
+# dma-kexec does.
 arm_and_preserve() {
-	local mode=$1 b cdev n args=(preserve)
-	mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug
-	[ -w "$KNOB" ] || fail "no fault injection knob $KNOB (CONFIG_IOMMU_LIVEUPDATE_FAULT_INJECT)"
-	echo "$mode" > "$KNOB" || fail "cannot arm fault injection mode $mode"
-	info "fault injection armed: $(cat "$KNOB")"
+	local mode=${1:-} b cdev n args=(preserve)
+	if [ -n "$mode" ]; then
+		mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug
+		[ -w "$KNOB" ] || fail "no fault injection knob $KNOB (CONFIG_IOMMU_LIVEUPDATE_FAULT_INJECT)"
+		echo "$mode" > "$KNOB" || fail "cannot arm fault injection mode $mode"
+		info "fault injection armed: $(cat "$KNOB")"
+	fi
 	for b in $(edu_bdfs); do
 		cdev=$(bind_vfio "$b") || fail "binding $b to vfio-pci failed"
 		info "$b bound to vfio-pci: $cdev"
@@ -159,20 +262,38 @@ arm_and_preserve() {
 	[ ${#args[@]} -gt 1 ] || fail "no edu device in the guest"
 	vmm_env "${args[@]}"
 	systemctl reset-failed "$UNIT" 2>/dev/null
-	check "VMM stand-in: preserve (next handover: $mode)" systemctl start "$UNIT"
+	check "VMM stand-in: preserve (next handover: ${mode:-intact})" systemctl start "$UNIT"
 	n=$(systemctl show -P NFileDescriptorStore "$UNIT")
 	[ "$n" = 1 ] || fail "fd store of $UNIT holds '$n' fds, expected 1"
 }
 
+# next_append ARGS: the next kernel boots with ARGS too (iommulu-vm-runner).
+next_append() {
+	[ -n "$1" ] || return 0
+	mkdir -p /run/iommulu-vm
+	echo "$1" > /run/iommulu-vm/next-append
+	info "the next kernel boots with: $1"
+}
+
 hc_stage() {
-	local s=$1
+	local s=$1 n=${#HC_MODES[@]}
+	if [ "$s" = $((n + 2)) ]; then
+		check_stopped
+		metric handover_corrupt_translation_off_stopped 1 ok
+		exit 0
+	fi
+	[ "$s" -gt $((n + 2)) ] && exit 0
 	mode_check
-	if [ "$s" -gt 1 ] && [ "$s" -le $(( ${#HC_MODES[@]} + 1 )) ]; then
+	if [ "$s" -gt 1 ]; then
 		check_refused "${HC_MODES[s - 2]}"
 		metric "handover_corrupt_${HC_MODES[s - 2]}_refused" 1 ok
 	fi
-	if [ "$s" -le ${#HC_MODES[@]} ]; then
+	if [ "$s" -le "$n" ]; then
 		arm_and_preserve "${HC_MODES[s - 1]}"
+		next_append "$(next_kernel_args "${HC_MODES[s - 1]}")"
+	else
+		arm_and_preserve
+		next_append "$(stop_kernel_args)"
 	fi
 	exit 0
 }
