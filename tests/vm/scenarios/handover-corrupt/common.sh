@@ -139,9 +139,11 @@ check_refused() {
 		fail "$mode: translation was switched off"
 	check_no_bad_lines
 
-	# Refused translation: the device got the blocking domain, not its
-	# default one, which is an identity domain under iommu=pt.
+	# Refused translation: a DMA to physical addresses must not land (the
+	# device got the blocking domain, not its default one, which is an
+	# identity domain under iommu=pt).
 	local pas pa type
+	pas=$(stray_probe $(edu_bdfs)) || exit 1
 	for bdf in $(edu_bdfs); do
 		dmesg | grep -aqE "$bdf: live update: blocked instead of its default domain" ||
 			fail "$mode: $bdf was not blocked instead of getting its default domain"
@@ -152,7 +154,6 @@ check_refused() {
 		fi
 		info "$mode: $bdf: blocked instead of its default domain ($type)"
 	done
-	pas=$(stray_probe $(edu_bdfs)) || exit 1
 	for pa in $pas; do
 		dmesg | grep -aqE "DMAR: \[DMA Write[^]]*\] Request device \[[0-9a-f:.]+\] fault addr $pa " ||
 			fail "$mode: no DMAR fault for the stray probe's DMA to $pa"
