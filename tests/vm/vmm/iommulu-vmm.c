@@ -39,6 +39,10 @@
  *       preserving until the session is in the fd store, and after the
  *       kexec from the first look at guest RAM until after FINISH; every
  *       round trip must land.
+ *   --punch-hole (restore-check): before the takeover, punch a hole into
+ *       guest RAM and DMA into it: the page stays pinned (the file reads as
+ *       a hole, a canary stays intact); after the takeover, which gets a
+ *       new page table, DMA there lands in the file's new page.
  *   iommulu-vmm stray-probe --device BDF ... [--dma-mask MASK]
  *       a preserved device this kernel gave no translation: fill a locked
  *       32 MiB buffer with a pattern, have each device DMA (BAR0 through
@@ -79,6 +83,7 @@
  */
 
 #include <errno.h>
+#include <linux/falloc.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -181,7 +186,7 @@ struct device {
 struct vmm {
 	uint64_t mem, iova, xfer, seed, anon;
 	const char *session_name, *fdname;
-	int corrupt, rebind, crash, chain, dma_loop;
+	int corrupt, rebind, crash, chain, dma_loop, punch_hole;
 	/* edu state written before the kexec by preserve_session() */
 	int kept;
 	int memfd, iommufd;
@@ -1088,6 +1093,9 @@ static int after_finish(struct vmm *v)
 	return 0;
 }
 
+static int hole_before_takeover(struct vmm *v);
+static int hole_after_takeover(struct vmm *v);
+
 /* Physical address of the page mapped at @va (pagemap; needs root). */
 static int phys_addr(int pagemap, const void *va, uint64_t *pa)
 {
@@ -1275,7 +1283,11 @@ static int cmd_restore_check(struct vmm *v)
 			return 0;
 		}
 	}
+	if (v->punch_hole && hole_before_takeover(v) < 0)
+		return 1;
 	if (takeover_and_finish(v, session) < 0 || dma_loop_stop("after FINISH") < 0)
+		return 1;
+	if (v->punch_hole && hole_after_takeover(v) < 0)
 		return 1;
 	snprintf(state, sizeof(state), "FDSTOREREMOVE=1\nFDNAME=%s", v->fdname);
 	r = sd_pid_notify(0, 0, state);
@@ -1321,6 +1333,82 @@ static size_t canary_mismatch(const uint8_t *buf, size_t len)
 		if (buf[i] != CANARY_BYTE)
 			return i;
 	return len;
+}
+
+/*
+ * --punch-hole (restore-check): after the memfd is retrieved and before the
+ * device file is, the VMM punches a hole into guest RAM where the device
+ * then writes.  The page leaves the file, but the kernel keeps it pinned
+ * until FINISH, because the device still translates to it through the page
+ * table it kept: the DMA must land in that page, not in the file (which
+ * reads as a hole) and not in a canary memfd allocated after the punch,
+ * which would have received the freed page.  The takeover then finds that
+ * the kept table no longer matches the file and gives the HWPT a new page
+ * table (the stage checks the kernel's line), through which DMA lands in
+ * the file's new page.
+ */
+#define HOLE_OFF 0x40000
+#define HOLE_CANARY (256ull << 20)
+
+static int hole_before_takeover(struct vmm *v)
+{
+	struct device *d = &v->dev[0];
+	uint64_t seed = v->seed ^ 0x401e;
+	uint8_t *canary;
+	int fd, r;
+	size_t bad;
+
+	if (fallocate(v->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, HOLE_OFF, 4096) < 0)
+		return fail("punch a hole at %#x of guest RAM: %m", HOLE_OFF);
+	say("punched a hole into guest RAM at %#x (IOVA %#" PRIx64 ") before the takeover",
+	    HOLE_OFF, v->iova + HOLE_OFF);
+	r = iommulu_memfd_create("vmm-hole-canary", HOLE_CANARY, &fd);
+	if (r < 0)
+		return fail("canary memfd: %s", strerror(-r));
+	canary = mmap(NULL, HOLE_CANARY, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	if (canary == MAP_FAILED)
+		return fail("mmap canary: %m");
+	memset(canary, CANARY_BYTE, HOLE_CANARY);
+
+	pattern_fill(v->ram + 0x4000, v->xfer, seed, 0);
+	if (edu_dma(d, v->iova + 0x4000, EDU_BUFFER, v->xfer, 0) < 0 ||
+	    edu_dma(d, EDU_BUFFER, v->iova + HOLE_OFF, v->xfer, 1) < 0)
+		return -1;
+	bad = canary_mismatch(canary, HOLE_CANARY);
+	if (bad != HOLE_CANARY)
+		return fail("%s: DMA into the punched page reached a canary memfd (byte %zu of %llu MiB)",
+			    d->bdf, bad, HOLE_CANARY >> 20);
+	for (size_t i = 0; i < v->xfer; i++)
+		if (v->ram[HOLE_OFF + i])
+			return fail("%s: DMA into the punched page reached the file (byte %zu is %#x)",
+				    d->bdf, i, v->ram[HOLE_OFF + i]);
+	munmap(canary, HOLE_CANARY);
+	say("%s: DMA into the punched page stayed in the page the kernel kept pinned: the file "
+	    "reads as a hole, a %llu MiB canary is intact", d->bdf, HOLE_CANARY >> 20);
+	pattern_fill(v->ram + 0x4000, v->xfer, v->seed, 0x4000);
+	return 0;
+}
+
+static int hole_after_takeover(struct vmm *v)
+{
+	struct device *d = &v->dev[0];
+	uint64_t seed = v->seed ^ 0x401f;
+	size_t bad;
+
+	pattern_fill(v->ram + 0x4000, v->xfer, seed, 0);
+	if (edu_dma(d, v->iova + 0x4000, EDU_BUFFER, v->xfer, 0) < 0 ||
+	    edu_dma(d, EDU_BUFFER, v->iova + HOLE_OFF, v->xfer, 1) < 0)
+		return -1;
+	bad = pattern_mismatch(v->ram + HOLE_OFF, v->xfer, seed, 0);
+	if (bad != v->xfer)
+		return fail("%s: after the takeover, DMA to IOVA %#" PRIx64 " did not land in the "
+			    "file's new page (byte %zu)", d->bdf, v->iova + HOLE_OFF, bad);
+	say("%s: after the takeover, DMA to the punched IOVA lands in the file's new page", d->bdf);
+	/* Guest RAM holds its pattern again for the checks that follow. */
+	pattern_fill(v->ram + 0x4000, v->xfer, v->seed, 0x4000);
+	pattern_fill(v->ram + HOLE_OFF, 4096, v->seed, HOLE_OFF);
+	return 0;
 }
 
 /*
@@ -1641,6 +1729,7 @@ int main(int argc, char **argv)
 		{ "chain", no_argument, NULL, 'N' },
 		{ "dma-loop", no_argument, NULL, 'L' },
 		{ "dma-mask", required_argument, NULL, 'M' },
+		{ "punch-hole", no_argument, NULL, 'H' },
 		{}
 	};
 	struct vmm v = {
@@ -1677,6 +1766,7 @@ int main(int argc, char **argv)
 		case 'N': v.chain = 1; break;
 		case 'L': v.dma_loop = 1; break;
 		case 'M': if (parse_u64(optarg, &edu_dma_mask) < 0) goto usage; break;
+		case 'H': v.punch_hole = 1; break;
 		default: goto usage;
 		}
 	}
@@ -1715,6 +1805,6 @@ usage:
 			"       options: "
 			"[--mem BYTES] [--iova ADDR] [--xfer BYTES] [--seed N] [--session NAME] "
 			"[--fdname NAME] [--corrupt] [--anon BYTES] [--rebind] [--crash] [--chain] "
-			"[--dma-loop] [--dma-mask MASK]\n");
+			"[--dma-loop] [--dma-mask MASK] [--punch-hole]\n");
 	return 2;
 }

@@ -51,6 +51,19 @@ check_restored() {
 		fail "the kernel found the kept page table differ from the IOAS: $(dmesg | grep -m1 'kept page table maps')"
 }
 
+# The takeover could not keep the page table the device kept (a hole was
+# punched into guest RAM after its retrieve): the kernel said why and gave
+# the HWPT a new page table over the file's pages (-ESTALE).
+check_new_table() {
+	local line
+	line=$(dmesg | grep -m1 "kept page table maps IOVA") ||
+		fail "the kernel did not find the punched page missing from the kept page table"
+	info "takeover: ${line#*] }"
+	line=$(dmesg | grep -m1 -E "gets a new page table \(-116\)") ||
+		fail "the HWPT did not get a new page table (-ESTALE): $(dmesg | grep -m1 -E 'took the kept page table over|gets a new page table' | sed 's/^.*] //')"
+	info "takeover: ${line#*] }"
+}
+
 # The takeover switched the device from the copied context to the new HWPT
 # in place: no window in which the context was not present, and (scalable
 # mode) the domain was in the new PASID table before the switch, so no
