@@ -218,7 +218,7 @@ check_stopped() {
 			fail "$bdf: no log line saying its bus mastering was cleared"
 		cmd=$(od -An -tx2 -j4 -N2 "/sys/bus/pci/devices/$bdf/config" | tr -d ' ')
 		(( 0x$cmd & 0x4 )) && fail "$bdf: bus mastering is still on (command 0x$cmd)"
-		info "$bdf: $(dmesg | grep -aoE "$bdf: liveupdate: bus mastering cleared: .*" | head -n 1) (command 0x$cmd)"
+		info "$(dmesg | grep -aoE "$bdf: liveupdate: bus mastering cleared: .*" | head -n 1) (command 0x$cmd)"
 	done
 	stray_probe $(edu_bdfs)
 	info "stray DMA did not land: the fill buffer is intact"
