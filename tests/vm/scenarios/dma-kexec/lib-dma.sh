@@ -56,7 +56,7 @@ check_restored() {
 # the HWPT a new page table over the file's pages (-ESTALE).
 check_new_table() {
 	local line
-	line=$(dmesg | grep -m1 "kept page table maps IOVA") ||
+	line=$(dmesg | grep -m1 "kept page table does not map IOVA") ||
 		fail "the kernel did not find the punched page missing from the kept page table"
 	info "takeover: ${line#*] }"
 	line=$(dmesg | grep -m1 -E "gets a new page table \(-116\)") ||
