@@ -16,7 +16,9 @@
  *       check verifies the page is untouched (DMA blocked, never untranslated).
  *   vfio-lu refuse BDF
  *       the errnos for devices that cannot be preserved, and no half state:
- *       a device fd from a VFIO group -> EBADFD, an unbound cdev -> EBADFD;
+ *       a device fd from a VFIO group -> EBADFD, an unbound cdev -> EBADFD; a
+ *       bound cdev while the IOMMU has no memory to keep its DMA blocked
+ *       (debugfs iommu_liveupdate/fail_prepare armed) -> ENOMEM;
  *       a session that preserved the bound cdev and is closed releases it
  *       (a second session can preserve it again, then is closed too).
  *   vfio-lu check BDF [--fdstore] [--session NAME] [--no-finish]
@@ -508,6 +510,35 @@ static int group_device_fd(const char *bdf)
 	return dev;
 }
 
+/*
+ * The IOMMU driver allocates what keeps a preserved device's DMA blocked
+ * through the kexec when the device is preserved (the kexec shutdown cannot
+ * allocate).  With the fault injection knob armed that allocation fails:
+ * the preservation must be refused with ENOMEM, and the knob consumed.
+ */
+#define FAIL_PREPARE "/sys/kernel/debug/iommu_liveupdate/fail_prepare"
+
+static void refuse_without_iommu_memory(int session, int dev)
+{
+	char buf[16] = "";
+	int fd;
+
+	fd = open(FAIL_PREPARE, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		say("skip: no %s (%s): kernel without its fault injection", FAIL_PREPARE,
+		    strerror(errno));
+		return;
+	}
+	if (write(fd, "1", 1) != 1)
+		FAIL("arm %s: %s", FAIL_PREPARE, strerror(errno));
+	expect_errno("preserve while the IOMMU has no memory to block its DMA",
+		     preserve_fd(session, dev, 4), ENOMEM);
+	if (pread(fd, buf, sizeof(buf) - 1, 0) < 0 || atoi(buf) != 0)
+		FAIL("%s reads '%s' after the refused preservation, expected 0", FAIL_PREPARE,
+		     buf);
+	close(fd);
+}
+
 static int cmd_refuse(const char *bdf)
 {
 	int session, dev, iommufd, r;
@@ -527,6 +558,7 @@ static int cmd_refuse(const char *bdf)
 	r = bind_iommufd(dev, &iommufd);
 	if (r)
 		FAIL("BIND_IOMMUFD: %s", strerror(-r));
+	refuse_without_iommu_memory(session, dev);
 	r = preserve_fd(session, dev, 3);
 	if (r)
 		FAIL("preserve after refusals: %s", strerror(-r));
