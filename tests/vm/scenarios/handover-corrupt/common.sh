@@ -1,12 +1,12 @@
 # handover-corrupt: one live update per corruption mode, chained.
 #
-# Stage N (N = 1..4) arms the fault injection knob of patch 0028 with
+# Stage N (N = 1..5) arms the fault injection knob of patch 0028 with
 # MODES[N-1] and preserves, like dma-kexec, a memfd (guest RAM), a marked
 # HWPT, the iommufd and the edu device's vfio cdev in one LUO session kept
 # in the fd store of iommulu-vmm-test.service (shipped by dma-kexec).  The
 # outgoing kernel then hands over IOMMU state broken in that way.
 #
-# Stage N (N = 2..5), after the kexec, checks what MODES[N-2] must produce
+# Stage N (N = 2..6), after the kexec, checks what MODES[N-2] must produce
 # in the new kernel:
 #  - the exact refusal line(s) of that mode in the kernel log;
 #  - VT-d kept translation on: part 1's blocking path installed a fresh,
@@ -27,19 +27,23 @@
 # (iommulu-vmm stray-probe, with edu's DMA mask widened) must fault and
 # leave every byte of it as it was.
 #
-# Stage 5 checks the last mode, then preserves once more, intact, and boots
+# Stage 6 checks the last mode, then preserves once more, intact, and boots
 # the next kernel in a VT-d setup that cannot keep any translation: scalable
 # mode switched off (scalable run: the root table type changes) or the
-# IOMMU disabled (legacy run: intel_iommu=off). Stage 6 checks that the
+# IOMMU disabled (legacy run: intel_iommu=off). Stage 7 checks that the
 # preserved device was stopped (bus mastering cleared, logged) before
 # translation went off, and the stray probe again.
 . /usr/lib/iommulu-vm/lib.sh
 
-# The four modes a run covers, one per live update.  Another list (at most
-# four, comma separated) can be given with run-scenario.sh --append
-# iommulu.hc_modes=count,index,did,flb-range; stages past its end only
-# check the last mode once and then pass through.
-HC_MODES=(magic compat page root)
+# The modes a run covers, one per live update.  Another list (at most
+# five, comma separated) can be given with run-scenario.sh --append
+# iommulu.hc_modes=count,index,did,flb-range; after its end comes the
+# live update into a kernel without translation (see above), and later
+# stages pass through.
+# Five per run: scalable mode checks the recorded PASID directory (pasid),
+# legacy mode the recorded domain ID (did).
+HC_MODES=(magic compat page root did)
+[ "$IOMMULU_MODE" = scalable ] && HC_MODES=(magic compat page root pasid)
 for w in $(cat /proc/cmdline); do
 	case $w in
 	iommulu.hc_modes=*) IFS=, read -r -a HC_MODES <<< "${w#*=}" ;;
@@ -71,6 +75,9 @@ expected_lines() {
 		echo 'DMAR: liveupdate: dmar0: preserved device [0-9a-f:.]+ has no valid context \(DID 0\)'
 		echo 'DMAR: liveupdate: dmar0: refusing the preserved translation \(-22\): preserved devices lose their DMA mappings'
 		echo 'DMAR: liveupdate: dmar0: freed [0-9]+ pages of the refused preserved translation' ;;
+	pasid)
+		echo 'DMAR: liveupdate: dmar0: preserved device [0-9a-f:.]+ has its PASID directory at 0x[0-9a-f]+, the handover says 0x[0-9a-f]+'
+		echo 'DMAR: liveupdate: dmar0: refusing the preserved translation \(-22\): preserved devices lose their DMA mappings' ;;
 	compat)
 		echo 'iommu: liveupdate: no IOMMU state in the iommu-core-v1 format was handed over: devices preserved by the previous kernel have no usable IOMMU state' ;;
 	page)
