@@ -531,9 +531,12 @@ static void refuse_without_iommu_memory(int session, int dev)
 	}
 	if (write(fd, "1", 1) != 1)
 		FAIL("arm %s: %s", FAIL_PREPARE, strerror(errno));
+	close(fd);
 	expect_errno("preserve while the IOMMU has no memory to block its DMA",
 		     preserve_fd(session, dev, 4), ENOMEM);
-	if (pread(fd, buf, sizeof(buf) - 1, 0) < 0 || atoi(buf) != 0)
+	/* debugfs attributes are read from a fresh open */
+	fd = open(FAIL_PREPARE, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || read(fd, buf, sizeof(buf) - 1) <= 0 || atoi(buf) != 0)
 		FAIL("%s reads '%s' after the refused preservation, expected 0", FAIL_PREPARE,
 		     buf);
 	close(fd);
