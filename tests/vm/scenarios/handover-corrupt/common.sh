@@ -132,6 +132,29 @@ vmm_env() {
 	echo "VMM_ARGS=$*" > /run/iommulu-vm/vmm.env
 }
 
+# restore_check_fails WHAT WHY: the VMM stand-in's restore-check must fail
+# (WHY says what its success would mean) after retrieving the preserved
+# memfd intact; its output goes to the console and into VMM_OUT.
+restore_check_fails() {
+	local bdf since args=(restore-check)
+	for bdf in $(edu_bdfs); do args+=(--device "$bdf"); done
+	vmm_env "${args[@]}"
+	# Keep its expected IOMMULU-FAIL line off the console, the host would
+	# show it as ours.
+	mkdir -p "$DROPIN"
+	printf '[Service]\nStandardOutput=journal\nStandardError=journal\n' > "$DROPIN/quiet.conf"
+	systemctl daemon-reload
+	since=$(date +%s)
+	systemctl start "$UNIT" && fail "$1: restore-check passed: $2"
+	rm -f "$DROPIN/quiet.conf"
+	systemctl daemon-reload
+	systemctl reset-failed "$UNIT" 2>/dev/null
+	VMM_OUT=$(journalctl -b -o cat -u "$UNIT" --since "@$since" 2>/dev/null)
+	echo "$VMM_OUT" | sed "s/^IOMMULU-FAIL: /(expected) /; s/^/[vmm] /"
+	echo "$VMM_OUT" | grep -q 'pre-kexec guest RAM content intact' ||
+		fail "$1: the preserved memfd was not retrieved intact"
+}
+
 # check_refused MODE: the checks after the kexec (see the top).
 check_refused() {
 	local mode=$1 re out bdf short n
@@ -169,26 +192,8 @@ check_refused() {
 
 	n=$(systemctl show -P NFileDescriptorStore "$UNIT")
 	[ "$n" = 1 ] || fail "$mode: after kexec the fd store of $UNIT holds '$n' fds, expected 1"
-	local args=(restore-check)
-	for bdf in $(edu_bdfs); do args+=(--device "$bdf"); done
-	vmm_env "${args[@]}"
-	# restore-check is expected to fail (the DMA must not land): keep its
-	# IOMMULU-FAIL line off the console, the host would show it as ours.
-	mkdir -p "$DROPIN"
-	printf '[Service]\nStandardOutput=journal\nStandardError=journal\n' > "$DROPIN/quiet.conf"
-	systemctl daemon-reload
-	local since
-	since=$(date +%s)
-	if systemctl start "$UNIT"; then
-		fail "$mode: restore-check passed: device DMA reached the preserved memory through refused state"
-	fi
-	rm -f "$DROPIN/quiet.conf"
-	systemctl daemon-reload
-	systemctl reset-failed "$UNIT" 2>/dev/null
-	out=$(journalctl -b -o cat -u "$UNIT" --since "@$since" 2>/dev/null)
-	echo "$out" | sed "s/^IOMMULU-FAIL: /(expected) /; s/^/[vmm] /"
-	echo "$out" | grep -q 'pre-kexec guest RAM content intact' ||
-		fail "$mode: the preserved memfd was not retrieved intact"
+	restore_check_fails "$mode" "device DMA reached the preserved memory through refused state"
+	out=$VMM_OUT
 	for bdf in $(edu_bdfs); do
 		echo "$out" | grep -qF "$bdf: DMA after kexec did not land in the preserved memfd" ||
 			fail "$mode: $bdf: restore-check did not end at the blocked DMA"
@@ -214,7 +219,7 @@ check_refused() {
 
 # check_stopped: after the kexec into stop_kernel_args (see the top).
 check_stopped() {
-	local bdf cmd out since
+	local bdf cmd out
 	info "checking that the preserved device was stopped before translation went off ($(stop_kernel_args))"
 	if [ "$IOMMULU_MODE" = scalable ]; then
 		dmesg | grep -aqE 'DMAR: dmar0: live update: root table type changes \(scalable to legacy\), stopping preserved devices' ||
@@ -231,21 +236,8 @@ check_stopped() {
 	info "stray DMA did not land: the fill buffer is intact"
 
 	# The VMM finds guest RAM intact but its device stopped.
-	local args=(restore-check)
-	for bdf in $(edu_bdfs); do args+=(--device "$bdf"); done
-	vmm_env "${args[@]}"
-	mkdir -p "$DROPIN"
-	printf '[Service]\nStandardOutput=journal\nStandardError=journal\n' > "$DROPIN/quiet.conf"
-	systemctl daemon-reload
-	since=$(date +%s)
-	systemctl start "$UNIT" && fail "restore-check passed, but the device was stopped"
-	rm -f "$DROPIN/quiet.conf"
-	systemctl daemon-reload
-	systemctl reset-failed "$UNIT" 2>/dev/null
-	out=$(journalctl -b -o cat -u "$UNIT" --since "@$since" 2>/dev/null)
-	echo "$out" | sed "s/^IOMMULU-FAIL: /(expected) /; s/^/[vmm] /"
-	echo "$out" | grep -q 'pre-kexec guest RAM content intact' ||
-		fail "the preserved memfd was not retrieved intact"
+	restore_check_fails "translation off" "the device was stopped"
+	out=$VMM_OUT
 	echo "$out" | grep -qE 'bus mastering is off after the kexec|not bound to vfio-pci after kexec' ||
 		fail "restore-check did not stop at the stopped device"
 	check_no_bad_lines
