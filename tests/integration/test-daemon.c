@@ -730,16 +730,30 @@ static void test_limits(void)
 	bus = NULL;
 	lud_env_stop(&env);
 
-	/* FileDescriptorStoreMax=8: 2 entries per preserved VM, 4 VMs. */
-	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = false, .fdstore = "8",
-						   .config = "[Daemon]\nMaxVMs=10\nMaxFdsPerVM=64\n" });
-	if (check(r >= 0, "start a daemon with FDSTORE=8, MaxVMs=10, MaxFdsPerVM=64")) {
+	/* FileDescriptorStoreMax=690: a VM of 64 files takes 64 + 5 entries
+	 * (files, owner, registration record and its successor, session,
+	 * record), so 10 VMs. */
+	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = false, .fdstore = "690",
+						   .config = "[Daemon]\nMaxVMs=50\nMaxFdsPerVM=64\n" });
+	if (check(r >= 0, "start a daemon with FDSTORE=690, MaxVMs=50, MaxFdsPerVM=64")) {
 		lud_env_connect(&env, &bus);
-		check(manager_u(bus, "MaxVMs") == 4, "MaxVMs clamped to what the fd store holds (%u)",
+		check(manager_u(bus, "MaxVMs") == 10, "MaxVMs clamped to what the fd store holds: 690 / (64 + 5) (%u)",
 		      manager_u(bus, "MaxVMs"));
 		check(manager_u(bus, "MaxFdsPerVM") == 64,
 		      "MaxFdsPerVM is not clamped to the bus's 16 fds per message: more go in parts (%u)",
 		      manager_u(bus, "MaxFdsPerVM"));
+		sd_bus_flush_close_unref(bus);
+	}
+	lud_env_stop(&env);
+
+	/* FileDescriptorStoreMax=8 holds not even one VM of 64 files. */
+	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = false, .fdstore = "8",
+						   .config = "[Daemon]\nMaxVMs=10\nMaxFdsPerVM=64\n" });
+	if (check(r >= 0, "start a daemon with FDSTORE=8, MaxVMs=10, MaxFdsPerVM=64")) {
+		lud_env_connect(&env, &bus);
+		check(manager_u(bus, "MaxFdsPerVM") == 3 && manager_u(bus, "MaxVMs") == 1,
+		      "MaxFdsPerVM lowered to 8 - 5 and MaxVMs to 1 (%u, %u)", manager_u(bus, "MaxFdsPerVM"),
+		      manager_u(bus, "MaxVMs"));
 		sd_bus_flush_close_unref(bus);
 	}
 	lud_env_stop(&env);
@@ -838,9 +852,11 @@ static void test_preserve(void)
 	check(r >= 0 && vm_state_is(bus, "pres", "preserved"), "PreserveVM succeeds with the fake LUO (%s: %s)",
 	      e.name ?: "-", e.message ?: "");
 	sd_bus_error_free(&e);
-	n = fdstore_settled(&env, 2, &names);
-	ok = n == 2 && strstr(names, "session.iommulu.1.pres\n") && strstr(names, "record.iommulu.1.pres\n");
-	check(ok, "the fd store holds the session and the record (%d: %s)", n, oneline(names));
+	n = fdstore_settled(&env, 5, &names);
+	ok = n == 5 && strstr(names, "session.iommulu.1.pres\n") && strstr(names, "record.iommulu.1.pres\n") &&
+	     strstr(names, "memfd.0.pres\n") && strstr(names, "owner.pres\n") && strstr(names, "vm.1.pres\n");
+	check(ok, "the fd store holds the registration (memfd, owner, record) and the session with its record (%d: %s)",
+	      n, oneline(names));
 	free(names);
 
 	/* Idempotent: a second PreserveVM (a retry, or after a daemon
@@ -855,8 +871,8 @@ static void test_preserve(void)
 			char *again = vm_string(bus, "pres", "Session");
 
 			check(vm_state_is(bus, "pres", "preserved") && session && again && strcmp(session, again) == 0 &&
-				      fdstore_settled(&env, 2, NULL) == 2,
-			      "... and leaves the VM in its session %s with 2 fd store entries", again ?: "");
+				      fdstore_settled(&env, 5, NULL) == 5,
+			      "... and leaves the VM in its session %s with 5 fd store entries", again ?: "");
 			free(again);
 		}
 		free(session);
@@ -865,8 +881,9 @@ static void test_preserve(void)
 	r = call_s(bus, "UnpreserveVM", "pres", &e);
 	check(r >= 0 && vm_state_is(bus, "pres", "registered"), "UnpreserveVM succeeds (%s)", e.message ?: "");
 	sd_bus_error_free(&e);
-	n = fdstore_settled(&env, 0, &names);
-	check(n == 0, "UnpreserveVM empties the fd store (%d: %s)", n, oneline(names));
+	n = fdstore_settled(&env, 3, &names);
+	check(n == 3 && !strstr(names, "session."), "UnpreserveVM leaves only the registration in the fd store (%d: %s)",
+	      n, oneline(names));
 	free(names);
 	r = call_s(bus, "UnpreserveVM", "pres", &e);
 	check(r >= 0 && vm_state_is(bus, "pres", "registered"),
@@ -874,7 +891,7 @@ static void test_preserve(void)
 	      e.message ?: "");
 	sd_bus_error_free(&e);
 	r = call_s(bus, "PreserveVM", "pres", &e);
-	check(r >= 0 && vm_state_is(bus, "pres", "preserved") && fdstore_settled(&env, 2, NULL) == 2,
+	check(r >= 0 && vm_state_is(bus, "pres", "preserved") && fdstore_settled(&env, 5, NULL) == 5,
 	      "PreserveVM again after UnpreserveVM (%s)", e.message ?: "");
 	sd_bus_error_free(&e);
 
@@ -953,7 +970,8 @@ static void test_cancelled_kexec(void)
 	check(r >= 0 && wait_state(bus, "hook", "registered"),
 	      "PrepareForShutdown(false), a cancelled kexec: the hook's VM is unpreserved");
 	check(vm_state_is(bus, "manual", "preserved"), "the VM preserved by PreserveVM stays preserved");
-	check(fdstore_settled(&env, 2, NULL) == 2, "the fd store holds only the manual VM's session and record");
+	check(fdstore_settled(&env, 8, NULL) == 8,
+	      "the fd store holds both registrations (3 entries each) and only the manual VM's session and record");
 
 	sd_bus_flush_close_unref(logind);
 	sd_bus_flush_close_unref(bus);
@@ -974,8 +992,24 @@ static void test_barrier_unanswered(void)
 	int fd = -1, r, n;
 	double s;
 
-	if (!start_fake_host(&env, LUD_NOTIFY_NO_BARRIER, "nobar", &bus, &fd))
+	if (!start_fake_host(&env, LUD_NOTIFY_ACK, "nobar", &bus, &fd))
 		return;
+	lud_env_answer_barriers(&env, false);
+
+	/* A registration is answered only once it is in the fd store. */
+	{
+		int other = -1;
+
+		iommulu_memfd_create("nobar2", 1 << 16, &other);
+		r = register_vm(bus, "nobar2", &other, 1, NULL, 0, NULL, 0, &e, NULL);
+		check(r < 0 && error_is(&e, SD_BUS_ERROR_TIMEOUT) && e.message && strstr(e.message, "registered nothing"),
+		      "RegisterVM fails with Timeout when the barrier is not answered (%s: %s)", e.name ?: "-",
+		      e.message ?: "");
+		sd_bus_error_free(&e);
+		check(count_vms(bus) == 1 && fdstore_settled(&env, 3, NULL) == 3,
+		      "... keeps nothing and withdraws its fd store entries (%d VM(s))", count_vms(bus));
+		close(other);
+	}
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	r = call_s(bus, "PreserveVM", "nobar", &e);
@@ -994,8 +1028,8 @@ static void test_barrier_unanswered(void)
 	err = vm_string(bus, "nobar", "Session");
 	check(err && !err[0], "the VM has no session any more (\"%s\")", err ?: "");
 	free(err);
-	n = fdstore_settled(&env, 0, NULL);
-	check(n == 0, "the store request was withdrawn: the fd store is empty (%d)", n);
+	n = fdstore_settled(&env, 3, NULL);
+	check(n == 3, "the store request was withdrawn: the fd store holds only the registration (%d)", n);
 
 	/* PreserveAll waits once, after the last VM: it rolls back every VM
 	 * it preserved. */
@@ -1012,7 +1046,7 @@ static void test_barrier_unanswered(void)
 		sd_bus_message_unref(reply);
 		sd_bus_error_free(&e);
 	}
-	check(vm_state_is(bus, "nobar", "failed") && fdstore_settled(&env, 0, NULL) == 0,
+	check(vm_state_is(bus, "nobar", "failed") && fdstore_settled(&env, 3, NULL) == 3,
 	      "... and rolls it back");
 
 	sd_bus_flush_close_unref(bus);
@@ -1168,8 +1202,9 @@ static void test_register_parts(void)
 		check(bytes == 40u << 16, "GuestMemoryBytes counts all parts (%" PRIu64 ")", bytes);
 	}
 	r = call_s(bus, "PreserveVM", "big", &e);
-	n = fdstore_settled(&env, 2, NULL);
-	check(r >= 0 && vm_state_is(bus, "big", "preserved") && n == 2, "the VM of 40 memfds is preserved (%s)",
+	n = fdstore_settled(&env, 44, NULL);
+	check(r >= 0 && vm_state_is(bus, "big", "preserved") && n == 44,
+	      "the VM of 40 memfds is preserved: 44 fd store entries (40 memfds, owner, records, session) (%d; %s)", n,
 	      e.message ?: "");
 	sd_bus_error_free(&e);
 
@@ -1186,7 +1221,15 @@ static void test_register_parts(void)
 	}
 
 	/* A VMM that goes away half-way: its incomplete VM goes too. */
-	check(part_from_other_process(&env, "half", fds, 3, false, NULL), "a VMM registers part of a VM and exits");
+	{
+		int half[3];
+
+		for (int i = 0; i < 3; i++)
+			iommulu_memfd_create("half", 1 << 16, &half[i]);
+		check(part_from_other_process(&env, "half", half, 3, false, NULL), "a VMM registers part of a VM and exits");
+		for (int i = 0; i < 3; i++)
+			close(half[i]);
+	}
 	for (int i = 0; i < 300 && count_vms(bus) != 2; i++)
 		msleep(10);
 	check(count_vms(bus) == 2, "its incomplete VM is dropped (%d VM(s) left)", count_vms(bus));
