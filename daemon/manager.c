@@ -656,12 +656,16 @@ static int vm_preserve_one(Vm *v, sd_bus_error *error)
 		return bus_error_from_errno(error, r, msg);
 	}
 
-	r = fdstore_push(m, session, FDNAME_SESSION_PREFIX, name);
+	/* The record first: a SIGKILL between the two leaves a record
+	 * without a session, which the next start drops, never a session
+	 * the daemon cannot describe. */
+	r = fdstore_push(m, rec_store, FDNAME_RECORD_PREFIX, name);
 	if (r >= 0)
-		r = fdstore_push(m, rec_store, FDNAME_RECORD_PREFIX, name);
+		r = fdstore_push(m, session, FDNAME_SESSION_PREFIX, name);
 	if (r < 0) {
 		/* Without the store a crash would lose the session: refuse. */
 		fdstore_remove(m, FDNAME_SESSION_PREFIX, name);
+		fdstore_remove(m, FDNAME_RECORD_PREFIX, name);
 		session = safe_close(session);
 		v->session_name[0] = 0;
 		snprintf(msg, sizeof(msg), "VM %s: failed to keep session %s in the fd store", v->name, name);

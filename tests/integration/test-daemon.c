@@ -1448,6 +1448,294 @@ static void test_bad_config(void)
 	lud_env_stop(&env);
 }
 
+/* ---- a SIGKILL at every step, then a restart from the fd store ---------- */
+
+#define KILL_MEMFDS 40
+#define KILL_OPTIONS (&(LudEnvOptions){ .with_policy = true, .fake_luo = true, .notify = LUD_NOTIFY_ACK })
+
+typedef struct KillCase {
+	const char *what;
+	const char *vm;
+	size_t n_memfds;	/* of the VM */
+	const char *before, *after;	/* its State before and after the call ("absent": unknown) */
+	bool (*setup)(sd_bus *bus, const struct KillCase *c, const int *fds);
+	int (*call)(sd_bus *bus, const struct KillCase *c, const int *fds, sd_bus_error *e);
+} KillCase;
+
+static bool kill_register(sd_bus *bus, const KillCase *c, const int *fds)
+{
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int r = register_vm(bus, c->vm, fds, c->n_memfds, NULL, 0, NULL, 0, &e, NULL);
+
+	if (r < 0)
+		printf("# RegisterVM %s: %s\n", c->vm, e.message ?: strerror(-r));
+	sd_bus_error_free(&e);
+	return r >= 0;
+}
+
+static bool kill_register_preserve(sd_bus *bus, const KillCase *c, const int *fds)
+{
+	return kill_register(bus, c, fds) && call_s(bus, "PreserveVM", c->vm, NULL) >= 0;
+}
+
+static int kill_call_register(sd_bus *bus, const KillCase *c, const int *fds, sd_bus_error *e)
+{
+	return register_vm(bus, c->vm, fds, c->n_memfds, NULL, 0, NULL, 0, e, NULL);
+}
+
+/* The rest of a registration in parts of 16, from what the VM has. */
+static int register_rest(sd_bus *bus, const char *vm, const int *fds, size_t have, size_t n, sd_bus_error *e)
+{
+	int r = 0;
+
+	for (size_t i = have; r >= 0 && i < n; i += 16)
+		r = register_part(bus, vm, fds + i, n - i < 16 ? n - i : 16, i + 16 >= n, e);
+	return r;
+}
+
+static int kill_call_parts(sd_bus *bus, const KillCase *c, const int *fds, sd_bus_error *e)
+{
+	return register_rest(bus, c->vm, fds, 0, c->n_memfds, e);
+}
+
+static int kill_call_method(sd_bus *bus, const KillCase *c, const int *fds, sd_bus_error *e)
+{
+	/* what: "<Method> ..." */
+	char method[32];
+
+	snprintf(method, sizeof(method), "%.*s", (int)strcspn(c->what, " "), c->what);
+	return call_s(bus, method, c->vm, e);
+}
+
+/* After a restart: is vm in a consistent state, and which?  Consistent: as
+ * registered, with all n (or, while registering, a whole number of parts
+ * of) memfds, its memory, the test as its owner and exactly its files,
+ * owner and record in the fd store; preserved with a session and that
+ * session and its record besides; or unknown with an empty fd store. */
+static bool vm_consistent(LudEnv *env, sd_bus *bus, const char *vm, size_t n, char *state, size_t size)
+{
+	char *st = vm_string(bus, vm, "State"), *session = vm_string(bus, vm, "Session"), *names = NULL;
+	uint32_t memfds = vm_u(bus, vm, "Memfds"), owner = vm_u(bus, vm, "OwnerPID");
+	uint64_t bytes = 0;
+	char path[128];
+	int want = -1, got;
+	bool ok = true;
+
+	snprintf(path, sizeof(path), "%s/vm/%s", MPATH, vm);
+	sd_bus_get_property_trivial(bus, DEST, path, VIFACE, "GuestMemoryBytes", NULL, 't', &bytes);
+	snprintf(state, size, "%s", st && strcmp(st, "(unreadable)") != 0 ? st : "absent");
+	if (strcmp(state, "absent") == 0)
+		want = 0;
+	else if (strcmp(state, "registered") == 0 || strcmp(state, "registering") == 0 ||
+		 strcmp(state, "preserved") == 0) {
+		bool preserved = strcmp(state, "preserved") == 0;
+
+		want = (int)memfds + 2 + (preserved ? 2 : 0);
+		ok = (strcmp(state, "registering") == 0 ? memfds % 16 == 0 && memfds > 0 && memfds < n : memfds == n) &&
+		     bytes == (uint64_t)memfds << 16 && owner == (uint32_t)getpid() &&
+		     (preserved ? session && session[0] : session && !session[0]);
+		if (!ok)
+			printf("# VM %s %s: Memfds %u, GuestMemoryBytes %" PRIu64 ", OwnerPID %u (want %d), Session '%s'\n",
+			       vm, state, memfds, bytes, owner, (int)getpid(), session ?: "");
+	} else
+		ok = false;
+	got = fdstore_settled(env, want, &names);
+	if (got != want) {
+		printf("# VM %s %s: fd store holds %d entries, want %d: %s\n", vm, state, got, want, oneline(names));
+		ok = false;
+	}
+	free(names);
+	free(st);
+	free(session);
+	return ok;
+}
+
+/* Back to an empty registry and fd store. */
+static void kill_cleanup(LudEnv *env, sd_bus *bus, const char *vm)
+{
+	(void)call_s(bus, "UnpreserveVM", vm, NULL);
+	(void)call_s(bus, "UnregisterVM", vm, NULL);
+	(void)fdstore_settled(env, 0, NULL);
+}
+
+/* What a VM restarted in state shows it can still do: a registering one
+ * completes its registration, a registered one is preserved, a preserved
+ * one is unpreserved back to registered (with its files) and preserved
+ * again. */
+static bool kill_usable(LudEnv *env, sd_bus *bus, const KillCase *c, const int *fds, const char *state)
+{
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	char now[32];
+	int r = 0;
+
+	if (strcmp(state, "registering") == 0) {
+		r = register_rest(bus, c->vm, fds, vm_u(bus, c->vm, "Memfds"), c->n_memfds, &e);
+		state = "registered";
+	} else if (strcmp(state, "preserved") == 0) {
+		r = call_s(bus, "UnpreserveVM", c->vm, &e);
+		if (r >= 0 && (!vm_consistent(env, bus, c->vm, c->n_memfds, now, sizeof(now)) ||
+			       strcmp(now, "registered") != 0))
+			r = -EBADE;
+	}
+	if (r >= 0 && strcmp(state, "absent") != 0)
+		r = call_s(bus, "PreserveVM", c->vm, &e);
+	if (r >= 0 && strcmp(state, "absent") != 0 &&
+	    (!vm_consistent(env, bus, c->vm, c->n_memfds, now, sizeof(now)) || strcmp(now, "preserved") != 0))
+		r = -EBADE;
+	if (r < 0)
+		printf("# VM %s, %s after the restart, is not usable: %s\n", c->vm, state, e.message ?: strerror(-r));
+	sd_bus_error_free(&e);
+	return r >= 0;
+}
+
+static void test_kill_case(LudEnv *env, sd_bus **bus, const KillCase *c, const int *fds)
+{
+	unsigned kills = 0, n_before = 0, n_after = 0, bad = 0;
+	bool done = false;
+
+	for (int k = 0; k < 200 && !done; k++) {
+		sd_bus_error e = SD_BUS_ERROR_NULL;
+		char state[32];
+		bool killed;
+		int r;
+
+		if (c->setup && !c->setup(*bus, c, fds)) {
+			bad++;
+			break;
+		}
+		lud_env_kill_after(env, k);
+		(void)c->call(*bus, c, fds, &e);
+		sd_bus_error_free(&e);
+		killed = lud_env_reap_daemon(env, 100) == 128 + SIGKILL;
+		lud_env_kill_after(env, -1);
+		if (!killed) {
+			/* The call went through: a SIGKILL right after its
+			 * reply must find it done. */
+			done = true;
+			lud_env_kill_daemon(env);
+		} else
+			kills++;
+		r = lud_env_restart_daemon(env, KILL_OPTIONS);
+		if (r < 0) {
+			printf("# %s: restart after step %d failed: %s\n", c->what, k, strerror(-r));
+			bad++;
+			break;
+		}
+		if (!vm_consistent(env, *bus, c->vm, c->n_memfds, state, sizeof(state)) ||
+		    (strcmp(state, c->before) != 0 && strcmp(state, c->after) != 0 && strcmp(state, "registering") != 0) ||
+		    (done && strcmp(state, c->after) != 0)) {
+			printf("# %s: killed %s step %d: VM %s is %s\n", c->what, killed ? "at" : "after the reply, past",
+			       k, c->vm, state);
+			bad++;
+		} else if (!kill_usable(env, *bus, c, fds, state))
+			bad++;
+		n_before += strcmp(state, c->before) == 0;
+		n_after += strcmp(state, c->after) == 0;
+		kill_cleanup(env, *bus, c->vm);
+	}
+	check(done && bad == 0 && kills >= 3 && n_before > 0 && n_after > 0,
+	      "%s: SIGKILL at each of its %u steps and after its reply, then a restart with the fd store: VM %s is "
+	      "%s (%u times) or %s (%u), consistent and usable (%u bad)",
+	      c->what, kills, c->vm, c->before, n_before, c->after, n_after, bad);
+}
+
+/* The VMM exits while the daemon is away: its registered VM goes at the
+ * restart, as it would have with the daemon there. */
+static void test_owner_exits_while_away(LudEnv *env, sd_bus *bus, const int *fds)
+{
+	int p[2], status = 0, r;
+	pid_t pid;
+	char c = 0;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return;
+	pid = fork();
+	if (pid == 0) {
+		sd_bus *b = NULL;
+		sd_bus_error e = SD_BUS_ERROR_NULL;
+
+		close(p[1]);
+		if (lud_env_connect(env, &b) < 0 || register_vm(b, "orphan", fds, 1, NULL, 0, NULL, 0, &e, NULL) < 0)
+			_exit(1);
+		if (read(p[0], &c, 1) < 0)
+			_exit(2);
+		_exit(0);
+	}
+	close(p[0]);
+	for (int i = 0; i < 300 && vm_u(bus, "orphan", "Memfds") != 1; i++)
+		msleep(10);
+	check(vm_state_is(bus, "orphan", "registered") && fdstore_settled(env, 3, NULL) == 3,
+	      "another process registers VM orphan (3 fd store entries)");
+	lud_env_kill_daemon(env);
+	close(p[1]);
+	waitpid(pid, &status, 0);
+	r = lud_env_restart_daemon(env, KILL_OPTIONS);
+	for (int i = 0; i < 300 && count_vms(bus) != 0; i++)
+		msleep(10);
+	check(r >= 0 && count_vms(bus) == 0 && fdstore_settled(env, 0, NULL) == 0,
+	      "its VMM exits while the daemon is killed: after the restart the VM is dropped and the fd store empty");
+}
+
+/* Registrations survive a SIGKILL or a restart at any point: every VM is
+ * back, registered (with its files, properties and owner) or preserved,
+ * never half of either. */
+static void test_kill_steps(void)
+{
+	static const KillCase cases[] = {
+		{ "RegisterVM of 2 memfds", "kreg", 2, "absent", "registered", NULL, kill_call_register },
+		{ "RegisterVMPart x 3 (40 memfds)", "kparts", KILL_MEMFDS, "absent", "registered", NULL,
+		  kill_call_parts },
+		{ "UnregisterVM", "kunreg", 2, "registered", "absent", kill_register, kill_call_method },
+		{ "PreserveVM", "kpres", 2, "registered", "preserved", kill_register, kill_call_method },
+		{ "UnpreserveVM", "kunpres", 2, "preserved", "registered", kill_register_preserve, kill_call_method },
+	};
+	LudEnv env;
+	sd_bus *bus = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int fds[KILL_MEMFDS], r;
+
+	r = lud_env_start(&env, KILL_OPTIONS);
+	if (!check(r >= 0, "start a daemon with a fake LUO and fd store for the crash tests (%s)", strerror(-r))) {
+		lud_env_stop(&env);
+		return;
+	}
+	lud_env_connect(&env, &bus);
+	for (int i = 0; i < KILL_MEMFDS; i++)
+		iommulu_memfd_create("kill", 1 << 16, &fds[i]);
+
+	for (size_t i = 0; i < ELEMENTSOF(cases); i++)
+		test_kill_case(&env, &bus, &cases[i], fds);
+
+	/* A plain restart (SIGTERM, no kexec queued) keeps them too. */
+	r = register_vm(bus, "kterm", fds, 2, NULL, 0, NULL, 0, &e, NULL);
+	sd_bus_error_free(&e);
+	if (r >= 0)
+		r = lud_env_stop_daemon(&env);
+	if (r >= 0)
+		r = lud_env_restart_daemon(&env, KILL_OPTIONS);
+	check(r >= 0 && vm_state_is(bus, "kterm", "registered") && vm_u(bus, "kterm", "Memfds") == 2 &&
+		      fdstore_settled(&env, 4, NULL) == 4,
+	      "systemctl restart (SIGTERM): VM kterm is registered again with its 2 memfds");
+	kill_cleanup(&env, bus, "kterm");
+
+	/* One open file for one VM: systemd keeps one copy of it. */
+	r = register_vm(bus, "share1", fds, 1, NULL, 0, NULL, 0, &e, NULL);
+	sd_bus_error_free(&e);
+	if (r >= 0)
+		r = register_vm(bus, "share2", fds, 1, NULL, 0, NULL, 0, &e, NULL);
+	check(r < 0 && error_is(&e, ERR("NotEligible")) && e.message && strstr(e.message, "already registered for VM share1"),
+	      "with an fd store, a file of one VM is refused for another (%s: %s)", e.name ?: "-", e.message ?: "");
+	sd_bus_error_free(&e);
+	kill_cleanup(&env, bus, "share1");
+
+	test_owner_exits_while_away(&env, bus, &fds[10]);
+
+	sd_bus_flush_close_unref(bus);
+	lud_env_stop(&env);
+	for (int i = 0; i < KILL_MEMFDS; i++)
+		close(fds[i]);
+}
+
 int main(void)
 {
 	LudEnv env;
@@ -1488,6 +1776,7 @@ int main(void)
 	test_barrier_unanswered();
 	test_owner_race();
 	test_register_parts();
+	test_kill_steps();
 	test_retrieve_parts();
 	test_bad_config();
 	test_exit_on_disconnect();
