@@ -1604,9 +1604,11 @@ static void test_kill_case(LudEnv *env, sd_bus **bus, const KillCase *c, const i
 			break;
 		}
 		lud_env_kill_after(env, k);
-		(void)c->call(*bus, c, fds, &e);
+		r = c->call(*bus, c, fds, &e);
 		sd_bus_error_free(&e);
-		killed = lud_env_reap_daemon(env, 100) == 128 + SIGKILL;
+		/* A call the kill cut off fails (no reply); the daemon may
+		 * take a moment to finish dying on a loaded machine. */
+		killed = lud_env_reap_daemon(env, r < 0 ? 10000 : 50) == 128 + SIGKILL;
 		lud_env_kill_after(env, -1);
 		if (!killed) {
 			/* The call went through: a SIGKILL right after its
@@ -1736,6 +1738,89 @@ static void test_kill_steps(void)
 		close(fds[i]);
 }
 
+/* A logind that hands out inhibitor fds (Inhibit), in a child process. */
+static int fake_inhibit(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	int p[2], r;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	r = sd_bus_reply_method_return(m, "h", p[0]);
+	close(p[0]);	/* p[1] stays open: the inhibitor is held until the daemon closes its end */
+	return r;
+}
+
+static const sd_bus_vtable fake_logind_vtable[] = {
+	SD_BUS_VTABLE_START(0),
+	SD_BUS_METHOD("Inhibit", "ssss", "h", fake_inhibit, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_VTABLE_END
+};
+
+static pid_t start_fake_logind(LudEnv *env)
+{
+	sd_bus *b = NULL;
+	pid_t pid = fork();
+
+	if (pid != 0)
+		return pid;
+	if (lud_env_connect(env, &b) < 0 ||
+	    sd_bus_add_object_vtable(b, NULL, "/org/freedesktop/login1", "org.freedesktop.login1.Manager",
+				     fake_logind_vtable, NULL) < 0 ||
+	    sd_bus_request_name(b, "org.freedesktop.login1", 0) < 0)
+		_exit(1);
+	for (;;)
+		if (sd_bus_process(b, NULL) == 0 && sd_bus_wait(b, UINT64_MAX) < 0)
+			_exit(0);
+}
+
+/* A VM taken back from the fd store counts for FailurePolicy=refuse like
+ * any other: one that cannot be preserved after the restart blocks the
+ * kexec instead of being lost with it. */
+static void test_restored_blocks(void)
+{
+	/* No policy: the fake logind must own its name on this bus. */
+#define BLOCK_OPTIONS (&(LudEnvOptions){ .fake_luo = true, .notify = LUD_NOTIFY_ACK })
+	LudEnv env;
+	sd_bus *bus = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	char path[128], *why = NULL, *blocked = NULL;
+	pid_t logind;
+	int fd = -1, r;
+
+	r = lud_env_start(&env, BLOCK_OPTIONS);
+	if (!check(r >= 0, "start a daemon with a fake LUO, fd store and logind (%s)", strerror(-r))) {
+		lud_env_stop(&env);
+		return;
+	}
+	lud_env_connect(&env, &bus);
+	logind = start_fake_logind(&env);
+	for (int i = 0; i < 300 && sd_bus_get_name_creds(bus, "org.freedesktop.login1", 0, NULL) < 0; i++)
+		msleep(10);
+	iommulu_memfd_create("blk", 1 << 16, &fd);
+	r = register_vm(bus, "blk", &fd, 1, NULL, 0, NULL, 0, &e, NULL);
+	sd_bus_error_free(&e);
+	lud_env_kill_daemon(&env);
+	/* The kernel the daemon comes back on has no LUO (liveupdate=off). */
+	snprintf(path, sizeof(path), "%s/fake-liveupdate", env.dir);
+	unlink(path);
+	if (r >= 0)
+		r = lud_env_restart_daemon(&env, BLOCK_OPTIONS);
+	why = vm_string(bus, "blk", "IneligibleReason");
+	sd_bus_get_property_string(bus, DEST, MPATH, MIFACE, "ShutdownBlockedBy", NULL, &blocked);
+	check(r >= 0 && vm_state_is(bus, "blk", "registered") && why && strstr(why, "no /dev/liveupdate") && blocked &&
+		      strstr(blocked, "VM blk cannot be preserved"),
+	      "a VM registered before a SIGKILL and ineligible after the restart blocks the kexec (%s; %s)", why ?: "",
+	      blocked ?: "");
+	free(why);
+	free(blocked);
+	sd_bus_flush_close_unref(bus);
+	kill(logind, SIGTERM);
+	waitpid(logind, NULL, 0);
+	lud_env_stop(&env);
+	close(fd);
+#undef BLOCK_OPTIONS
+}
+
 int main(void)
 {
 	LudEnv env;
@@ -1777,6 +1862,7 @@ int main(void)
 	test_owner_race();
 	test_register_parts();
 	test_kill_steps();
+	test_restored_blocks();
 	test_retrieve_parts();
 	test_bad_config();
 	test_exit_on_disconnect();
