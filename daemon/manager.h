@@ -274,7 +274,8 @@ void vm_forget_registration(Vm *v);
 void manager_restore_registrations(Manager *m, StoredFd *fds, size_t n);
 /* Whether fdname is one of a registration's entries. */
 bool fdname_is_registration(const char *fdname);
-/* The VM (other than v) already holding a file with the inode of fd. */
+/* The VM (other than v) already holding fd's file: the same memfd (inode), or
+ * the same open file description of anything else. */
 Vm *manager_find_file_holder(Manager *m, const Vm *v, int fd);
 
 /* bus.c: watch the VMM's pidfd (taken) */

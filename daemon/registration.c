@@ -20,11 +20,15 @@
  */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <linux/kcmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "manager.h"
@@ -207,11 +211,43 @@ void vm_forget_registration(Vm *v)
 	v->stored_content = NULL;
 }
 
-static bool same_file(int fd, const struct stat *st)
+#ifndef F_DUPFD_QUERY
+#define F_DUPFD_QUERY 1027	/* Linux 6.10 */
+#endif
+
+/* Whether a and b are the same open file description, as systemd's
+ * same_fd() asks before it stores an fd: 1, 0, or -errno if the kernel
+ * cannot tell. */
+static int same_open_file(int a, int b)
+{
+	pid_t self = getpid();
+	int r;
+
+	r = fcntl(a, F_DUPFD_QUERY, b);
+	if (r >= 0)
+		return r > 0;
+	r = (int)syscall(SYS_kcmp, self, self, KCMP_FILE, a, b);
+	if (r >= 0)
+		return r == 0;
+	return -errno;
+}
+
+/*
+ * Whether fd (with st) cannot be registered beside o_fd: a memfd is kept per
+ * inode by the kernel's LUO (preserved in one session only), anything else
+ * (iommufd, vfio cdevs: separate opens share the device node's inode) counts
+ * as the same file only as the same open file description, which the fd
+ * store keeps once.
+ */
+static bool files_conflict(int fd, const struct stat *st, int o_fd)
 {
 	struct stat b;
 
-	return fd >= 0 && fstat(fd, &b) >= 0 && b.st_dev == st->st_dev && b.st_ino == st->st_ino;
+	if (o_fd < 0 || fstat(o_fd, &b) < 0 || b.st_dev != st->st_dev || b.st_ino != st->st_ino)
+		return false;
+	if (S_ISREG(st->st_mode))
+		return true;
+	return same_open_file(fd, o_fd) > 0;
 }
 
 Vm *manager_find_file_holder(Manager *m, const Vm *v, int fd)
@@ -225,13 +261,13 @@ Vm *manager_find_file_holder(Manager *m, const Vm *v, int fd)
 
 		if (o == v || !o->has_fds)
 			continue;
-		if (same_file(o->iommufd, &st))
+		if (files_conflict(fd, &st, o->iommufd))
 			return o;
 		for (size_t k = 0; k < o->n_memfds; k++)
-			if (same_file(o->memfds[k], &st))
+			if (files_conflict(fd, &st, o->memfds[k]))
 				return o;
 		for (size_t k = 0; k < o->n_devices; k++)
-			if (same_file(o->devices[k], &st))
+			if (files_conflict(fd, &st, o->devices[k]))
 				return o;
 	}
 	return NULL;
