@@ -251,14 +251,15 @@ static int *concat_fds(const int *a, size_t n_a, const int *b, size_t n_b)
 }
 
 /*
- * With an fd store, a file can be registered for one VM only: systemd keeps
- * one copy of an open file in the store (it drops the duplicate), so a
- * restart would bring the second VM back without it; and the kernel
- * preserves a file in one LUO session only.
+ * With an fd store, a file can be registered for one VM only (see
+ * manager_find_file_holder()): systemd keeps one copy of an open file in
+ * the store (it drops the duplicate), so a restart would bring the second
+ * VM back without it; and the kernel preserves a memfd in one LUO session
+ * only.
  */
-static int check_files_unshared(Manager *m, const Vm *v, const char *name, const int *memfds, size_t n_memfds, size_t have_memfds,
-				const int *iommufds, size_t n_iommufds, const int *devices, size_t n_devices,
-				size_t have_devices, sd_bus_error *error)
+static int check_files_unshared(Manager *m, const Vm *v, const char *name, const int *memfds, size_t n_memfds,
+				size_t have_memfds, const int *iommufds, size_t n_iommufds, const int *devices,
+				size_t n_devices, size_t have_devices, sd_bus_error *error)
 {
 	Vm *holder;
 
@@ -279,7 +280,7 @@ static int check_files_unshared(Manager *m, const Vm *v, const char *name, const
 			snprintf(what, sizeof(what), "device #%zu (fd %d)", have_devices + i - n_memfds - n_iommufds, fd);
 		return sd_bus_error_setf(error, ERROR_NOT_ELIGIBLE,
 					 "VM %s: %s: shared-file: already registered for VM %s (a file is kept "
-					 "and preserved for one VM only)", strempty(name), what, holder->name);
+					 "and preserved for one VM only)", name, what, holder->name);
 	}
 	return 0;
 }
