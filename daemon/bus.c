@@ -120,6 +120,13 @@ static int on_owner_exit(sd_event_source *s, int fd, uint32_t revents, void *use
 
 	v->owner_source = sd_event_source_disable_unref(v->owner_source);
 	v->owner_pidfd = safe_close(v->owner_pidfd);
+	if (v->stored_owner) {
+		char fdname[FDNAME_MAX];
+
+		snprintf(fdname, sizeof(fdname), "%s%s", FDNAME_OWNER_PREFIX, v->name);
+		fdstore_remove_name(m, fdname);
+		v->stored_owner = false;
+	}
 	if (v->state != VM_REGISTERED && v->state != VM_FAILED && v->state != VM_REGISTERING) {
 		/* preserved (or later): the daemon owns it now */
 		(void)sd_bus_emit_properties_changed(m->bus, v->path, VM_IFACE, "OwnerPID", NULL);
@@ -181,7 +188,7 @@ static int open_sender_pidfd(sd_bus_message *msg, pid_t pid, int *ret_fd)
 }
 
 /* Takes pidfd. */
-static int watch_owner(Vm *v, pid_t pid, int pidfd)
+int vm_watch_owner(Vm *v, pid_t pid, int pidfd)
 {
 	int r;
 
@@ -241,6 +248,52 @@ static int *concat_fds(const int *a, size_t n_a, const int *b, size_t n_b)
 	if (n_b)
 		memcpy(c + n_a, b, n_b * sizeof(int));
 	return c;
+}
+
+/*
+ * With an fd store, a file can be registered for one VM only (see
+ * manager_find_file_holder()): systemd keeps one copy of an open file in
+ * the store (it drops the duplicate), so a restart would bring the second
+ * VM back without it; and the kernel preserves a memfd in one LUO session
+ * only.
+ */
+static int check_files_unshared(Manager *m, const Vm *v, const char *name, const int *memfds, size_t n_memfds,
+				size_t have_memfds, const int *iommufds, size_t n_iommufds, const int *devices,
+				size_t n_devices, size_t have_devices, sd_bus_error *error)
+{
+	Vm *holder;
+
+	if (!m->fdstore)
+		return 0;
+	for (size_t i = 0; i < n_memfds + n_iommufds + n_devices; i++) {
+		int fd = i < n_memfds ? memfds[i] : i < n_memfds + n_iommufds ? iommufds[i - n_memfds]
+									      : devices[i - n_memfds - n_iommufds];
+		char what[48];
+
+		if (!(holder = manager_find_file_holder(m, v, fd)))
+			continue;
+		if (i < n_memfds)
+			snprintf(what, sizeof(what), "memfd #%zu (fd %d)", have_memfds + i, fd);
+		else if (i < n_memfds + n_iommufds)
+			snprintf(what, sizeof(what), "iommufd (fd %d)", fd);
+		else
+			snprintf(what, sizeof(what), "device #%zu (fd %d)", have_devices + i - n_memfds - n_iommufds, fd);
+		return sd_bus_error_setf(error, ERROR_NOT_ELIGIBLE,
+					 "VM %s: %s: shared-file: already registered for VM %s (a file is kept "
+					 "and preserved for one VM only)", name, what, holder->name);
+	}
+	return 0;
+}
+
+static int persist_error(Vm *v, int r, sd_bus_error *error)
+{
+	if (r == -ETIMEDOUT)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_TIMEOUT,
+					 "VM %s: systemd did not confirm within %u s that its fd store holds the "
+					 "registration (BARRIER=1 unanswered); this call registered nothing", v->name,
+					 (unsigned)(FDSTORE_BARRIER_TIMEOUT_USEC / 1000000));
+	return bus_error_from_errno(error, r, "Failed to keep the registration in the fd store; this call "
+				    "registered nothing");
 }
 
 /*
@@ -365,6 +418,10 @@ static int register_files(sd_bus_message *msg, Manager *m, bool part, sd_bus_err
 	if (r < 0)
 		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "VM %s: %s", name,
 					 e.message[0] ? e.message : strerror(-r));
+	r = check_files_unshared(m, v, name, memfds, n_memfds, have_memfds, iommufds, n_iommufds, devices, n_devices,
+				 have_devices, error);
+	if (r < 0)
+		return r;
 
 	if (!v) {
 		r = vm_new(m, name, &created);
@@ -390,17 +447,34 @@ static int register_files(sd_bus_message *msg, Manager *m, bool part, sd_bus_err
 						 "VM %s: the caller (pid %d) cannot be watched: %s", name, (int)caller,
 						 r == -ESRCH ? "it exited during the call" : strerror(-r));
 		}
-		r = watch_owner(v, caller, pidfd);
+		r = vm_watch_owner(v, caller, pidfd);
 		if (r < 0)
 			return r;
 		v->state = last ? VM_REGISTERED : VM_REGISTERING;
+		/* Durable before it is answered: a SIGKILL after the reply
+		 * must not lose it. */
+		r = vm_persist(v, true);
+		if (r < 0)
+			return persist_error(v, r, error);
 		if (old)
 			manager_remove_vm(m, old);	/* a finished VM is replaced */
 		r = manager_add_vm(m, v);
-		if (r < 0)
+		if (r < 0) {
+			vm_forget_registration(v);
 			return r;
+		}
 		TAKE_PTR(created);
 	} else {
+		VmState was = v->state;
+
+		v->state = last ? VM_REGISTERED : VM_REGISTERING;
+		r = vm_persist(v, true);
+		v->state = was;
+		if (r < 0) {
+			/* Keep what earlier parts added, nothing of this one. */
+			vm_truncate_files(v, have_memfds, have_devices, have_hwpts, have_iommufd);
+			return persist_error(v, r, error);
+		}
 		(void)sd_bus_emit_properties_changed(m->bus, v->path, VM_IFACE, "Memfds", "Devices", "HWPTs",
 						     "GuestMemoryBytes", NULL);
 		if (last)
@@ -485,6 +559,12 @@ static int method_unregister_vm(sd_bus_message *msg, void *userdata, sd_bus_erro
 	vm_finish_session(v);
 	log_vm(LOG_INFO, LOG_VM(name), "Unregistered VM %s", name);
 	manager_remove_vm(m, v);
+	/* Answer only once systemd has dropped the registration: a SIGKILL
+	 * after the reply must not bring the VM back. */
+	r = fdstore_barrier(m);
+	if (r < 0)
+		log_vm_errno(LOG_WARNING, r, LOG_VM(name),
+			     "systemd did not confirm dropping VM %s's registration from the fd store: %m", name);
 	shutdown_update_block(m);
 	manager_schedule_trim(m);
 	return sd_bus_reply_method_return(msg, NULL);

@@ -61,12 +61,28 @@ bool limits_clamp(Config *c, const Limits *l, char *why, size_t why_size)
 	/* No clamp for the bus's fds per message: a VM with more files
 	 * than one message carries registers them in parts
 	 * (RegisterVMPart) and retrieves them in parts (RetrieveVMPart). */
-	if (l->fdstore_max && vms > l->fdstore_max / LIMITS_FDSTORE_PER_VM) {
-		unsigned v = l->fdstore_max / LIMITS_FDSTORE_PER_VM;
+	if (l->fdstore_max) {
+		/* Every registered VM keeps its files in the store, so the
+		 * store must hold MaxVMs VMs of MaxFdsPerVM files each. */
+		unsigned long per_vm = (unsigned long)fds + LIMITS_FDSTORE_PER_VM_OVERHEAD;
 
-		WHY("MaxVMs=%u lowered to %u: FileDescriptorStoreMax=%u holds %u entries per preserved VM. ",
-		    vms, v, l->fdstore_max, LIMITS_FDSTORE_PER_VM);
-		vms = v;
+		if (l->fdstore_max < per_vm) {
+			unsigned f = l->fdstore_max > LIMITS_FDSTORE_PER_VM_OVERHEAD + 1
+					     ? l->fdstore_max - LIMITS_FDSTORE_PER_VM_OVERHEAD : 1;
+
+			WHY("MaxFdsPerVM=%u lowered to %u: FileDescriptorStoreMax=%u holds a VM's files plus %u "
+			    "entries of its own. ", fds, f, l->fdstore_max, LIMITS_FDSTORE_PER_VM_OVERHEAD);
+			fds = f;
+			per_vm = (unsigned long)fds + LIMITS_FDSTORE_PER_VM_OVERHEAD;
+		}
+		if ((unsigned long)vms * per_vm > l->fdstore_max) {
+			unsigned v = (unsigned)(l->fdstore_max / per_vm) ?: 1;
+
+			WHY("MaxVMs=%u lowered to %u: FileDescriptorStoreMax=%u holds %u VMs of MaxFdsPerVM=%u "
+			    "files plus %u entries each (owner, registration, session, records). ",
+			    vms, v, l->fdstore_max, v, fds, LIMITS_FDSTORE_PER_VM_OVERHEAD);
+			vms = v;
+		}
 	}
 	if (l->nofile != (unsigned long)-1) {
 		unsigned long usable = l->nofile > LIMITS_FD_RESERVE ? l->nofile - LIMITS_FD_RESERVE : 0;

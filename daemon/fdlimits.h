@@ -26,8 +26,12 @@
 #define LIMITS_FD_RESERVE 64u
 /* Free fds that must remain after accepting a call's files. */
 #define LIMITS_FD_HEADROOM 32u
-/* fd store entries per preserved VM: session.<name> and record.<name>. */
-#define LIMITS_FDSTORE_PER_VM 2u
+/* fd store entries of a VM beyond its own files (each of which is one
+ * entry while it is registered): the VMM's pidfd, the registration record
+ * and, while a changed one replaces it, its successor; and once preserved
+ * the LUO session and the daemon's record of it.  A VM of MaxFdsPerVM
+ * files thus takes MaxFdsPerVM + 5 entries at most. */
+#define LIMITS_FDSTORE_PER_VM_OVERHEAD 5u
 
 typedef struct Limits {
 	unsigned long nofile;	/* soft RLIMIT_NOFILE */

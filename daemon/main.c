@@ -43,6 +43,12 @@ static int on_sigterm(sd_event_source *s, const struct signalfd_siginfo *si, voi
 		for (char **p = res; p && *p; p++)
 			free(*p);
 		free(res);
+		/* Registrations are for this boot: systemd would otherwise try
+		 * to carry the VMs' files through the kexec in its own session
+		 * (guest RAM of VMs that were not preserved, too). */
+		for (size_t i = 0; i < m->n_vms; i++)
+			vm_forget_registration(m->vms[i]);
+		(void)fdstore_barrier(m);
 	}
 	m->exiting = true;
 	return sd_event_exit(sd_event_source_get_event(s), 0);

@@ -183,6 +183,23 @@ int vm_add_files(Vm *v, const VmFiles *add, const iommulu_plan *plan)
 	return 0;
 }
 
+void vm_truncate_files(Vm *v, size_t n_memfds, size_t n_devices, size_t n_hwpts, bool keep_iommufd)
+{
+	for (size_t i = n_memfds; i < v->n_memfds; i++)
+		v->memfds[i] = safe_close(v->memfds[i]);
+	for (size_t i = n_devices; i < v->n_devices; i++)
+		v->devices[i] = safe_close(v->devices[i]);
+	if (!keep_iommufd)
+		v->iommufd = safe_close(v->iommufd);
+	v->n_memfds = MIN(v->n_memfds, n_memfds);
+	v->n_devices = MIN(v->n_devices, n_devices);
+	v->n_hwpts = MIN(v->n_hwpts, n_hwpts);
+	v->guest_memory_bytes = 0;
+	for (size_t i = 0; i < v->n_memfds; i++)
+		v->guest_memory_bytes += v->memfd_sizes[i];
+	v->eligibility_stale = true;
+}
+
 static void vm_drop_owner(Vm *v)
 {
 	v->owner_source = sd_event_source_disable_unref(v->owner_source);
@@ -202,6 +219,7 @@ Vm *vm_free(Vm *v)
 	free(v->restore_notes);
 	free(v->last_error);
 	free(v->ineligible);
+	free(v->stored_content);
 	free(v->path);
 	free(v);
 	return NULL;
@@ -304,37 +322,55 @@ void manager_remove_vm(Manager *m, Vm *v)
 	}
 	if (m->bus)
 		(void)sd_bus_emit_interfaces_removed(m->bus, v->path, VM_IFACE, NULL);
+	/* Gone from the registry, gone from the fd store: a restart must
+	 * not bring it back. */
+	vm_forget_registration(v);
 	vm_free(v);
 }
 
 /* ---- the fd store ---------------------------------------------------- */
 
-int fdstore_push(Manager *m, int fd, const char *prefix, const char *session_name)
+int fdstore_push_name(Manager *m, int fd, const char *fdname, bool poll)
 {
-	char buf[128];
+	char buf[FDNAME_MAX + 64];
 	int r;
 
 	if (!m->fdstore)
 		return 0;	/* not under systemd: the daemon keeps the fd itself */
-	snprintf(buf, sizeof(buf), "FDSTORE=1\nFDNAME=%s%s", prefix, session_name);
+	snprintf(buf, sizeof(buf), "FDSTORE=1\nFDNAME=%s%s", fdname, poll ? "" : "\nFDPOLL=0");
 	r = sd_pid_notify_with_fds(0, false, buf, &fd, 1);
 	if (r < 0)
-		return log_vm_errno(LOG_ERR, r, LOG_VM_SESSION(NULL, session_name),
-				    "Failed to push %s%s into the fd store: %m", prefix, session_name);
+		return log_error_errno(r, "Failed to push %s into the fd store: %m", fdname);
 	if (r == 0)
 		return -ENOTCONN;
 	return 0;
 }
 
-void fdstore_remove(Manager *m, const char *prefix, const char *session_name)
+void fdstore_remove_name(Manager *m, const char *fdname)
 {
 	int r;
 
 	if (!m->fdstore)
 		return;
-	r = sd_notifyf(false, "FDSTOREREMOVE=1\nFDNAME=%s%s", prefix, session_name);
+	r = sd_notifyf(false, "FDSTOREREMOVE=1\nFDNAME=%s", fdname);
 	if (r < 0)
-		log_warning_errno(r, "Failed to remove %s%s from the fd store: %m", prefix, session_name);
+		log_warning_errno(r, "Failed to remove %s from the fd store: %m", fdname);
+}
+
+int fdstore_push(Manager *m, int fd, const char *prefix, const char *session_name)
+{
+	char name[FDNAME_MAX];
+
+	snprintf(name, sizeof(name), "%s%s", prefix, session_name);
+	return fdstore_push_name(m, fd, name, true);
+}
+
+void fdstore_remove(Manager *m, const char *prefix, const char *session_name)
+{
+	char name[FDNAME_MAX];
+
+	snprintf(name, sizeof(name), "%s%s", prefix, session_name);
+	fdstore_remove_name(m, name);
 }
 
 int fdstore_barrier(Manager *m)
@@ -485,10 +521,25 @@ static void vm_rollback_unconfirmed(Vm *v, int r, char *msg, size_t size)
 	v->session_name[0] = 0;
 	vm_set_state(v, VM_FAILED, msg);
 	log_vm_errno(LOG_ERR, r, LOG_VM_SESSION(v->name, session), "%s", msg);
+	(void)vm_persist(v, false);
 	manager_save_state(m);
 }
 
+static int vm_preserve_one(Vm *v, sd_bus_error *error);
+
 int vm_preserve(Vm *v, sd_bus_error *error)
+{
+	int r = vm_preserve_one(v, error);
+
+	/* A failure (LastError, a refusal by the kernel) is part of the
+	 * registration a restart brings back; a success changes nothing in
+	 * it (the session's presence in the fd store says "preserved"). */
+	if (r < 0)
+		(void)vm_persist(v, true);
+	return r;
+}
+
+static int vm_preserve_one(Vm *v, sd_bus_error *error)
 {
 	Manager *m = v->manager;
 	_cleanup_(plan_freep) iommulu_plan *plan = NULL;
@@ -605,12 +656,16 @@ int vm_preserve(Vm *v, sd_bus_error *error)
 		return bus_error_from_errno(error, r, msg);
 	}
 
-	r = fdstore_push(m, session, FDNAME_SESSION_PREFIX, name);
+	/* The record first: a SIGKILL between the two leaves a record
+	 * without a session, which the next start drops, never a session
+	 * the daemon cannot describe. */
+	r = fdstore_push(m, rec_store, FDNAME_RECORD_PREFIX, name);
 	if (r >= 0)
-		r = fdstore_push(m, rec_store, FDNAME_RECORD_PREFIX, name);
+		r = fdstore_push(m, session, FDNAME_SESSION_PREFIX, name);
 	if (r < 0) {
 		/* Without the store a crash would lose the session: refuse. */
 		fdstore_remove(m, FDNAME_SESSION_PREFIX, name);
+		fdstore_remove(m, FDNAME_RECORD_PREFIX, name);
 		session = safe_close(session);
 		v->session_name[0] = 0;
 		snprintf(msg, sizeof(msg), "VM %s: failed to keep session %s in the fd store", v->name, name);
@@ -682,7 +737,7 @@ int vm_unpreserve(Vm *v)
 	       v->session_name);
 	v->preserved_by_hook = false;
 	vm_finish_session(v);
-	if (!v->has_fds) {
+	if (!v->has_fds || v->files_lost) {
 		/* Taken back from the fd store after a restart: the VMM's
 		 * files are only in the (now closed) session.  The VMM
 		 * registers again. */
@@ -693,6 +748,7 @@ int vm_unpreserve(Vm *v)
 		return 1;
 	}
 	vm_set_state(v, VM_REGISTERED, NULL);
+	(void)vm_persist(v, true);
 	return 0;
 }
 
@@ -946,6 +1002,7 @@ int manager_restore_incoming(Manager *m, int session_fd, const char *fdname)
 int manager_restore_outgoing(Manager *m, int session_fd, int record_fd, const char *session_name)
 {
 	_cleanup_(vm_freep) Vm *v = NULL;
+	Vm *old;
 	const char *vm_name = session_vm_name(session_name);
 	int r;
 
@@ -988,7 +1045,32 @@ int manager_restore_outgoing(Manager *m, int session_fd, int record_fd, const ch
 			return r;
 		v->generation = session_generation(session_name);
 	}
-	if (manager_find_vm(m, v->name))
+	old = manager_find_vm(m, v->name);
+	if (old && old->has_fds && !old->session_incoming && old->session_fd < 0 &&
+	    (old->state == VM_REGISTERED || old->state == VM_FAILED)) {
+		/* Its registration came back too: the VM is preserved, with
+		 * its files, and UnpreserveVM makes it registered again. */
+		iommulu_manifest_free(old->manifest);
+		old->manifest = TAKE_PTR(v->manifest);
+		free(old->snapshots);
+		old->snapshots = TAKE_PTR(v->snapshots);
+		old->n_snapshots = v->n_snapshots;
+		old->generation = v->generation;
+		old->session_fd = session_fd;
+		old->record_fd = record_fd;
+		snprintf(old->session_name, sizeof(old->session_name), "%s", session_name);
+		free(old->last_error);
+		old->last_error = NULL;
+		old->state = VM_PRESERVED;
+		old->eligibility_stale = true;
+		if (m->generation < old->generation)
+			m->generation = old->generation;
+		log_vm(LOG_NOTICE, LOG_VM_SESSION(old->name, session_name),
+		       "Took back preserved VM %s (session %s) and its registration from the fd store", old->name,
+		       session_name);
+		return 0;
+	}
+	if (old)
 		return log_vm_errno(LOG_ERR, EEXIST, LOG_VM_SESSION(v->name, session_name),
 				    "Session %s holds VM %s, which is already known.", session_name, v->name);
 
@@ -1302,12 +1384,6 @@ Manager *manager_free(Manager *m)
 	return NULL;
 }
 
-typedef struct StoredFd {
-	int fd;
-	char *name;
-	bool used;
-} StoredFd;
-
 static void load_state_file(Manager *m, char ***ret_sessions, uint64_t *ret_gen, bool *ret_same_boot,
 			    bool *ret_live_updated)
 {
@@ -1387,6 +1463,10 @@ int manager_load_state(Manager *m)
 	if (n > 0)
 		log_info("Got %d fd(s) back from the fd store.", n);
 
+	/* Registrations first: a preserved VM's session then finds the VM
+	 * with its files. */
+	manager_restore_registrations(m, fds, (size_t)n);
+
 	/* Sessions first: incoming ones (after a kexec) can be read back,
 	 * outgoing ones (a restart in the same boot) need their record. */
 	for (int i = 0; i < n; i++) {
@@ -1439,6 +1519,10 @@ int manager_load_state(Manager *m)
 		 * and anything unknown. */
 		if (fds[i].name && startswith(fds[i].name, FDNAME_RECORD_PREFIX))
 			fdstore_remove(m, FDNAME_RECORD_PREFIX, fds[i].name + strlen(FDNAME_RECORD_PREFIX));
+		else if (fds[i].name && fdname_is_registration(fds[i].name))
+			/* Of a registration of an earlier boot, superseded, or
+			 * of a call that never completed. */
+			fdstore_remove_name(m, fds[i].name);
 		else if (fds[i].name && !startswith(fds[i].name, FDNAME_SESSION_PREFIX)) {
 			log_warning("Unknown fd store entry %s, removing it.", fds[i].name);
 			(void)sd_notifyf(false, "FDSTOREREMOVE=1\nFDNAME=%s", fds[i].name);

@@ -35,6 +35,16 @@
 /* FDNAME prefixes in the service's fd store. */
 #define FDNAME_SESSION_PREFIX "session."
 #define FDNAME_RECORD_PREFIX "record."
+/* A registered VM's entries (see registration.c): its record
+ * "vm.<serial>.<name>", its files "memfd.<N>.<name>", "iommufd.<name>",
+ * "device.<N>.<name>", and its VMM's pidfd "owner.<name>". */
+#define FDNAME_VM_PREFIX "vm."
+#define FDNAME_MEMFD_PREFIX "memfd."
+#define FDNAME_IOMMUFD_PREFIX "iommufd."
+#define FDNAME_DEVICE_PREFIX "device."
+#define FDNAME_OWNER_PREFIX "owner."
+/* systemd's limit for FDNAME= */
+#define FDNAME_MAX 256
 
 typedef struct Manager Manager;
 
@@ -106,7 +116,41 @@ typedef struct Vm {
 
 	VmCheck *checks;
 	size_t n_checks;
+
+	/* The registration in the fd store (registration.c): the serial of
+	 * the record stored last (0: none), which of the VM's files are
+	 * stored, and the record's text (a new one is stored only when it
+	 * changes).  files_lost: restored without some of its files. */
+	uint64_t reg_serial;
+	size_t stored_memfds, stored_devices;
+	bool stored_iommufd, stored_owner;
+	char *stored_content;
+	bool files_lost;
 } Vm;
+
+/* A registration record read back from the fd store. */
+typedef struct Registration {
+	char name[IOMMULU_VM_NAME_MAX + 1];
+	char boot_id[40];
+	VmState state;
+	char *last_error;
+	bool kernel_refused;
+	pid_t owner_pid;
+	uint32_t *hwpts;
+	size_t n_hwpts;
+	uint64_t *memfd_sizes;
+	size_t n_memfds;
+	bool has_iommufd;
+	char (*bdfs)[IOMMULU_BDF_MAX];
+	size_t n_devices;
+} Registration;
+
+/* An fd systemd handed back from the store, by name. */
+typedef struct StoredFd {
+	int fd;
+	char *name;
+	bool used;
+} StoredFd;
 
 struct Manager {
 	sd_event *event;
@@ -164,6 +208,8 @@ int vm_new(Manager *m, const char *name, Vm **ret);
 /* Appends duplicates of add's files to v; plan is the plan of v's files
  * followed by add's (sizes, BDFs).  On failure v is unchanged. */
 int vm_add_files(Vm *v, const VmFiles *add, const iommulu_plan *plan);
+/* Undo vm_add_files(): keep the first n_* files and HWPTs. */
+void vm_truncate_files(Vm *v, size_t n_memfds, size_t n_devices, size_t n_hwpts, bool keep_iommufd);
 Vm *vm_free(Vm *v);
 void vm_freep(Vm **v);
 void vm_close_files(Vm *v);
@@ -190,6 +236,10 @@ int vm_unpreserve(Vm *v);
 #define FDSTORE_BARRIER_TIMEOUT_USEC (5 * 1000 * 1000ULL)
 int fdstore_push(Manager *m, int fd, const char *prefix, const char *session_name);
 void fdstore_remove(Manager *m, const char *prefix, const char *session_name);
+/* The same by full FDNAME; poll=false sends FDPOLL=0 (systemd must not drop
+ * the fd when it signals POLLHUP, as a pidfd does once its process is gone). */
+int fdstore_push_name(Manager *m, int fd, const char *fdname, bool poll);
+void fdstore_remove_name(Manager *m, const char *fdname);
 /* Wait until systemd processed every message sent so far (BARRIER=1);
  * 0 without an fd store, -ETIMEDOUT if unanswered. */
 int fdstore_barrier(Manager *m);
@@ -204,6 +254,32 @@ void shutdown_watch_done(Manager *m);
 /* record (record.c) */
 int record_to_memfd(const Vm *v, int *ret_fd);
 int record_parse_fd(int fd, Vm *v);
+int registration_content(const Vm *v, const char *boot_id, char **ret);
+int registration_to_memfd(const char *content, int *ret_fd);
+int registration_parse_fd(int fd, Registration *ret);
+void registration_done(Registration *g);
+
+/* Durable registrations (registration.c) */
+/* Store what of v's registration the fd store lacks: new files, the
+ * owner's pidfd, and a new record if its content changed (the old one is
+ * removed after it).  With wait, only returns once systemd confirmed it
+ * (BARRIER=1).  On failure, withdraws what it stored and leaves v's stored
+ * state as it was.  0 without an fd store or for a VM that is not a
+ * registration of this boot. */
+int vm_persist(Vm *v, bool wait);
+/* Withdraw v's registration from the fd store: the record first. */
+void vm_forget_registration(Vm *v);
+/* Register again the VMs whose registrations fds holds; marks the entries
+ * it took as used. */
+void manager_restore_registrations(Manager *m, StoredFd *fds, size_t n);
+/* Whether fdname is one of a registration's entries. */
+bool fdname_is_registration(const char *fdname);
+/* The VM (other than v) already holding fd's file: the same memfd (inode), or
+ * the same open file description of anything else. */
+Vm *manager_find_file_holder(Manager *m, const Vm *v, int fd);
+
+/* bus.c: watch the VMM's pidfd (taken) */
+int vm_watch_owner(Vm *v, pid_t pid, int pidfd);
 
 /* Give freed heap back to the kernel shortly after a burst of calls. */
 void manager_schedule_trim(Manager *m);

@@ -38,14 +38,14 @@ static void json_putp(json_object **p)
 }
 #define _cleanup_json_ _cleanup_(json_putp)
 
+static int text_to_sealed_memfd(const char *text, int *ret_fd);
+
 int record_to_memfd(const Vm *v, int *ret_fd)
 {
 	_cleanup_json_ json_object *root = NULL;
 	_cleanup_free_ char *manifest_json = NULL;
-	_cleanup_close_ int fd = -EBADF;
 	json_object *a;
 	const char *text;
-	size_t len;
 	int r;
 
 	if (!v->manifest)
@@ -91,7 +91,14 @@ int record_to_memfd(const Vm *v, int *ret_fd)
 	text = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN);
 	if (!text)
 		return -ENOMEM;
-	len = strlen(text);
+	return text_to_sealed_memfd(text, ret_fd);
+}
+
+/* A sealed memfd holding text. */
+static int text_to_sealed_memfd(const char *text, int *ret_fd)
+{
+	_cleanup_close_ int fd = -EBADF;
+	size_t len = strlen(text);
 
 	fd = memfd_create("iommu-lud-record", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (fd < 0)
@@ -154,16 +161,14 @@ static bool get_u64(json_object *o, const char *key, uint64_t *ret)
 	return true;
 }
 
-/* Fill name, session, generation, manifest, hwpts, bdfs, snapshots and
- * guest memory size of v (which must not have them yet). */
-int record_parse_fd(int fd, Vm *v)
+/* The record in fd as a JSON object of our version, with its VM's name. */
+static int record_read(int fd, json_object **ret_root, char name[static IOMMULU_VM_NAME_MAX + 1])
 {
 	_cleanup_json_ json_object *root = NULL;
 	_cleanup_free_ char *text = NULL;
-	json_object *o, *a;
-	iommulu_error e = {};
+	json_object *o;
 	uint64_t u;
-	size_t len, n;
+	size_t len;
 	int r;
 
 	r = read_all(fd, &text, &len);
@@ -174,11 +179,28 @@ int record_parse_fd(int fd, Vm *v)
 		return -EBADMSG;
 	if (!get_u64(root, "version", &u) || u != RECORD_VERSION)
 		return -EPROTONOSUPPORT;
-
 	if (!json_object_object_get_ex(root, "vm", &o) || !json_object_is_type(o, json_type_string) ||
 	    !iommulu_vm_name_is_valid(json_object_get_string(o)))
 		return -EBADMSG;
-	snprintf(v->name, sizeof(v->name), "%s", json_object_get_string(o));
+	snprintf(name, IOMMULU_VM_NAME_MAX + 1, "%s", json_object_get_string(o));
+	*ret_root = TAKE_PTR(root);
+	return 0;
+}
+
+/* Fill name, session, generation, manifest, hwpts, bdfs, snapshots and
+ * guest memory size of v (which must not have them yet). */
+int record_parse_fd(int fd, Vm *v)
+{
+	_cleanup_json_ json_object *root = NULL;
+	json_object *o, *a;
+	iommulu_error e = {};
+	uint64_t u;
+	size_t n;
+	int r;
+
+	r = record_read(fd, &root, v->name);
+	if (r < 0)
+		return r;
 
 	if (!json_object_object_get_ex(root, "session", &o) || !json_object_is_type(o, json_type_string) ||
 	    strlen(json_object_get_string(o)) > IOMMULU_LUO_SESSION_NAME_MAX)
@@ -237,4 +259,160 @@ int record_parse_fd(int fd, Vm *v)
 		}
 	}
 	return 0;
+}
+
+/*
+ * The record of a registered VM (not a preserved one), kept in the fd
+ * store as FDNAME_VM_PREFIX "<serial>.<name>" beside the VM's own files,
+ * so that a restarted daemon registers the VM again:
+ *   {"version":1, "kind":"registration", "vm":..., "boot_id":...,
+ *    "state":"registering|registered|failed", "last_error":...,
+ *    "kernel_refused":b, "owner_pid":N, "hwpts":[...],
+ *    "memfds":[size, ...], "iommufd":b, "devices":[bdf, ...]}
+ * The text is also what the daemon compares to decide whether the stored
+ * record is still current.
+ */
+int registration_content(const Vm *v, const char *boot_id, char **ret)
+{
+	_cleanup_json_ json_object *root = NULL;
+	json_object *a;
+	const char *text, *state;
+	char *copy;
+
+	state = v->state == VM_REGISTERING ? "registering" : v->state == VM_FAILED ? "failed" : "registered";
+	root = json_object_new_object();
+	if (!root)
+		return -ENOMEM;
+	json_object_object_add(root, "version", json_object_new_int(RECORD_VERSION));
+	json_object_object_add(root, "kind", json_object_new_string("registration"));
+	json_object_object_add(root, "vm", json_object_new_string(v->name));
+	json_object_object_add(root, "boot_id", json_object_new_string(strempty(boot_id)));
+	json_object_object_add(root, "state", json_object_new_string(state));
+	if (v->state == VM_FAILED && v->last_error)
+		json_object_object_add(root, "last_error", json_object_new_string(v->last_error));
+	json_object_object_add(root, "kernel_refused", json_object_new_boolean(v->kernel_refused));
+	json_object_object_add(root, "owner_pid", json_object_new_int64(v->owner_pid));
+	a = json_object_new_array();
+	for (size_t i = 0; i < v->n_hwpts; i++)
+		json_object_array_add(a, json_object_new_int64(v->hwpts[i]));
+	json_object_object_add(root, "hwpts", a);
+	a = json_object_new_array();
+	for (size_t i = 0; i < v->n_memfds; i++)
+		json_object_array_add(a, json_object_new_int64((int64_t)v->memfd_sizes[i]));
+	json_object_object_add(root, "memfds", a);
+	json_object_object_add(root, "iommufd", json_object_new_boolean(v->iommufd >= 0));
+	a = json_object_new_array();
+	for (size_t i = 0; i < v->n_devices; i++)
+		json_object_array_add(a, json_object_new_string(v->bdfs[i]));
+	json_object_object_add(root, "devices", a);
+
+	text = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN);
+	if (!text)
+		return -ENOMEM;
+	copy = strdup(text);
+	if (!copy)
+		return -ENOMEM;
+	*ret = copy;
+	return 0;
+}
+
+int registration_to_memfd(const char *content, int *ret_fd)
+{
+	return text_to_sealed_memfd(content, ret_fd);
+}
+
+void registration_done(Registration *g)
+{
+	free(g->last_error);
+	free(g->hwpts);
+	free(g->memfd_sizes);
+	free(g->bdfs);
+	*g = (Registration){};
+}
+
+int registration_parse_fd(int fd, Registration *ret)
+{
+	_cleanup_json_ json_object *root = NULL;
+	Registration g = {};
+	json_object *o, *a;
+	const char *state;
+	uint64_t u;
+	size_t n;
+	int r;
+
+	r = record_read(fd, &root, g.name);
+	if (r < 0)
+		return r;
+	if (!json_object_object_get_ex(root, "kind", &o) ||
+	    !streq_ptr(json_object_get_string(o), "registration"))
+		return -EBADMSG;
+	if (json_object_object_get_ex(root, "boot_id", &o) && json_object_is_type(o, json_type_string))
+		snprintf(g.boot_id, sizeof(g.boot_id), "%s", json_object_get_string(o));
+	if (!json_object_object_get_ex(root, "state", &o) || !json_object_is_type(o, json_type_string))
+		return -EBADMSG;
+	state = json_object_get_string(o);
+	if (streq_ptr(state, "registering"))
+		g.state = VM_REGISTERING;
+	else if (streq_ptr(state, "registered"))
+		g.state = VM_REGISTERED;
+	else if (streq_ptr(state, "failed"))
+		g.state = VM_FAILED;
+	else
+		return -EBADMSG;
+	g.kernel_refused = json_object_object_get_ex(root, "kernel_refused", &o) && json_object_get_boolean(o);
+	g.has_iommufd = json_object_object_get_ex(root, "iommufd", &o) && json_object_get_boolean(o);
+	if (get_u64(root, "owner_pid", &u) && u <= INT32_MAX)
+		g.owner_pid = (pid_t)u;
+
+	if (json_object_object_get_ex(root, "last_error", &o) && json_object_is_type(o, json_type_string)) {
+		g.last_error = strdup(json_object_get_string(o));
+		if (!g.last_error)
+			goto oom;
+	}
+	if (json_object_object_get_ex(root, "hwpts", &a) && json_object_is_type(a, json_type_array)) {
+		n = json_object_array_length(a);
+		if (n > IOMMULU_PLAN_MAX_HWPTS)
+			goto bad;
+		g.hwpts = calloc(n ?: 1, sizeof(uint32_t));
+		if (!g.hwpts)
+			goto oom;
+		for (size_t i = 0; i < n; i++)
+			g.hwpts[i] = (uint32_t)json_object_get_int64(json_object_array_get_idx(a, i));
+		g.n_hwpts = n;
+	}
+	if (!json_object_object_get_ex(root, "memfds", &a) || !json_object_is_type(a, json_type_array))
+		goto bad;
+	n = json_object_array_length(a);
+	if (n > IOMMULU_PLAN_MAX_MEMFDS)
+		goto bad;
+	g.memfd_sizes = calloc(n ?: 1, sizeof(uint64_t));
+	if (!g.memfd_sizes)
+		goto oom;
+	for (size_t i = 0; i < n; i++)
+		g.memfd_sizes[i] = (uint64_t)json_object_get_int64(json_object_array_get_idx(a, i));
+	g.n_memfds = n;
+	if (json_object_object_get_ex(root, "devices", &a) && json_object_is_type(a, json_type_array)) {
+		n = json_object_array_length(a);
+		if (n > IOMMULU_PLAN_MAX_DEVICES)
+			goto bad;
+		g.bdfs = calloc(n ?: 1, IOMMULU_BDF_MAX);
+		if (!g.bdfs)
+			goto oom;
+		for (size_t i = 0; i < n; i++) {
+			const char *bdf = json_object_get_string(json_object_array_get_idx(a, i));
+
+			if (!bdf || !iommulu_bdf_is_valid(bdf))
+				goto bad;
+			snprintf(g.bdfs[i], IOMMULU_BDF_MAX, "%s", bdf);
+		}
+		g.n_devices = n;
+	}
+	*ret = g;
+	return 0;
+bad:
+	registration_done(&g);
+	return -EBADMSG;
+oom:
+	registration_done(&g);
+	return -ENOMEM;
 }

@@ -318,7 +318,7 @@ void shutdown_update_block(Manager *m)
 				snprintf(reason, sizeof(reason), "the running kernel has no /dev/liveupdate");
 				break;
 			}
-			if (v->state == VM_FAILED && v->kernel_refused) {
+			if (v->state == VM_FAILED && (v->kernel_refused || v->files_lost)) {
 				snprintf(reason, sizeof(reason), "%s", strempty(v->last_error));
 				break;
 			}

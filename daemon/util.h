@@ -19,6 +19,8 @@
 
 #define IN_SET3(x, a, b, c) ((x) == (a) || (x) == (b) || (x) == (c))
 
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
 
 static inline void freep(void *p)

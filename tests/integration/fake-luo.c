@@ -14,7 +14,10 @@
  *   FINISH           EINVAL (only incoming sessions can be finished)
  *   GET_NAME         the session's name
  * A session counts as open while its fd still refers to the same file
- * (closing it "unpreserves" everything, as in the kernel).
+ * (closing it "unpreserves" everything, as in the kernel).  Its memfd is
+ * named FAKE_LUO_SESSION_PREFIX "<name>", so that a daemon restarted with
+ * it from the fd store finds it an outgoing session too (without the
+ * tokens preserved before, which nothing asks for again).
  *
  * Incoming sessions, as after a kexec, are memfds named
  * FAKE_LUO_INCOMING_PREFIX "<session name>" holding a manifest, which a
@@ -28,6 +31,12 @@
  * fake session, as the kernel does for real ones.  Every other
  * ioctl() goes to the next definition (libc, or a sanitizer's interceptor).
  * Not thread-safe; the daemon is single-threaded.
+ *
+ * For the crash tests, while "$IOMMULU_LIVEUPDATE_DEV.kill-after" holds a
+ * number N, each step of the daemon (a message to $NOTIFY_SOCKET, a
+ * CREATE_SESSION or PRESERVE_FD) counts it down, and the step after the
+ * Nth SIGKILLs the daemon instead of happening (the file is removed then,
+ * so the restarted daemon lives).
  *
  * For the race tests it also delays the daemon's pidfd_open() (made with
  * syscall()) by $FAKE_LUO_PIDFD_DELAY_MS, which widens the window between
@@ -46,10 +55,14 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <signal.h>
 
 #include <iommulu/manifest.h>
 #include <iommulu/memfd.h>
@@ -59,6 +72,7 @@
 
 #define FAKE_SESSIONS_MAX 1024
 #define FAKE_TOKENS_MAX 64
+#define FAKE_SESSIONS_NAME_MAX (LIVEUPDATE_SESSION_NAME_LENGTH + 32)
 
 typedef struct FakeSession {
 	int fd;
@@ -103,6 +117,46 @@ static bool is_fake_dev(int fd)
 	return S_ISREG(a.st_mode) && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
+static ssize_t real_readlink(const char *path, char *buf, size_t size);
+
+/* What follows prefix in the name of the memfd fd is open on, or NULL. */
+static const char *memfd_name_after(int fd, const char *prefix, char *buf, size_t size)
+{
+	char path[64], link[256];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = real_readlink(path, link, sizeof(link) - 1);
+	if (n < 0)
+		return NULL;
+	link[n] = 0;
+	if (strncmp(link, "/memfd:", 7) != 0 || strncmp(link + 7, prefix, strlen(prefix)) != 0)
+		return NULL;
+	snprintf(buf, size, "%.*s", (int)strcspn(link + 7 + strlen(prefix), " "), link + 7 + strlen(prefix));
+	return buf;
+}
+
+/* An outgoing session another process created (the daemon before a
+ * restart), handed to this one: adopted by its memfd's name. */
+static FakeSession *adopt_session(int fd)
+{
+	char name[LIVEUPDATE_SESSION_NAME_LENGTH];
+	struct stat st;
+
+	if (!memfd_name_after(fd, FAKE_LUO_SESSION_PREFIX, name, sizeof(name)) || fstat(fd, &st) < 0)
+		return NULL;
+	for (size_t i = 0; i < FAKE_SESSIONS_MAX; i++) {
+		FakeSession *s = &sessions[i];
+
+		if (s->name[0])
+			continue;
+		*s = (FakeSession){ .fd = fd, .dev = st.st_dev, .ino = st.st_ino };
+		snprintf(s->name, sizeof(s->name), "%s", name);
+		return s;
+	}
+	return NULL;
+}
+
 /* The live session an fd refers to; forgets sessions whose fd was closed. */
 static FakeSession *session_of(int fd)
 {
@@ -118,7 +172,36 @@ static FakeSession *session_of(int fd)
 		if (s->fd == fd)
 			return s;
 	}
-	return NULL;
+	return fd > 2 ? adopt_session(fd) : NULL;
+}
+
+/* See the top: SIGKILL instead of this step once the count is down. */
+static void crash_point(void)
+{
+	const char *dev = getenv("IOMMULU_LIVEUPDATE_DEV");
+	char path[512], buf[32] = "";
+	FILE *f;
+	long n;
+
+	if (!dev)
+		return;
+	snprintf(path, sizeof(path), "%s.kill-after", dev);
+	f = fopen(path, "re");
+	if (!f)
+		return;
+	if (!fgets(buf, sizeof(buf), f))
+		buf[0] = 0;
+	fclose(f);
+	n = strtol(buf, NULL, 10);
+	if (n <= 0) {
+		(void)unlink(path);
+		raise(SIGKILL);
+	}
+	f = fopen(path, "we");
+	if (f) {
+		fprintf(f, "%ld\n", n - 1);
+		fclose(f);
+	}
 }
 
 static int fail(int err)
@@ -147,7 +230,12 @@ static int create_session(struct liveupdate_ioctl_create_session *a)
 	}
 	if (!free_slot)
 		return fail(ENOSPC);
-	fd = memfd_create("fake-luo-session", MFD_CLOEXEC);
+	{
+		char mname[FAKE_SESSIONS_NAME_MAX];
+
+		snprintf(mname, sizeof(mname), "%s%s", FAKE_LUO_SESSION_PREFIX, (const char *)a->name);
+		fd = memfd_create(mname, MFD_CLOEXEC);
+	}
 	if (fd < 0 || fstat(fd, &st) < 0)
 		return -1;
 	*free_slot = (FakeSession){ .fd = fd, .dev = st.st_dev, .ino = st.st_ino };
@@ -192,19 +280,7 @@ static ssize_t real_readlink(const char *path, char *buf, size_t size)
 /* The session name of an incoming fake session fd, or NULL. */
 static const char *incoming_name(int fd, char *buf, size_t size)
 {
-	char path[64], link[256];
-	const char *prefix = "/memfd:" FAKE_LUO_INCOMING_PREFIX;
-	ssize_t n;
-
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	n = real_readlink(path, link, sizeof(link) - 1);
-	if (n < 0)
-		return NULL;
-	link[n] = 0;
-	if (strncmp(link, prefix, strlen(prefix)) != 0)
-		return NULL;
-	snprintf(buf, size, "%.*s", (int)strcspn(link + strlen(prefix), " "), link + strlen(prefix));
-	return buf;
+	return memfd_name_after(fd, FAKE_LUO_INCOMING_PREFIX, buf, size);
 }
 
 static int incoming_retrieve(int session, struct liveupdate_session_retrieve_fd *a)
@@ -286,8 +362,10 @@ int ioctl(int fd, unsigned long req, ...)
 	arg = va_arg(ap, void *);
 	va_end(ap);
 
-	if (fd > 2 && req == LIVEUPDATE_IOCTL_CREATE_SESSION && is_fake_dev(fd))
+	if (fd > 2 && req == LIVEUPDATE_IOCTL_CREATE_SESSION && is_fake_dev(fd)) {
+		crash_point();
 		return create_session(arg);
+	}
 	if (fd > 2 && req == LIVEUPDATE_IOCTL_RETRIEVE_SESSION && is_fake_dev(fd))
 		return fail(ENOENT);
 	if (fd > 2 && _IOC_TYPE(req) == LIVEUPDATE_IOCTL_TYPE && incoming_name(fd, name, sizeof(name))) {
@@ -312,6 +390,7 @@ int ioctl(int fd, unsigned long req, ...)
 
 	switch (req) {
 	case LIVEUPDATE_SESSION_PRESERVE_FD:
+		crash_point();
 		return preserve_fd(s, arg);
 	case LIVEUPDATE_SESSION_RETRIEVE_FD:
 	case LIVEUPDATE_SESSION_FINISH:
@@ -326,6 +405,29 @@ int ioctl(int fd, unsigned long req, ...)
 	default:
 		return fail(ENOTTY);
 	}
+}
+
+typedef ssize_t (*sendmsg_fn)(int, const struct msghdr *, int);
+
+/* Messages to $NOTIFY_SOCKET (sd_notify() and friends) are steps. */
+ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+	static sendmsg_fn next;
+	const char *notify = getenv("NOTIFY_SOCKET");
+
+	if (notify && msg && msg->msg_name && msg->msg_namelen > offsetof(struct sockaddr_un, sun_path)) {
+		const struct sockaddr_un *sa = msg->msg_name;
+
+		if (sa->sun_family == AF_UNIX && strncmp(sa->sun_path, notify, sizeof(sa->sun_path)) == 0)
+			crash_point();
+	}
+	if (!next)
+		next = (sendmsg_fn)dlsym(RTLD_NEXT, "sendmsg");
+	if (!next) {
+		errno = ENOSYS;
+		return -1;
+	}
+	return next(fd, msg, flags);
 }
 
 typedef long (*syscall_fn)(long, ...);

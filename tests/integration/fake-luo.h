@@ -4,3 +4,6 @@
 /* What the tests share with fake-luo.c: a memfd named with this prefix
  * and a session name, holding a manifest, is an incoming LUO session. */
 #define FAKE_LUO_INCOMING_PREFIX "fake-luo-incoming:"
+/* The memfd standing in for an outgoing session is named with this
+ * prefix and the session's name. */
+#define FAKE_LUO_SESSION_PREFIX "fake-luo-session:"

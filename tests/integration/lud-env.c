@@ -10,7 +10,9 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <linux/kcmp.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -64,9 +66,14 @@ int lud_env_connect(LudEnv *e, sd_bus **ret)
  * Serves the daemon's $NOTIFY_SOCKET like systemd's service manager does
  * for an fd store: FDSTORE=1 keeps the passed fds under their FDNAME=,
  * FDSTOREREMOVE=1 closes those of a name, BARRIER=1 is answered by closing
- * the fd that came with it (or, with LUD_NOTIFY_NO_BARRIER, never).  Each
- * message is appended to <dir>/notify.log; <dir>/fdstore lists the names
- * of the fds held, one per line, rewritten after every message. */
+ * the fd that came with it (or, with LUD_NOTIFY_NO_BARRIER or while
+ * <dir>/no-barrier exists, never).  Like systemd it keeps one copy of an
+ * open file (kcmp) and honours FileDescriptorStoreMax= ($FDSTORE of the
+ * test's options, else PID1_STORE_MAX).  Each message is appended to
+ * <dir>/notify.log; <dir>/fdstore lists the names of the fds held, one per
+ * line, rewritten after every message.  The test's LUD_TEST_DUMP=1, with a
+ * SOCK_SEQPACKET socket, gets every fd held sent back on it, one message
+ * (the name) each, then "END": what systemd passes a restarted service. */
 
 #define PID1_STORE_MAX 512
 #define PID1_MSG_FDS 64
@@ -131,10 +138,44 @@ static void pid1_log(const char *dir, const char *msg, size_t n_fds)
 	fclose(f);
 }
 
-static __attribute__((noreturn)) void fake_pid1(const char *dir, int sock, LudNotify mode)
+/* Whether a and b are the same open file description, as systemd's
+ * same_fd() asks before it stores an fd. */
+static bool same_open_file(int a, int b)
+{
+	pid_t self = getpid();
+
+	return syscall(SYS_kcmp, self, self, KCMP_FILE, a, b) == 0;
+}
+
+static void pid1_dump(int reply, const Pid1Fd *store, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		union {
+			struct cmsghdr h;
+			char b[CMSG_SPACE(sizeof(int))];
+		} control = {};
+		struct iovec iov = { .iov_base = (void *)store[i].name, .iov_len = strlen(store[i].name) };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control,
+				     .msg_controllen = sizeof(control) };
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &store[i].fd, sizeof(int));
+		if (sendmsg(reply, &mh, MSG_NOSIGNAL) < 0)
+			break;
+	}
+	(void)send(reply, "END", 3, MSG_NOSIGNAL);
+}
+
+static __attribute__((noreturn)) void fake_pid1(const char *dir, int sock, LudNotify mode, size_t store_max)
 {
 	static Pid1Fd store[PID1_STORE_MAX];
 	size_t n_store = 0;
+	char no_barrier[128];
+
+	snprintf(no_barrier, sizeof(no_barrier), "%s/no-barrier", dir);
 
 	pid1_write_store(dir, store, 0);
 	for (;;) {
@@ -168,16 +209,28 @@ static __attribute__((noreturn)) void fake_pid1(const char *dir, int sock, LudNo
 			}
 		msg_value(buf, "FDNAME=", name, sizeof(name));
 
+		if (msg_has_line(buf, "LUD_TEST_DUMP=1")) {
+			for (size_t i = 0; i < n_fds; i++) {
+				if (i == 0)
+					pid1_dump(fds[0], store, n_store);
+				close(fds[i]);
+			}
+			continue;
+		}
 		if (msg_has_line(buf, "BARRIER=1")) {
 			/* Answered by closing the fd; unanswered fds are kept
 			 * open until this process ends. */
-			if (mode != LUD_NOTIFY_NO_BARRIER)
+			if (mode != LUD_NOTIFY_NO_BARRIER && access(no_barrier, F_OK) < 0)
 				for (size_t i = 0; i < n_fds; i++)
 					close(fds[i]);
 		} else if (msg_has_line(buf, "FDSTORE=1")) {
 			for (size_t i = 0; i < n_fds; i++) {
-				if (n_store >= PID1_STORE_MAX) {
-					close(fds[i]);	/* systemd drops what exceeds the store too */
+				bool dup = false;
+
+				for (size_t j = 0; j < n_store && !dup; j++)
+					dup = same_open_file(store[j].fd, fds[i]);
+				if (dup || n_store >= store_max) {
+					close(fds[i]);	/* as systemd drops a duplicate, or what exceeds the store */
 					continue;
 				}
 				store[n_store].fd = fds[i];
@@ -202,8 +255,10 @@ static __attribute__((noreturn)) void fake_pid1(const char *dir, int sock, LudNo
 	}
 }
 
-static int start_fake_pid1(LudEnv *e, LudNotify mode, char *ret_socket, size_t size)
+static int start_fake_pid1(LudEnv *e, LudNotify mode, const char *fdstore, char *ret_socket, size_t size)
 {
+	size_t store_max = fdstore ? strtoul(fdstore, NULL, 10) : PID1_STORE_MAX;
+
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int sock;
 
@@ -225,7 +280,7 @@ static int start_fake_pid1(LudEnv *e, LudNotify mode, char *ret_socket, size_t s
 		return -errno;
 	}
 	if (e->pid1_pid == 0)
-		fake_pid1(e->dir, sock, mode);
+		fake_pid1(e->dir, sock, mode, store_max < PID1_STORE_MAX ? store_max : PID1_STORE_MAX);
 	close(sock);
 	return 0;
 }
@@ -253,6 +308,9 @@ int lud_env_fdstore(LudEnv *e, char **ret)
 	*ret = text;
 	return n;
 }
+
+static int start_daemon(LudEnv *e, const LudEnvOptions *o, const int *listen_fds, const char *const *listen_names,
+			size_t n_listen);
 
 int lud_env_start(LudEnv *e, const LudEnvOptions *o)
 {
@@ -332,9 +390,25 @@ int lud_env_start(LudEnv *e, const LudEnvOptions *o)
 		}
 	}
 	notify[0] = 0;
-	if (o->notify != LUD_NOTIFY_NONE && (r = start_fake_pid1(e, o->notify, notify, sizeof(notify))) < 0)
+	if (o->notify != LUD_NOTIFY_NONE && (r = start_fake_pid1(e, o->notify, o->fdstore, notify, sizeof(notify))) < 0)
 		return r;
 
+	return start_daemon(e, o, o->listen_fds, o->listen_names, o->n_listen);
+}
+
+/* Starts the daemon with o's options, the fds in listen_fds handed over as
+ * systemd passes its fd store back; waits until it owns its name. */
+static int start_daemon(LudEnv *e, const LudEnvOptions *o, const int *listen_fds, const char *const *listen_names,
+			size_t n_listen)
+{
+	const char *daemon = getenv("IOMMU_LUD_BINARY");
+	char notify[128] = "";
+	int r = 0;
+
+	if (!daemon)
+		return -EINVAL;
+	if (e->pid1_pid > 0)
+		snprintf(notify, sizeof(notify), "%s/notify", e->dir);
 	e->daemon_pid = fork();
 	if (e->daemon_pid < 0)
 		return -errno;
@@ -355,21 +429,23 @@ int lud_env_start(LudEnv *e, const LudEnvOptions *o)
 		unsetenv("LISTEN_FDS");
 		unsetenv("LISTEN_PID");
 		unsetenv("LISTEN_FDNAMES");
-		if (o->n_listen > 0 && o->n_listen <= 16) {
-			char names[1024] = "", num[32];
-			int high[16];
+		if (n_listen > 0 && n_listen <= LUD_LISTEN_MAX) {
+			static char names[LUD_LISTEN_MAX * 64];
+			static int high[LUD_LISTEN_MAX];
+			char num[32];
 
 			/* Out of the way first, then to 3, 4, ... */
-			for (size_t i = 0; i < o->n_listen; i++)
-				if ((high[i] = fcntl(o->listen_fds[i], F_DUPFD_CLOEXEC, 100)) < 0)
+			names[0] = 0;
+			for (size_t i = 0; i < n_listen; i++)
+				if ((high[i] = fcntl(listen_fds[i], F_DUPFD_CLOEXEC, 3 + LUD_LISTEN_MAX + 16)) < 0)
 					_exit(125);
-			for (size_t i = 0; i < o->n_listen; i++) {
+			for (size_t i = 0; i < n_listen; i++) {
 				if (dup2(high[i], 3 + (int)i) < 0)
 					_exit(125);
 				snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s", i ? ":" : "",
-					 o->listen_names[i]);
+					 listen_names[i]);
 			}
-			snprintf(num, sizeof(num), "%zu", o->n_listen);
+			snprintf(num, sizeof(num), "%zu", n_listen);
 			setenv("LISTEN_FDS", num, 1);
 			snprintf(num, sizeof(num), "%d", (int)getpid());
 			setenv("LISTEN_PID", num, 1);
@@ -439,19 +515,151 @@ int lud_env_start(LudEnv *e, const LudEnvOptions *o)
 	return r < 0 ? r : 0;
 }
 
-int lud_env_stop_daemon(LudEnv *e)
+static int signal_daemon(LudEnv *e, int sig)
 {
 	int status = 0;
 
 	if (e->daemon_pid <= 0)
 		return -ECHILD;
-	kill(e->daemon_pid, SIGTERM);
+	kill(e->daemon_pid, sig);
 	if (waitpid(e->daemon_pid, &status, 0) < 0)
 		return -errno;
 	e->daemon_pid = 0;
-	if (WIFSIGNALED(status))
-		return 128 + WTERMSIG(status);
-	return WEXITSTATUS(status);
+	return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+}
+
+int lud_env_stop_daemon(LudEnv *e)
+{
+	return signal_daemon(e, SIGTERM);
+}
+
+int lud_env_kill_daemon(LudEnv *e)
+{
+	return signal_daemon(e, SIGKILL);
+}
+
+int lud_env_reap_daemon(LudEnv *e, unsigned ms)
+{
+	int status = 0;
+
+	for (unsigned waited = 0; e->daemon_pid > 0; waited += 10) {
+		pid_t p = waitpid(e->daemon_pid, &status, WNOHANG);
+
+		if (p == e->daemon_pid) {
+			e->daemon_pid = 0;
+			return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+		}
+		if (p < 0 || waited >= ms)
+			break;
+		msleep(10);
+	}
+	return -EAGAIN;
+}
+
+/* The fake PID 1's fd store, as it would pass it to a restarted service. */
+static int pid1_take_store(LudEnv *e, int *fds, char **names, size_t max, size_t *ret_n)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(sizeof(int))];
+	} control = {};
+	struct iovec iov = { .iov_base = (char *)"LUD_TEST_DUMP=1", .iov_len = strlen("LUD_TEST_DUMP=1") };
+	struct msghdr mh = { .msg_name = &sa, .msg_namelen = sizeof(sa), .msg_iov = &iov, .msg_iovlen = 1,
+			     .msg_control = &control, .msg_controllen = sizeof(control) };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+	int pair[2], sock, r = 0;
+	size_t n = 0;
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/notify", e->dir);
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
+		return -errno;
+	sock = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &pair[1], sizeof(int));
+	if (sock < 0 || sendmsg(sock, &mh, 0) < 0)
+		r = -errno;
+	if (sock >= 0)
+		close(sock);
+	close(pair[1]);
+	while (r >= 0) {
+		char buf[300];
+		union {
+			struct cmsghdr h;
+			char b[CMSG_SPACE(sizeof(int))];
+		} rc = {};
+		struct iovec riov = { .iov_base = buf, .iov_len = sizeof(buf) - 1 };
+		struct msghdr rm = { .msg_iov = &riov, .msg_iovlen = 1, .msg_control = &rc, .msg_controllen = sizeof(rc) };
+		ssize_t k = recvmsg(pair[0], &rm, MSG_CMSG_CLOEXEC);
+		int fd = -1;
+
+		if (k <= 0) {
+			r = k < 0 ? -errno : -EPIPE;
+			break;
+		}
+		buf[k] = 0;
+		for (struct cmsghdr *h = CMSG_FIRSTHDR(&rm); h; h = CMSG_NXTHDR(&rm, h))
+			if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS)
+				memcpy(&fd, CMSG_DATA(h), sizeof(int));
+		if (fd < 0 && strcmp(buf, "END") == 0)
+			break;
+		if (fd < 0 || n >= max) {
+			if (fd >= 0)
+				close(fd);
+			r = -E2BIG;
+			break;
+		}
+		fds[n] = fd;
+		names[n++] = strdup(buf);
+	}
+	close(pair[0]);
+	*ret_n = n;
+	return r;
+}
+
+int lud_env_restart_daemon(LudEnv *e, const LudEnvOptions *o)
+{
+	static int fds[LUD_LISTEN_MAX];
+	static char *names[LUD_LISTEN_MAX];
+	size_t n = 0;
+	int r;
+
+	if (e->daemon_pid > 0)
+		return -EBUSY;
+	r = pid1_take_store(e, fds, names, LUD_LISTEN_MAX, &n);
+	if (r >= 0)
+		r = start_daemon(e, o, fds, (const char *const *)names, n);
+	for (size_t i = 0; i < n; i++) {
+		close(fds[i]);
+		free(names[i]);
+	}
+	return r;
+}
+
+void lud_env_answer_barriers(LudEnv *e, bool answer)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "%s/no-barrier", e->dir);
+	if (answer)
+		(void)unlink(path);
+	else
+		(void)write_file(path, "");
+}
+
+void lud_env_kill_after(LudEnv *e, int steps)
+{
+	char path[128], n[32];
+
+	snprintf(path, sizeof(path), "%s/fake-liveupdate.kill-after", e->dir);
+	if (steps < 0) {
+		(void)unlink(path);
+		return;
+	}
+	snprintf(n, sizeof(n), "%d", steps);
+	(void)write_file(path, n);
 }
 
 void lud_env_stop(LudEnv *e)

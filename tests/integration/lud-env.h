@@ -37,14 +37,29 @@ typedef struct LudEnvOptions {
 	bool fake_luo;		/* a fake /dev/liveupdate (fake-luo.c, $IOMMU_LUD_FAKE_LUO) */
 	unsigned pidfd_delay_ms;	/* with fake_luo: delay the daemon's pidfd_open() */
 	/* fds handed to the daemon as $LISTEN_FDS with $LISTEN_FDNAMES, as
-	 * systemd passes its fd store back (at most 16) */
+	 * systemd passes its fd store back (at most LUD_LISTEN_MAX) */
 	const int *listen_fds;
 	const char *const *listen_names;
 	size_t n_listen;
 	LudNotify notify;
 } LudEnvOptions;
 
+#define LUD_LISTEN_MAX 512
+
 int lud_env_start(LudEnv *e, const LudEnvOptions *o);
+/* SIGKILL the daemon and reap it; returns 128+9 (or its exit status). */
+int lud_env_kill_daemon(LudEnv *e);
+/* Reap the daemon if it exits within ms; its status, or -EAGAIN. */
+int lud_env_reap_daemon(LudEnv *e, unsigned ms);
+/* Start the daemon again (after it died) with o's options and, as systemd
+ * does, what the fake PID 1's fd store holds as $LISTEN_FDS/$LISTEN_FDNAMES. */
+int lud_env_restart_daemon(LudEnv *e, const LudEnvOptions *o);
+/* Whether the fake PID 1 answers BARRIER=1 from now on. */
+void lud_env_answer_barriers(LudEnv *e, bool answer);
+/* With fake_luo: the daemon SIGKILLs itself instead of doing its step
+ * number steps + 1 (counting from now; steps are messages to $NOTIFY_SOCKET
+ * and LUO session ioctls); steps < 0 disarms. */
+void lud_env_kill_after(LudEnv *e, int steps);
 /* SIGTERM the daemon and reap it; returns its exit status (or 128+sig). */
 int lud_env_stop_daemon(LudEnv *e);
 void lud_env_stop(LudEnv *e);

@@ -730,16 +730,30 @@ static void test_limits(void)
 	bus = NULL;
 	lud_env_stop(&env);
 
-	/* FileDescriptorStoreMax=8: 2 entries per preserved VM, 4 VMs. */
-	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = false, .fdstore = "8",
-						   .config = "[Daemon]\nMaxVMs=10\nMaxFdsPerVM=64\n" });
-	if (check(r >= 0, "start a daemon with FDSTORE=8, MaxVMs=10, MaxFdsPerVM=64")) {
+	/* FileDescriptorStoreMax=690: a VM of 64 files takes 64 + 5 entries
+	 * (files, owner, registration record and its successor, session,
+	 * record), so 10 VMs. */
+	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = false, .fdstore = "690",
+						   .config = "[Daemon]\nMaxVMs=50\nMaxFdsPerVM=64\n" });
+	if (check(r >= 0, "start a daemon with FDSTORE=690, MaxVMs=50, MaxFdsPerVM=64")) {
 		lud_env_connect(&env, &bus);
-		check(manager_u(bus, "MaxVMs") == 4, "MaxVMs clamped to what the fd store holds (%u)",
+		check(manager_u(bus, "MaxVMs") == 10, "MaxVMs clamped to what the fd store holds: 690 / (64 + 5) (%u)",
 		      manager_u(bus, "MaxVMs"));
 		check(manager_u(bus, "MaxFdsPerVM") == 64,
 		      "MaxFdsPerVM is not clamped to the bus's 16 fds per message: more go in parts (%u)",
 		      manager_u(bus, "MaxFdsPerVM"));
+		sd_bus_flush_close_unref(bus);
+	}
+	lud_env_stop(&env);
+
+	/* FileDescriptorStoreMax=8 holds not even one VM of 64 files. */
+	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = false, .fdstore = "8",
+						   .config = "[Daemon]\nMaxVMs=10\nMaxFdsPerVM=64\n" });
+	if (check(r >= 0, "start a daemon with FDSTORE=8, MaxVMs=10, MaxFdsPerVM=64")) {
+		lud_env_connect(&env, &bus);
+		check(manager_u(bus, "MaxFdsPerVM") == 3 && manager_u(bus, "MaxVMs") == 1,
+		      "MaxFdsPerVM lowered to 8 - 5 and MaxVMs to 1 (%u, %u)", manager_u(bus, "MaxFdsPerVM"),
+		      manager_u(bus, "MaxVMs"));
 		sd_bus_flush_close_unref(bus);
 	}
 	lud_env_stop(&env);
@@ -838,9 +852,11 @@ static void test_preserve(void)
 	check(r >= 0 && vm_state_is(bus, "pres", "preserved"), "PreserveVM succeeds with the fake LUO (%s: %s)",
 	      e.name ?: "-", e.message ?: "");
 	sd_bus_error_free(&e);
-	n = fdstore_settled(&env, 2, &names);
-	ok = n == 2 && strstr(names, "session.iommulu.1.pres\n") && strstr(names, "record.iommulu.1.pres\n");
-	check(ok, "the fd store holds the session and the record (%d: %s)", n, oneline(names));
+	n = fdstore_settled(&env, 5, &names);
+	ok = n == 5 && strstr(names, "session.iommulu.1.pres\n") && strstr(names, "record.iommulu.1.pres\n") &&
+	     strstr(names, "memfd.0.pres\n") && strstr(names, "owner.pres\n") && strstr(names, "vm.1.pres\n");
+	check(ok, "the fd store holds the registration (memfd, owner, record) and the session with its record (%d: %s)",
+	      n, oneline(names));
 	free(names);
 
 	/* Idempotent: a second PreserveVM (a retry, or after a daemon
@@ -855,8 +871,8 @@ static void test_preserve(void)
 			char *again = vm_string(bus, "pres", "Session");
 
 			check(vm_state_is(bus, "pres", "preserved") && session && again && strcmp(session, again) == 0 &&
-				      fdstore_settled(&env, 2, NULL) == 2,
-			      "... and leaves the VM in its session %s with 2 fd store entries", again ?: "");
+				      fdstore_settled(&env, 5, NULL) == 5,
+			      "... and leaves the VM in its session %s with 5 fd store entries", again ?: "");
 			free(again);
 		}
 		free(session);
@@ -865,8 +881,9 @@ static void test_preserve(void)
 	r = call_s(bus, "UnpreserveVM", "pres", &e);
 	check(r >= 0 && vm_state_is(bus, "pres", "registered"), "UnpreserveVM succeeds (%s)", e.message ?: "");
 	sd_bus_error_free(&e);
-	n = fdstore_settled(&env, 0, &names);
-	check(n == 0, "UnpreserveVM empties the fd store (%d: %s)", n, oneline(names));
+	n = fdstore_settled(&env, 3, &names);
+	check(n == 3 && !strstr(names, "session."), "UnpreserveVM leaves only the registration in the fd store (%d: %s)",
+	      n, oneline(names));
 	free(names);
 	r = call_s(bus, "UnpreserveVM", "pres", &e);
 	check(r >= 0 && vm_state_is(bus, "pres", "registered"),
@@ -874,7 +891,7 @@ static void test_preserve(void)
 	      e.message ?: "");
 	sd_bus_error_free(&e);
 	r = call_s(bus, "PreserveVM", "pres", &e);
-	check(r >= 0 && vm_state_is(bus, "pres", "preserved") && fdstore_settled(&env, 2, NULL) == 2,
+	check(r >= 0 && vm_state_is(bus, "pres", "preserved") && fdstore_settled(&env, 5, NULL) == 5,
 	      "PreserveVM again after UnpreserveVM (%s)", e.message ?: "");
 	sd_bus_error_free(&e);
 
@@ -953,7 +970,8 @@ static void test_cancelled_kexec(void)
 	check(r >= 0 && wait_state(bus, "hook", "registered"),
 	      "PrepareForShutdown(false), a cancelled kexec: the hook's VM is unpreserved");
 	check(vm_state_is(bus, "manual", "preserved"), "the VM preserved by PreserveVM stays preserved");
-	check(fdstore_settled(&env, 2, NULL) == 2, "the fd store holds only the manual VM's session and record");
+	check(fdstore_settled(&env, 8, NULL) == 8,
+	      "the fd store holds both registrations (3 entries each) and only the manual VM's session and record");
 
 	sd_bus_flush_close_unref(logind);
 	sd_bus_flush_close_unref(bus);
@@ -974,8 +992,24 @@ static void test_barrier_unanswered(void)
 	int fd = -1, r, n;
 	double s;
 
-	if (!start_fake_host(&env, LUD_NOTIFY_NO_BARRIER, "nobar", &bus, &fd))
+	if (!start_fake_host(&env, LUD_NOTIFY_ACK, "nobar", &bus, &fd))
 		return;
+	lud_env_answer_barriers(&env, false);
+
+	/* A registration is answered only once it is in the fd store. */
+	{
+		int other = -1;
+
+		iommulu_memfd_create("nobar2", 1 << 16, &other);
+		r = register_vm(bus, "nobar2", &other, 1, NULL, 0, NULL, 0, &e, NULL);
+		check(r < 0 && error_is(&e, SD_BUS_ERROR_TIMEOUT) && e.message && strstr(e.message, "registered nothing"),
+		      "RegisterVM fails with Timeout when the barrier is not answered (%s: %s)", e.name ?: "-",
+		      e.message ?: "");
+		sd_bus_error_free(&e);
+		check(count_vms(bus) == 1 && fdstore_settled(&env, 3, NULL) == 3,
+		      "... keeps nothing and withdraws its fd store entries (%d VM(s))", count_vms(bus));
+		close(other);
+	}
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	r = call_s(bus, "PreserveVM", "nobar", &e);
@@ -994,8 +1028,8 @@ static void test_barrier_unanswered(void)
 	err = vm_string(bus, "nobar", "Session");
 	check(err && !err[0], "the VM has no session any more (\"%s\")", err ?: "");
 	free(err);
-	n = fdstore_settled(&env, 0, NULL);
-	check(n == 0, "the store request was withdrawn: the fd store is empty (%d)", n);
+	n = fdstore_settled(&env, 3, NULL);
+	check(n == 3, "the store request was withdrawn: the fd store holds only the registration (%d)", n);
 
 	/* PreserveAll waits once, after the last VM: it rolls back every VM
 	 * it preserved. */
@@ -1012,7 +1046,7 @@ static void test_barrier_unanswered(void)
 		sd_bus_message_unref(reply);
 		sd_bus_error_free(&e);
 	}
-	check(vm_state_is(bus, "nobar", "failed") && fdstore_settled(&env, 0, NULL) == 0,
+	check(vm_state_is(bus, "nobar", "failed") && fdstore_settled(&env, 3, NULL) == 3,
 	      "... and rolls it back");
 
 	sd_bus_flush_close_unref(bus);
@@ -1168,8 +1202,9 @@ static void test_register_parts(void)
 		check(bytes == 40u << 16, "GuestMemoryBytes counts all parts (%" PRIu64 ")", bytes);
 	}
 	r = call_s(bus, "PreserveVM", "big", &e);
-	n = fdstore_settled(&env, 2, NULL);
-	check(r >= 0 && vm_state_is(bus, "big", "preserved") && n == 2, "the VM of 40 memfds is preserved (%s)",
+	n = fdstore_settled(&env, 44, NULL);
+	check(r >= 0 && vm_state_is(bus, "big", "preserved") && n == 44,
+	      "the VM of 40 memfds is preserved: 44 fd store entries (40 memfds, owner, records, session) (%d; %s)", n,
 	      e.message ?: "");
 	sd_bus_error_free(&e);
 
@@ -1186,7 +1221,15 @@ static void test_register_parts(void)
 	}
 
 	/* A VMM that goes away half-way: its incomplete VM goes too. */
-	check(part_from_other_process(&env, "half", fds, 3, false, NULL), "a VMM registers part of a VM and exits");
+	{
+		int half[3];
+
+		for (int i = 0; i < 3; i++)
+			iommulu_memfd_create("half", 1 << 16, &half[i]);
+		check(part_from_other_process(&env, "half", half, 3, false, NULL), "a VMM registers part of a VM and exits");
+		for (int i = 0; i < 3; i++)
+			close(half[i]);
+	}
 	for (int i = 0; i < 300 && count_vms(bus) != 2; i++)
 		msleep(10);
 	check(count_vms(bus) == 2, "its incomplete VM is dropped (%d VM(s) left)", count_vms(bus));
@@ -1405,6 +1448,379 @@ static void test_bad_config(void)
 	lud_env_stop(&env);
 }
 
+/* ---- a SIGKILL at every step, then a restart from the fd store ---------- */
+
+#define KILL_MEMFDS 40
+#define KILL_OPTIONS (&(LudEnvOptions){ .with_policy = true, .fake_luo = true, .notify = LUD_NOTIFY_ACK })
+
+typedef struct KillCase {
+	const char *what;
+	const char *vm;
+	size_t n_memfds;	/* of the VM */
+	const char *before, *after;	/* its State before and after the call ("absent": unknown) */
+	bool (*setup)(sd_bus *bus, const struct KillCase *c, const int *fds);
+	int (*call)(sd_bus *bus, const struct KillCase *c, const int *fds, sd_bus_error *e);
+} KillCase;
+
+static bool kill_register(sd_bus *bus, const KillCase *c, const int *fds)
+{
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int r = register_vm(bus, c->vm, fds, c->n_memfds, NULL, 0, NULL, 0, &e, NULL);
+
+	if (r < 0)
+		printf("# RegisterVM %s: %s\n", c->vm, e.message ?: strerror(-r));
+	sd_bus_error_free(&e);
+	return r >= 0;
+}
+
+static bool kill_register_preserve(sd_bus *bus, const KillCase *c, const int *fds)
+{
+	return kill_register(bus, c, fds) && call_s(bus, "PreserveVM", c->vm, NULL) >= 0;
+}
+
+static int kill_call_register(sd_bus *bus, const KillCase *c, const int *fds, sd_bus_error *e)
+{
+	return register_vm(bus, c->vm, fds, c->n_memfds, NULL, 0, NULL, 0, e, NULL);
+}
+
+/* The rest of a registration in parts of 16, from what the VM has. */
+static int register_rest(sd_bus *bus, const char *vm, const int *fds, size_t have, size_t n, sd_bus_error *e)
+{
+	int r = 0;
+
+	for (size_t i = have; r >= 0 && i < n; i += 16)
+		r = register_part(bus, vm, fds + i, n - i < 16 ? n - i : 16, i + 16 >= n, e);
+	return r;
+}
+
+static int kill_call_parts(sd_bus *bus, const KillCase *c, const int *fds, sd_bus_error *e)
+{
+	return register_rest(bus, c->vm, fds, 0, c->n_memfds, e);
+}
+
+static int kill_call_method(sd_bus *bus, const KillCase *c, const int *fds, sd_bus_error *e)
+{
+	/* what: "<Method> ..." */
+	char method[32];
+
+	snprintf(method, sizeof(method), "%.*s", (int)strcspn(c->what, " "), c->what);
+	return call_s(bus, method, c->vm, e);
+}
+
+/* After a restart: is vm in a consistent state, and which?  Consistent: as
+ * registered, with all n (or, while registering, a whole number of parts
+ * of) memfds, its memory, the test as its owner and exactly its files,
+ * owner and record in the fd store; preserved with a session and that
+ * session and its record besides; or unknown with an empty fd store. */
+static bool vm_consistent(LudEnv *env, sd_bus *bus, const char *vm, size_t n, char *state, size_t size)
+{
+	char *st = vm_string(bus, vm, "State"), *session = vm_string(bus, vm, "Session"), *names = NULL;
+	uint32_t memfds = vm_u(bus, vm, "Memfds"), owner = vm_u(bus, vm, "OwnerPID");
+	uint64_t bytes = 0;
+	char path[128];
+	int want = -1, got;
+	bool ok = true;
+
+	snprintf(path, sizeof(path), "%s/vm/%s", MPATH, vm);
+	sd_bus_get_property_trivial(bus, DEST, path, VIFACE, "GuestMemoryBytes", NULL, 't', &bytes);
+	snprintf(state, size, "%s", st && strcmp(st, "(unreadable)") != 0 ? st : "absent");
+	if (strcmp(state, "absent") == 0)
+		want = 0;
+	else if (strcmp(state, "registered") == 0 || strcmp(state, "registering") == 0 ||
+		 strcmp(state, "preserved") == 0) {
+		bool preserved = strcmp(state, "preserved") == 0;
+
+		want = (int)memfds + 2 + (preserved ? 2 : 0);
+		ok = (strcmp(state, "registering") == 0 ? memfds % 16 == 0 && memfds > 0 && memfds < n : memfds == n) &&
+		     bytes == (uint64_t)memfds << 16 && owner == (uint32_t)getpid() &&
+		     (preserved ? session && session[0] : session && !session[0]);
+		if (!ok)
+			printf("# VM %s %s: Memfds %u, GuestMemoryBytes %" PRIu64 ", OwnerPID %u (want %d), Session '%s'\n",
+			       vm, state, memfds, bytes, owner, (int)getpid(), session ?: "");
+	} else
+		ok = false;
+	got = fdstore_settled(env, want, &names);
+	if (got != want) {
+		printf("# VM %s %s: fd store holds %d entries, want %d: %s\n", vm, state, got, want, oneline(names));
+		ok = false;
+	}
+	free(names);
+	free(st);
+	free(session);
+	return ok;
+}
+
+/* Back to an empty registry and fd store. */
+static void kill_cleanup(LudEnv *env, sd_bus *bus, const char *vm)
+{
+	(void)call_s(bus, "UnpreserveVM", vm, NULL);
+	(void)call_s(bus, "UnregisterVM", vm, NULL);
+	(void)fdstore_settled(env, 0, NULL);
+}
+
+/* What a VM restarted in state shows it can still do: a registering one
+ * completes its registration, a registered one is preserved, a preserved
+ * one is unpreserved back to registered (with its files) and preserved
+ * again. */
+static bool kill_usable(LudEnv *env, sd_bus *bus, const KillCase *c, const int *fds, const char *state)
+{
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	char now[32];
+	int r = 0;
+
+	if (strcmp(state, "registering") == 0) {
+		r = register_rest(bus, c->vm, fds, vm_u(bus, c->vm, "Memfds"), c->n_memfds, &e);
+		state = "registered";
+	} else if (strcmp(state, "preserved") == 0) {
+		r = call_s(bus, "UnpreserveVM", c->vm, &e);
+		if (r >= 0 && (!vm_consistent(env, bus, c->vm, c->n_memfds, now, sizeof(now)) ||
+			       strcmp(now, "registered") != 0))
+			r = -EBADE;
+	}
+	if (r >= 0 && strcmp(state, "absent") != 0)
+		r = call_s(bus, "PreserveVM", c->vm, &e);
+	if (r >= 0 && strcmp(state, "absent") != 0 &&
+	    (!vm_consistent(env, bus, c->vm, c->n_memfds, now, sizeof(now)) || strcmp(now, "preserved") != 0))
+		r = -EBADE;
+	if (r < 0)
+		printf("# VM %s, %s after the restart, is not usable: %s\n", c->vm, state, e.message ?: strerror(-r));
+	sd_bus_error_free(&e);
+	return r >= 0;
+}
+
+static void test_kill_case(LudEnv *env, sd_bus **bus, const KillCase *c, const int *fds)
+{
+	unsigned kills = 0, n_before = 0, n_after = 0, bad = 0;
+	bool done = false;
+
+	for (int k = 0; k < 200 && !done; k++) {
+		sd_bus_error e = SD_BUS_ERROR_NULL;
+		char state[32];
+		bool killed;
+		int r;
+
+		if (c->setup && !c->setup(*bus, c, fds)) {
+			bad++;
+			break;
+		}
+		lud_env_kill_after(env, k);
+		r = c->call(*bus, c, fds, &e);
+		sd_bus_error_free(&e);
+		/* A call the kill cut off fails (no reply); the daemon may
+		 * take a moment to finish dying on a loaded machine. */
+		killed = lud_env_reap_daemon(env, r < 0 ? 10000 : 50) == 128 + SIGKILL;
+		lud_env_kill_after(env, -1);
+		if (!killed) {
+			/* The call went through: a SIGKILL right after its
+			 * reply must find it done. */
+			done = true;
+			lud_env_kill_daemon(env);
+		} else
+			kills++;
+		r = lud_env_restart_daemon(env, KILL_OPTIONS);
+		if (r < 0) {
+			printf("# %s: restart after step %d failed: %s\n", c->what, k, strerror(-r));
+			bad++;
+			break;
+		}
+		if (!vm_consistent(env, *bus, c->vm, c->n_memfds, state, sizeof(state)) ||
+		    (strcmp(state, c->before) != 0 && strcmp(state, c->after) != 0 && strcmp(state, "registering") != 0) ||
+		    (done && strcmp(state, c->after) != 0)) {
+			printf("# %s: killed %s step %d: VM %s is %s\n", c->what, killed ? "at" : "after the reply, past",
+			       k, c->vm, state);
+			bad++;
+		} else if (!kill_usable(env, *bus, c, fds, state))
+			bad++;
+		n_before += strcmp(state, c->before) == 0;
+		n_after += strcmp(state, c->after) == 0;
+		kill_cleanup(env, *bus, c->vm);
+	}
+	check(done && bad == 0 && kills >= 3 && n_before > 0 && n_after > 0,
+	      "%s: SIGKILL at each of its %u steps and after its reply, then a restart with the fd store: VM %s is "
+	      "%s (%u times) or %s (%u), consistent and usable (%u bad)",
+	      c->what, kills, c->vm, c->before, n_before, c->after, n_after, bad);
+}
+
+/* The VMM exits while the daemon is away: its registered VM goes at the
+ * restart, as it would have with the daemon there. */
+static void test_owner_exits_while_away(LudEnv *env, sd_bus *bus, const int *fds)
+{
+	int p[2], status = 0, r;
+	pid_t pid;
+	char c = 0;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return;
+	pid = fork();
+	if (pid == 0) {
+		sd_bus *b = NULL;
+		sd_bus_error e = SD_BUS_ERROR_NULL;
+
+		close(p[1]);
+		if (lud_env_connect(env, &b) < 0 || register_vm(b, "orphan", fds, 1, NULL, 0, NULL, 0, &e, NULL) < 0)
+			_exit(1);
+		if (read(p[0], &c, 1) < 0)
+			_exit(2);
+		_exit(0);
+	}
+	close(p[0]);
+	for (int i = 0; i < 300 && vm_u(bus, "orphan", "Memfds") != 1; i++)
+		msleep(10);
+	check(vm_state_is(bus, "orphan", "registered") && fdstore_settled(env, 3, NULL) == 3,
+	      "another process registers VM orphan (3 fd store entries)");
+	lud_env_kill_daemon(env);
+	close(p[1]);
+	waitpid(pid, &status, 0);
+	r = lud_env_restart_daemon(env, KILL_OPTIONS);
+	for (int i = 0; i < 300 && count_vms(bus) != 0; i++)
+		msleep(10);
+	check(r >= 0 && count_vms(bus) == 0 && fdstore_settled(env, 0, NULL) == 0,
+	      "its VMM exits while the daemon is killed: after the restart the VM is dropped and the fd store empty");
+}
+
+/* Registrations survive a SIGKILL or a restart at any point: every VM is
+ * back, registered (with its files, properties and owner) or preserved,
+ * never half of either. */
+static void test_kill_steps(void)
+{
+	static const KillCase cases[] = {
+		{ "RegisterVM of 2 memfds", "kreg", 2, "absent", "registered", NULL, kill_call_register },
+		{ "RegisterVMPart x 3 (40 memfds)", "kparts", KILL_MEMFDS, "absent", "registered", NULL,
+		  kill_call_parts },
+		{ "UnregisterVM", "kunreg", 2, "registered", "absent", kill_register, kill_call_method },
+		{ "PreserveVM", "kpres", 2, "registered", "preserved", kill_register, kill_call_method },
+		{ "UnpreserveVM", "kunpres", 2, "preserved", "registered", kill_register_preserve, kill_call_method },
+	};
+	LudEnv env;
+	sd_bus *bus = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int fds[KILL_MEMFDS], r;
+
+	r = lud_env_start(&env, KILL_OPTIONS);
+	if (!check(r >= 0, "start a daemon with a fake LUO and fd store for the crash tests (%s)", strerror(-r))) {
+		lud_env_stop(&env);
+		return;
+	}
+	lud_env_connect(&env, &bus);
+	for (int i = 0; i < KILL_MEMFDS; i++)
+		iommulu_memfd_create("kill", 1 << 16, &fds[i]);
+
+	for (size_t i = 0; i < ELEMENTSOF(cases); i++)
+		test_kill_case(&env, &bus, &cases[i], fds);
+
+	/* A plain restart (SIGTERM, no kexec queued) keeps them too. */
+	r = register_vm(bus, "kterm", fds, 2, NULL, 0, NULL, 0, &e, NULL);
+	sd_bus_error_free(&e);
+	if (r >= 0)
+		r = lud_env_stop_daemon(&env);
+	if (r >= 0)
+		r = lud_env_restart_daemon(&env, KILL_OPTIONS);
+	check(r >= 0 && vm_state_is(bus, "kterm", "registered") && vm_u(bus, "kterm", "Memfds") == 2 &&
+		      fdstore_settled(&env, 4, NULL) == 4,
+	      "systemctl restart (SIGTERM): VM kterm is registered again with its 2 memfds");
+	kill_cleanup(&env, bus, "kterm");
+
+	/* One open file for one VM: systemd keeps one copy of it. */
+	r = register_vm(bus, "share1", fds, 1, NULL, 0, NULL, 0, &e, NULL);
+	sd_bus_error_free(&e);
+	if (r >= 0)
+		r = register_vm(bus, "share2", fds, 1, NULL, 0, NULL, 0, &e, NULL);
+	check(r < 0 && error_is(&e, ERR("NotEligible")) && e.message && strstr(e.message, "already registered for VM share1"),
+	      "with an fd store, a file of one VM is refused for another (%s: %s)", e.name ?: "-", e.message ?: "");
+	sd_bus_error_free(&e);
+	kill_cleanup(&env, bus, "share1");
+
+	test_owner_exits_while_away(&env, bus, &fds[10]);
+
+	sd_bus_flush_close_unref(bus);
+	lud_env_stop(&env);
+	for (int i = 0; i < KILL_MEMFDS; i++)
+		close(fds[i]);
+}
+
+/* A logind that hands out inhibitor fds (Inhibit), in a child process. */
+static int fake_inhibit(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	int p[2], r;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	r = sd_bus_reply_method_return(m, "h", p[0]);
+	close(p[0]);	/* p[1] stays open: the inhibitor is held until the daemon closes its end */
+	return r;
+}
+
+static const sd_bus_vtable fake_logind_vtable[] = {
+	SD_BUS_VTABLE_START(0),
+	SD_BUS_METHOD("Inhibit", "ssss", "h", fake_inhibit, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_VTABLE_END
+};
+
+static pid_t start_fake_logind(LudEnv *env)
+{
+	sd_bus *b = NULL;
+	pid_t pid = fork();
+
+	if (pid != 0)
+		return pid;
+	if (lud_env_connect(env, &b) < 0 ||
+	    sd_bus_add_object_vtable(b, NULL, "/org/freedesktop/login1", "org.freedesktop.login1.Manager",
+				     fake_logind_vtable, NULL) < 0 ||
+	    sd_bus_request_name(b, "org.freedesktop.login1", 0) < 0)
+		_exit(1);
+	for (;;)
+		if (sd_bus_process(b, NULL) == 0 && sd_bus_wait(b, UINT64_MAX) < 0)
+			_exit(0);
+}
+
+/* A VM taken back from the fd store counts for FailurePolicy=refuse like
+ * any other: one that cannot be preserved after the restart blocks the
+ * kexec instead of being lost with it. */
+static void test_restored_blocks(void)
+{
+	/* No policy: the fake logind must own its name on this bus. */
+#define BLOCK_OPTIONS (&(LudEnvOptions){ .fake_luo = true, .notify = LUD_NOTIFY_ACK })
+	LudEnv env;
+	sd_bus *bus = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	char path[128], *why = NULL, *blocked = NULL;
+	pid_t logind;
+	int fd = -1, r;
+
+	r = lud_env_start(&env, BLOCK_OPTIONS);
+	if (!check(r >= 0, "start a daemon with a fake LUO, fd store and logind (%s)", strerror(-r))) {
+		lud_env_stop(&env);
+		return;
+	}
+	lud_env_connect(&env, &bus);
+	logind = start_fake_logind(&env);
+	for (int i = 0; i < 300 && sd_bus_get_name_creds(bus, "org.freedesktop.login1", 0, NULL) < 0; i++)
+		msleep(10);
+	iommulu_memfd_create("blk", 1 << 16, &fd);
+	r = register_vm(bus, "blk", &fd, 1, NULL, 0, NULL, 0, &e, NULL);
+	sd_bus_error_free(&e);
+	lud_env_kill_daemon(&env);
+	/* The kernel the daemon comes back on has no LUO (liveupdate=off). */
+	snprintf(path, sizeof(path), "%s/fake-liveupdate", env.dir);
+	unlink(path);
+	if (r >= 0)
+		r = lud_env_restart_daemon(&env, BLOCK_OPTIONS);
+	why = vm_string(bus, "blk", "IneligibleReason");
+	sd_bus_get_property_string(bus, DEST, MPATH, MIFACE, "ShutdownBlockedBy", NULL, &blocked);
+	check(r >= 0 && vm_state_is(bus, "blk", "registered") && why && strstr(why, "no /dev/liveupdate") && blocked &&
+		      strstr(blocked, "VM blk cannot be preserved"),
+	      "a VM registered before a SIGKILL and ineligible after the restart blocks the kexec (%s; %s)", why ?: "",
+	      blocked ?: "");
+	free(why);
+	free(blocked);
+	sd_bus_flush_close_unref(bus);
+	kill(logind, SIGTERM);
+	waitpid(logind, NULL, 0);
+	lud_env_stop(&env);
+	close(fd);
+#undef BLOCK_OPTIONS
+}
+
 int main(void)
 {
 	LudEnv env;
@@ -1445,6 +1861,8 @@ int main(void)
 	test_barrier_unanswered();
 	test_owner_race();
 	test_register_parts();
+	test_kill_steps();
+	test_restored_blocks();
 	test_retrieve_parts();
 	test_bad_config();
 	test_exit_on_disconnect();

@@ -36,6 +36,26 @@ lud_vmm() {
 
 lud_fdstore() { systemctl show -P NFileDescriptorStore "$LUD_UNIT"; }
 
+# lud_vm_u VM PROP: an unsigned property of a VM whose name needs no escaping.
+lud_vm_u() {
+	busctl --system get-property "$LUD_DEST" "$LUD_PATH/vm/$1" org.iommulu.LiveUpdate1.VM "$2" | cut -d' ' -f2
+}
+
+# lud_kill_restart: SIGKILL the daemon and wait until systemd restarted it
+# (Restart=on-failure) and it owns its name again.
+lud_kill_restart() {
+	local pid new i
+	pid=$(systemctl show -P MainPID "$LUD_UNIT")
+	check "SIGKILL iommu-lud (pid $pid)" kill -KILL "$pid"
+	for i in $(seq 1 100); do
+		new=$(systemctl show -P MainPID "$LUD_UNIT")
+		[ "$(systemctl show -P ActiveState "$LUD_UNIT")" = active ] && [ "$new" != 0 ] && [ "$new" != "$pid" ] && break
+		sleep 0.1
+	done
+	[ "$new" != "$pid" ] && [ "$new" != 0 ] || fail "systemd did not restart iommu-lud"
+	info "systemd restarted iommu-lud: pid $pid -> $new"
+}
+
 lud_journal() { journalctl -b -u "$LUD_UNIT" --no-pager -o cat | tail -n "${1:-40}"; }
 
 # After a kexec: the daemon must know it, verify the VM and hand it back.
