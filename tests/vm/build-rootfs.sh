@@ -145,6 +145,12 @@ build_base() {
 		"$dir"/usr/share/common-licenses "$dir"/usr/share/doc "$dir"/usr/share/info \
 		"$dir"/usr/lib/locale "$dir"/usr/share/i18n
 	find "$dir/usr/share/zoneinfo" -mindepth 1 -maxdepth 1 ! -name UTC ! -name Etc -exec rm -rf {} +
+	# QEMU: the qemu-* scenarios run x86_64 pc guests with -nodefaults and
+	# no display: the i386 and microvm binaries (39 MB), other
+	# architectures' firmware, NIC boot ROMs and keymaps are dead weight.
+	rm -f "$dir"/usr/bin/qemu-system-i386 "$dir"/usr/bin/qemu-system-x86_64-microvm
+	(cd "$dir/usr/share/qemu" && rm -rf skiboot.lid openbios-* slof.bin u-boot* palcode-* hppa-firmware* \
+		s390-* efi-*.rom pxe-*.rom keymaps trace-events-all) || die "pruning QEMU's data failed"
 	# Record what we got, for the docs and for debugging.
 	dpkg-query --admindir="$dir/var/lib/dpkg" -W -f='${Package} ${Version}\n' > "$CACHE/rootfs/base-$base_key.packages"
 	(cd "$dir" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 |
