@@ -75,6 +75,8 @@
 #define TAIL_MAX 3072u
 #define LINE_MAX_ 512u
 #define MAX_ARGS 256u
+/* The fdset that carries the state memfd into an incoming QEMU */
+#define STATE_FDSET 9
 
 /* Page 0 of the state memfd; valid only once the stream is complete. */
 struct state_hdr {
@@ -400,7 +402,7 @@ static void console_drain(struct vm *vm)
 
 static int start_qemu(struct vm *vm, int incoming_fd)
 {
-	char *argv[MAX_ARGS + 1], mem[64], obj[512], chr[128], qmp[256], memarg[32];
+	char *argv[MAX_ARGS + 1], mem[64], obj[512], chr[128], qmp[256], memarg[32], addfd[64];
 	int pipefd[2], pidfd;
 	size_t n = 0;
 	pid_t pid;
@@ -429,6 +431,9 @@ static int start_qemu(struct vm *vm, int incoming_fd)
 	argv[n++] = (char *)"-qmp";
 	argv[n++] = qmp;
 	if (incoming_fd >= 0) {
+		snprintf(addfd, sizeof(addfd), "fd=%d,set=%d,opaque=iommulu-state", incoming_fd, STATE_FDSET);
+		argv[n++] = (char *)"-add-fd";
+		argv[n++] = addfd;
 		argv[n++] = (char *)"-incoming";
 		argv[n++] = (char *)"defer";
 	}
@@ -643,37 +648,68 @@ static int clear_state_header(struct vm *vm)
 	return 0;
 }
 
+/* Copies QEMU's migration stream from the pipe into the state memfd after
+ * its header, until QEMU closes the pipe; the stream's length or -1. */
+static int64_t copy_stream(struct vm *vm, int rfd)
+{
+	int64_t deadline = now_ns(CLOCK_MONOTONIC) + 120 * INT64_C(1000000000);
+	uint64_t off = STATE_HDR;
+	char buf[65536];
+
+	for (;;) {
+		struct pollfd p = { .fd = rfd, .events = POLLIN };
+		ssize_t n;
+
+		if (now_ns(CLOCK_MONOTONIC) > deadline)
+			return log_err(vm, "VM %s: QEMU's device state stream did not end within 120 s", vm->name);
+		if (poll(&p, 1, 100) < 0 && errno != EINTR)
+			return log_err(vm, "VM %s: poll: %s", vm->name, strerror(errno));
+		console_drain(vm);
+		if (!p.revents)
+			continue;
+		n = read(rfd, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return log_err(vm, "VM %s: reading QEMU's device state: %s", vm->name, strerror(errno));
+		if (n == 0)
+			return (int64_t)(off - STATE_HDR);
+		if (off + (uint64_t)n > vm->state_size)
+			return log_err(vm, "VM %s: QEMU's device state exceeds the state memfd (STATE_SIZE=%" PRIu64
+				       " bytes, 4 KiB of which are the header)", vm->name, vm->state_size);
+		if (pwrite(vm->state_fd, buf, (size_t)n, (off_t)off) != n)
+			return log_err(vm, "VM %s: writing the state memfd: %s", vm->name, strerror(errno));
+		off += (uint64_t)n;
+	}
+}
+
 static int save(struct vm *vm)
 {
 	struct state_hdr *h;
-	char path[64];
-	int64_t stop_ns, saved_ns;
-	off_t end;
-	int wfd, r;
+	int64_t stop_ns, saved_ns, len = -1;
+	int p[2], r;
 
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", vm->state_fd);
-	wfd = open(path, O_WRONLY | O_CLOEXEC);
-	if (wfd < 0)
-		return log_err(vm, "VM %s: opening the state memfd for writing: %s", vm->name, strerror(errno));
-	if (lseek(wfd, STATE_HDR, SEEK_SET) != STATE_HDR) {
-		close(wfd);
-		return log_err(vm, "VM %s: state memfd: lseek: %s", vm->name, strerror(errno));
-	}
+	/* QEMU 11 refuses fd: migration into a regular file, and file:
+	 * truncates it, which a sealed (and preserved) memfd refuses: the
+	 * stream goes through a pipe and this process writes it. */
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return log_err(vm, "VM %s: pipe: %s", vm->name, strerror(errno));
 	stop_ns = now_ns(CLOCK_REALTIME);
 	r = qmp_exec(vm, "{\"execute\":\"stop\"}", -1, NULL, 10000);
 	if (r == 0)
 		r = qmp_exec(vm, set_caps, -1, NULL, 10000);
 	if (r == 0)
-		r = qmp_exec(vm, "{\"execute\":\"getfd\",\"arguments\":{\"fdname\":\"iommulu-state\"}}", wfd, NULL,
-			     10000);
+		r = qmp_exec(vm, "{\"execute\":\"getfd\",\"arguments\":{\"fdname\":\"iommulu-state\"}}", p[1],
+			     NULL, 10000);
+	close(p[1]);
 	if (r == 0)
 		r = qmp_exec(vm, "{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"fd:iommulu-state\"}}", -1, NULL,
 			     10000);
-	if (r == 0)
-		r = qmp_wait_migration(vm, "saving the device state", 120000);
-	/* QEMU shares this file description: its end is the stream's. */
-	end = lseek(wfd, 0, SEEK_CUR);
-	close(wfd);
+	if (r == 0) {
+		len = copy_stream(vm, p[0]);
+		r = len < 0 ? -1 : qmp_wait_migration(vm, "saving the device state", 10000);
+	}
+	close(p[0]);
 	if (r < 0) {
 		qemu_kill(vm);
 		return log_err(vm, "VM %s: device state NOT saved; the VM cannot resume after the update",
@@ -692,7 +728,7 @@ static int save(struct vm *vm)
 	h->version = STATE_VERSION;
 	h->hdr_size = STATE_HDR;
 	h->stream_offset = STATE_HDR;
-	h->stream_len = (uint64_t)end - STATE_HDR;
+	h->stream_len = (uint64_t)len;
 	h->mem_size = vm->mem_size;
 	h->stop_ns = stop_ns;
 	h->saved_ns = saved_ns;
@@ -709,9 +745,9 @@ static int save(struct vm *vm)
 	sd_journal_send("MESSAGE=VM %s saved for the live update: QEMU stopped, %" PRIu64
 			" bytes of device state in the preserved state memfd, guest RAM (%" PRIu64
 			" bytes) left in its memfd, in %" PRId64 " ms",
-			vm->name, (uint64_t)end - STATE_HDR, vm->mem_size, (saved_ns - stop_ns) / 1000000,
+			vm->name, (uint64_t)len, vm->mem_size, (saved_ns - stop_ns) / 1000000,
 			"PRIORITY=5", "VM=%s", vm->name, "SAVE_MS=%" PRId64, (saved_ns - stop_ns) / 1000000,
-			"STATE_BYTES=%" PRIu64, (uint64_t)end - STATE_HDR, "SYSLOG_IDENTIFIER=iommu-lud-qemu", NULL);
+			"STATE_BYTES=%" PRIu64, (uint64_t)len, "SYSLOG_IDENTIFIER=iommu-lud-qemu", NULL);
 	return 0;
 }
 
@@ -791,7 +827,7 @@ static int start_restore(struct vm *vm)
 	}
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", vm->state_fd);
 	rfd = open(path, O_RDONLY | O_CLOEXEC);
-	if (rfd < 0 || lseek(rfd, STATE_HDR, SEEK_SET) != STATE_HDR) {
+	if (rfd < 0) {
 		free(h);
 		return log_err(vm, "VM %s: opening the state memfd for reading: %s", vm->name, strerror(errno));
 	}
@@ -800,7 +836,9 @@ static int start_restore(struct vm *vm)
 		r = qmp_connect(vm);
 	if (r == 0)
 		r = qmp_exec(vm, set_caps, -1, NULL, 10000);
-	snprintf(cmd, sizeof(cmd), "{\"execute\":\"migrate-incoming\",\"arguments\":{\"uri\":\"fd:%d\"}}", rfd);
+	snprintf(cmd, sizeof(cmd),
+		 "{\"execute\":\"migrate-incoming\",\"arguments\":{\"uri\":\"file:/dev/fdset/%d,offset=%u\"}}",
+		 STATE_FDSET, STATE_HDR);
 	if (r == 0)
 		r = qmp_exec(vm, cmd, -1, NULL, 10000);
 	if (r == 0)
