@@ -19,14 +19,15 @@
  * Stop (SIGTERM, e.g. in the shutdown of `systemctl kexec`): if the
  * daemon has preserved the VM (its logind hook runs before any unit
  * stops) or a kexec job is queued, QEMU is stopped and migrated with
- * x-ignore-shared (guest RAM stays where it is) into the state memfd at
- * offset 4096, and a header (page 0) records the stream, the time QEMU
- * stopped and the last lines of the guest console.  Otherwise QEMU just
- * quits.
+ * x-ignore-shared (guest RAM stays where it is) through a pipe, which
+ * this process copies into the state memfd at offset 4096, and a header
+ * (page 0) records the stream, the time QEMU stopped and the last lines
+ * of the guest console.  Otherwise QEMU just quits.
  *
  * Start: if the daemon holds the VM restored from a live update, the
  * helper verifies and retrieves it, starts QEMU with the same RAM memfd
- * and -incoming defer, loads the state, resumes the guest, logs the
+ * and -incoming defer, loads the state (file: on an fdset holding the
+ * state memfd), resumes the guest, logs the
  * blackout (QEMU stop to guest running again, VM= fields), finishes the
  * session and registers the VM again for the next update.  Otherwise it
  * boots the VM afresh.
@@ -860,7 +861,7 @@ static int start_restore(struct vm *vm)
 	}
 	sd_journal_send("MESSAGE=VM %s running again after the live update: blackout %" PRId64
 			" ms from QEMU stop to guest running (save %" PRId64 " ms, restore %" PRId64
-			" ms, of which loading %" PRIu64 " bytes of device state %" PRId64 " ms)",
+			" ms: retrieve, QEMU start and %" PRIu64 " bytes of device state loaded after %" PRId64 " ms)",
 			vm->name, (t_run - h->stop_ns) / 1000000, (h->saved_ns - h->stop_ns) / 1000000,
 			(t_run - t0) / 1000000, h->stream_len, (t_loaded - t0) / 1000000,
 			"PRIORITY=5", "VM=%s", vm->name, "BLACKOUT_MS=%" PRId64, (t_run - h->stop_ns) / 1000000,
