@@ -15,9 +15,11 @@ lud_state() {
 		jq -r --arg vm "$1" '.data[0][] | select(.[0] == $vm) | .[1]'
 }
 
-# The L2 guest's console lines in the journal of this boot; $1: 1 (live) or replay.
+# The L2 guest's console lines in the journal of the unit's current run;
+# $1: 1 (live) or replay.
 console() {
-	journalctl -b -u "$UNIT" IOMMULU_QEMU_CONSOLE="$1" --no-pager -o cat 2>/dev/null
+	journalctl -b -u "$UNIT" _SYSTEMD_INVOCATION_ID="$(systemctl show -P InvocationID "$UNIT")" \
+		IOMMULU_QEMU_CONSOLE="$1" --no-pager -o cat 2>/dev/null
 }
 
 # The journal of the unit, for failure reports.
