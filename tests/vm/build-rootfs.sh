@@ -51,8 +51,10 @@ now() { date +%s.%N; }
 since() { printf '%.1f' "$(echo "$(now) - $1" | bc)"; }
 
 # Packages of the guest.  libsystemd0 comes with systemd; libjson-c5 is
-# libiommulu's JSON dependency; jq lets stage scripts read busctl --json.
-PKGS=(systemd systemd-sysv dbus kexec-tools pciutils libjson-c5 procps jq)
+# libiommulu's JSON dependency; jq lets stage scripts read busctl --json;
+# qemu-system-x86 (no recommends) is the unmodified VMM that vmm/qemu/
+# drives, for the qemu-* scenarios (an L2 guest, TCG inside TCG).
+PKGS=(systemd systemd-sysv dbus kexec-tools pciutils libjson-c5 procps jq qemu-system-x86)
 SUITE=sid
 
 mirror_uri() {
@@ -143,14 +145,21 @@ build_base() {
 		"$dir"/usr/share/common-licenses "$dir"/usr/share/doc "$dir"/usr/share/info \
 		"$dir"/usr/lib/locale "$dir"/usr/share/i18n
 	find "$dir/usr/share/zoneinfo" -mindepth 1 -maxdepth 1 ! -name UTC ! -name Etc -exec rm -rf {} +
+	# QEMU: the qemu-* scenarios run x86_64 pc guests with -nodefaults and
+	# no display: the i386 and microvm binaries (39 MB), other
+	# architectures' firmware, NIC boot ROMs and keymaps are dead weight.
+	rm -f "$dir"/usr/bin/qemu-system-i386 "$dir"/usr/bin/qemu-system-x86_64-microvm
+	(cd "$dir/usr/share/qemu" && rm -rf skiboot.lid openbios-* slof.bin u-boot* palcode-* hppa-firmware* \
+		s390-* efi-*.rom pxe-*.rom keymaps trace-events-all) || die "pruning QEMU's data failed"
 	# Record what we got, for the docs and for debugging.
 	dpkg-query --admindir="$dir/var/lib/dpkg" -W -f='${Package} ${Version}\n' > "$CACHE/rootfs/base-$base_key.packages"
 	(cd "$dir" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 |
 		nice -n 10 zstd -q -T2 -19 -o "$base.tmp" -f) || die "packing the base cpio failed"
 	mv "$base.tmp" "$base"
 	rm -rf "$dir"
-	# Older bases (other package lists or script versions) are obsolete.
-	find "$CACHE/rootfs" -maxdepth 1 -name 'base-*' ! -name "base-$base_key.*" -exec rm -rf {} +
+	# Bases of other package lists or script versions are obsolete once
+	# nobody used them for 12 hours (several branches share this cache).
+	find "$CACHE/rootfs" -maxdepth 1 -name 'base-*' ! -name "base-$base_key.*" -mmin +720 -exec rm -rf {} +
 	log "base image $(du -h "$base" | cut -f1) built in $(since "$t0") s ($(grep -E '^systemd ' "$CACHE/rootfs/base-$base_key.packages"))"
 }
 
@@ -165,6 +174,7 @@ flock 8
 if [ ! -s "$base" ]; then
 	build_base
 else
+	touch "$base"
 	log "base cached: $base"
 fi
 flock -u 8
