@@ -639,27 +639,14 @@ static void *dma_loop_run(void *arg)
 static int dma_loop_start(struct vmm *v, const char *when)
 {
 	struct device *d = &loop.dev;
-	char path[128];
-	struct stat st;
-	void *p;
-	int fd, r;
+	int r;
 
 	if (!v->dma_loop || !v->n_dev || loop.v)
 		return 0;
-	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/resource0", v->dev[0].bdf);
-	fd = open(path, O_RDWR | O_CLOEXEC);
-	if (fd < 0)
-		return fail("DMA loop: open %s: %m", path);
-	if (fstat(fd, &st) < 0 || st.st_size <= 0) {
-		close(fd);
-		return fail("DMA loop: %s has no size", path);
-	}
-	p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	close(fd);
-	if (p == MAP_FAILED)
-		return fail("DMA loop: mmap %s: %m", path);
-	*d = (struct device){ .bdf = v->dev[0].bdf, .fd = -1, .bar0 = p,
-			      .bar0_size = (size_t)st.st_size };
+	/* Its own BAR0 mapping, which stays valid whoever owns the device */
+	*d = (struct device){ .bdf = v->dev[0].bdf, .fd = -1 };
+	if (device_map_bar0(d) < 0)
+		return fail("DMA loop: cannot map BAR0 of %s", d->bdf);
 	loop.v = v;
 	loop.t0 = now_s();
 	r = pthread_create(&loop.thread, NULL, dma_loop_run, &loop);
