@@ -1,12 +1,12 @@
 # handover-corrupt: one live update per corruption mode, chained.
 #
-# Stage N (N = 1..5) arms the fault injection knob of patch 0028 with
-# MODES[N-1] and preserves, like dma-kexec, a memfd (guest RAM), a marked
+# Stage N (N = 1..6) arms the fault injection knob of patch 0028 with
+# MODES[N-1] (hotadd: nothing, see check_hotadd) and preserves, like dma-kexec, a memfd (guest RAM), a marked
 # HWPT, the iommufd and the edu device's vfio cdev in one LUO session kept
 # in the fd store of iommulu-vmm-test.service (shipped by dma-kexec).  The
 # outgoing kernel then hands over IOMMU state broken in that way.
 #
-# Stage N (N = 2..6), after the kexec, checks what MODES[N-2] must produce
+# Stage N (N = 2..7), after the kexec, checks what MODES[N-2] must produce
 # in the new kernel:
 #  - the exact refusal line(s) of that mode in the kernel log;
 #  - VT-d kept translation on: part 1's blocking path installed a fresh,
@@ -27,23 +27,27 @@
 # (iommulu-vmm stray-probe, with edu's DMA mask widened) must fault and
 # leave every byte of it as it was.
 #
-# Stage 6 checks the last mode, then preserves once more, intact, and boots
+# Stage 7 checks the last mode, then preserves once more, intact, and boots
 # the next kernel in a VT-d setup that cannot keep any translation: scalable
 # mode switched off (scalable run: the root table type changes) or the
-# IOMMU disabled (legacy run: intel_iommu=off). Stage 7 checks that the
+# IOMMU disabled (legacy run: intel_iommu=off). Stage 8 checks that the
 # preserved device was stopped (bus mastering cleared, logged) before
 # translation went off, and the stray probe again.
 . /usr/lib/iommulu-vm/lib.sh
 
 # The modes a run covers, one per live update.  Another list (at most
-# five, comma separated) can be given with run-scenario.sh --append
+# six, comma separated) can be given with run-scenario.sh --append
 # iommulu.hc_modes=count,index,did,flb-range; after its end comes the
 # live update into a kernel without translation (see above), and later
 # stages pass through.
-# Five per run: scalable mode checks the recorded PASID directory (pasid),
-# legacy mode the recorded domain ID (did).
-HC_MODES=(magic compat page root did)
-[ "$IOMMULU_MODE" = scalable ] && HC_MODES=(magic compat page root pasid)
+# Six per run: scalable mode checks the recorded PASID directory (pasid),
+# legacy mode the recorded domain ID (did).  "hotadd" is no corruption: the
+# handover is intact, and the next stage removes the preserved device and
+# finds it again by a rescan, as a device hot-added at its address (see
+# check_hotadd); it runs before compat, whose iommu=pt would give the new
+# device an identity domain that the stray probe cannot tell apart.
+HC_MODES=(magic hotadd compat page root did)
+[ "$IOMMULU_MODE" = scalable ] && HC_MODES=(magic hotadd compat page root pasid)
 for w in $(cat /proc/cmdline); do
 	case $w in
 	iommulu.hc_modes=*) IFS=, read -r -a HC_MODES <<< "${w#*=}" ;;
@@ -91,6 +95,75 @@ expected_lines() {
 	esac
 	# Every mode: translation stays on with a fresh, empty root table.
 	echo 'DMAR: dmar0: live update: keeping translation enabled, DMA blocked until devices are attached'
+}
+
+# check_hotadd: after an intact handover, the preserved device, which kept
+# its translation, is removed before anything retrieved it and found again
+# by a PCI rescan: from the kernel's point of view a device hot-added at the
+# address of a preserved one.  It must not inherit the reservation nor the
+# translation: the removal stops it (bus mastering cleared) and tears its
+# copied context down, the rescanned device gets its default domain, a DMA
+# to the preserved IOVA faults instead of landing in the preserved memfd,
+# and a stray DMA to physical addresses leaves a fill buffer intact.  Then
+# the session is finished, with the removed device's claim still recorded.
+check_hotadd() {
+	local bdf d short type pa n out
+	info "checking a device hot-added at the address of a preserved one"
+	dmesg | grep -aq 'adopted the preserved root table' ||
+		fail "hotadd: the intact handover was not adopted"
+	for bdf in $(edu_bdfs); do
+		d=/sys/bus/pci/devices/$bdf
+		dmesg | grep -aqE "$bdf: live update: kept its preserved DMA translation" ||
+			fail "hotadd: $bdf did not keep its translation"
+		check "hotadd: remove $bdf" sh -c "echo 1 > $d/remove"
+		[ -e "$d" ] && fail "hotadd: $bdf is still there after its removal"
+		dmesg | grep -aqE "$bdf: liveupdate: removed before its live update session finished, bus mastering cleared" ||
+			fail "hotadd: no log line saying the removal stopped $bdf"
+		dmesg | grep -aqE "$bdf: live update: removed: the copied context that translated through the previous kernel's tables is torn down" ||
+			fail "hotadd: the removal of $bdf did not tear its copied context down"
+		info "hotadd: $(dmesg | grep -aoE "$bdf: live update: removed: .*" | head -n 1)"
+	done
+	check "hotadd: PCI rescan" sh -c 'echo 1 > /sys/bus/pci/rescan'
+	for bdf in $(edu_bdfs); do
+		d=/sys/bus/pci/devices/$bdf
+		n=$(dmesg | grep -acE "$bdf: liveupdate: preserved by the previous kernel, reserved for vfio-pci")
+		[ "$n" = 1 ] || fail "hotadd: $bdf was reserved for vfio-pci again after the rescan ($n reservations)"
+		n=$(dmesg | grep -acE "$bdf: live update: kept its preserved DMA translation")
+		[ "$n" = 1 ] || fail "hotadd: the rescanned $bdf kept the preserved translation again"
+		[ "$(cat "$d/driver_override")" = "(null)" ] ||
+			fail "hotadd: the rescanned $bdf has driver_override '$(cat "$d/driver_override")'"
+		type=$(cat "$d/iommu_group/type")
+		case $type in
+		DMA|DMA-FQ) ;;
+		*) fail "hotadd: the rescanned $bdf has a '$type' domain, expected its DMA default domain" ;;
+		esac
+		info "hotadd: the rescanned $bdf is not reserved and has its default domain ($type)"
+	done
+	stray_probe $(edu_bdfs)
+	for pa in $STRAY_PAS; do
+		dmesg | grep -aqE "DMAR: \[DMA Write[^]]*\] Request device \[[0-9a-f:.]+\] fault addr $pa " ||
+			fail "hotadd: no DMAR fault for the stray probe's DMA to $pa"
+	done
+	info "hotadd: stray DMA to physical addresses faulted, fill buffer intact"
+
+	restore_check_fails hotadd "the rescanned device DMAed through the preserved translation"
+	out=$VMM_OUT
+	for bdf in $(edu_bdfs); do
+		echo "$out" | grep -qF "$bdf: DMA after kexec did not land in the preserved memfd" ||
+			fail "hotadd: $bdf: restore-check did not end at the blocked DMA"
+		short=${bdf#0000:}
+		dmesg | grep -aqE "DMAR: \[DMA (Read|Write)[^]]*\] Request device \[($bdf|$short)\] fault addr 0x10[0-9a-f]{5} " ||
+			fail "hotadd: no DMAR fault logged for $bdf at the preserved IOVA"
+		info "hotadd: $bdf: DMA to the preserved IOVA faulted: $(dmesg | grep -aE "Request device \[($bdf|$short)\]" | tail -n 1)"
+	done
+	check_no_bad_lines
+	check "hotadd: clean the fd store (LUO finishes the session)" \
+		systemctl clean --what=fdstore "$UNIT"
+	n=$(systemctl show -P NFileDescriptorStore "$UNIT")
+	[ "$n" = 0 ] || fail "hotadd: fd store still holds '$n' fds"
+	sleep 1
+	check_no_bad_lines
+	info "hotadd: not reserved, not translating through the preserved tables, guest RAM intact, session finished"
 }
 
 # Extra options of the kernel booted after MODE's kexec.
@@ -248,6 +321,7 @@ check_stopped() {
 # dma-kexec does.
 arm_and_preserve() {
 	local mode=${1:-} b cdev n args=(preserve)
+	[ "$mode" = hotadd ] && mode=
 	if [ -n "$mode" ]; then
 		mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug
 		[ -w "$KNOB" ] || fail "no fault injection knob $KNOB (CONFIG_IOMMU_LIVEUPDATE_FAULT_INJECT)"
@@ -284,11 +358,15 @@ hc_stage() {
 	fi
 	[ "$s" -gt $((n + 2)) ] && exit 0
 	mode_check
-	if [ "$s" -gt 1 ]; then
+	if [ "$s" -gt 1 ] && [ "${HC_MODES[s - 2]}" = hotadd ]; then
+		check_hotadd
+		metric handover_corrupt_hotadd_not_inherited 1 ok
+	elif [ "$s" -gt 1 ]; then
 		check_refused "${HC_MODES[s - 2]}"
 		metric "handover_corrupt_${HC_MODES[s - 2]}_refused" 1 ok
 	fi
 	if [ "$s" -le "$n" ]; then
+		info "next live update: ${HC_MODES[s - 1]}"
 		arm_and_preserve "${HC_MODES[s - 1]}"
 		next_append "$(next_kernel_args "${HC_MODES[s - 1]}")"
 	else
