@@ -24,9 +24,12 @@
  *   vfio-lu check BDF [--fdstore] [--session NAME] [--no-finish]
  *       after kexec: bus mastering still set and BARs unchanged (sysfs
  *       config, before anything opens the device); a plain cdev open cannot
- *       use the device (BIND_IOMMUFD fails with EBUSY); retrieve the cdev,
- *       bind it to a new iommufd, read edu's identification register and the
- *       liveness register (still ~V: no reset); FINISH the session.
+ *       use the device (BIND_IOMMUFD fails with EBUSY); retrieve the cdev;
+ *       neither a plain cdev nor a device fd from the group opens the
+ *       device before the retrieved cdev (EBUSY); bind the retrieved cdev
+ *       to a new iommufd, read edu's identification register and the
+ *       liveness register (still ~V: no reset); close it: still no other
+ *       open until FINISH; FINISH the session; then a plain cdev binds.
  *
  * Exit status 0 on success; every failure prints "IOMMULU-FAIL: ..." and
  * exits 1.
@@ -474,6 +477,7 @@ static int cmd_preserve(const char *bdf, const char *name, uint32_t value,
 	return 0;
 }
 
+/* A device fd through the device's VFIO group (type1 container), or -errno */
 static int group_device_fd(const char *bdf)
 {
 	char p[PATH_MAX], link[256];
@@ -504,7 +508,7 @@ static int group_device_fd(const char *bdf)
 		FAIL("VFIO_SET_IOMMU: %s", strerror(errno));
 	dev = ioctl(group, VFIO_GROUP_GET_DEVICE_FD, bdf);
 	if (dev < 0)
-		FAIL("VFIO_GROUP_GET_DEVICE_FD: %s", strerror(errno));
+		dev = -errno;
 	close(group);
 	close(container);
 	return dev;
@@ -549,6 +553,8 @@ static int cmd_refuse(const char *bdf)
 	session = session_create("vfio-lu-refuse");
 
 	dev = group_device_fd(bdf);
+	if (dev < 0)
+		FAIL("VFIO_GROUP_GET_DEVICE_FD: %s", strerror(-dev));
 	expect_errno("preserve a device fd from a VFIO group",
 		     preserve_fd(session, dev, 1), EBADFD);
 	close(dev);
@@ -600,6 +606,24 @@ static int fdstore_session(void)
 	return s;
 }
 
+/* Neither a plainly opened cdev nor a device fd from the group opens @bdf */
+static void others_refused(const char *bdf, const char *when)
+{
+	char what[160];
+	int plain, iommufd, dev;
+
+	plain = open_cdev(bdf);
+	snprintf(what, sizeof(what), "BIND_IOMMUFD on a plainly opened cdev %s", when);
+	expect_errno(what, bind_iommufd(plain, &iommufd), EBUSY);
+	close(plain);
+	close(iommufd);
+	dev = group_device_fd(bdf);
+	if (dev >= 0)
+		close(dev);
+	snprintf(what, sizeof(what), "VFIO_GROUP_GET_DEVICE_FD %s", when);
+	expect_errno(what, dev < 0 ? dev : 0, EBUSY);
+}
+
 static int cmd_check(const char *bdf, const char *name, int fdstore, int finish)
 {
 	uint8_t cfg_before[64], cfg_after[64];
@@ -647,6 +671,11 @@ static int cmd_check(const char *bdf, const char *name, int fdstore, int finish)
 
 	dev = retrieve_fd(session, TOKEN_DEV);
 	say("ok: device cdev retrieved");
+	/*
+	 * Only the retrieved file opens the device without a reset: another
+	 * cdev or a device fd from the group cannot open it first.
+	 */
+	others_refused(bdf, "after retrieve, before the retrieved cdev is bound");
 	r = bind_iommufd(dev, &iommufd);
 	if (r)
 		FAIL("BIND_IOMMUFD on the retrieved cdev: %s", strerror(-r));
@@ -672,8 +701,20 @@ static int cmd_check(const char *bdf, const char *name, int fdstore, int finish)
 	say("ok: command register %#x after bind", cfg16(cfg_after, 0x04));
 
 	if (finish) {
+		/* Nor can they once the retrieved file is closed */
+		close(dev);
+		close(iommufd);
+		dev = iommufd = -1;
+		others_refused(bdf, "after the retrieved cdev was closed, before FINISH");
 		session_finish(session);
 		say("ok: session finished");
+		plain = open_cdev(bdf);
+		r = bind_iommufd(plain, &iommufd2);
+		if (r)
+			FAIL("BIND_IOMMUFD on a plainly opened cdev after FINISH: %s", strerror(-r));
+		say("ok: after FINISH a plainly opened cdev binds");
+		close(plain);
+		close(iommufd2);
 		if (fdstore) {
 			r = sd_notify(0, "FDSTOREREMOVE=1\nFDNAME=" FDNAME);
 			if (r <= 0)
@@ -682,8 +723,10 @@ static int cmd_check(const char *bdf, const char *name, int fdstore, int finish)
 		close(session);
 	}
 	close(mfd);
-	close(dev);
-	close(iommufd);
+	if (dev >= 0) {
+		close(dev);
+		close(iommufd);
+	}
 	return 0;
 }
 
