@@ -119,9 +119,9 @@ check_hotadd() {
 		[ -e "$d" ] && fail "hotadd: $bdf is still there after its removal"
 		dmesg | grep -aqE "$bdf: liveupdate: removed before its live update session finished, bus mastering cleared" ||
 			fail "hotadd: no log line saying the removal stopped $bdf"
-		dmesg | grep -aqE "$bdf: live update: removed: the copied context that translated through the previous kernel's tables is torn down" ||
+		dmesg | grep -aqE "$bdf: (DMAR: )?live update: removed: the copied context that translated through the previous kernel's tables is torn down" ||
 			fail "hotadd: the removal of $bdf did not tear its copied context down"
-		info "hotadd: $(dmesg | grep -aoE "$bdf: live update: removed: .*" | head -n 1)"
+		info "hotadd: $(dmesg | grep -aoE "$bdf: (DMAR: )?live update: removed: .*" | head -n 1)"
 	done
 	check "hotadd: PCI rescan" sh -c 'echo 1 > /sys/bus/pci/rescan'
 	for bdf in $(edu_bdfs); do
@@ -138,6 +138,11 @@ check_hotadd() {
 		*) fail "hotadd: the rescanned $bdf has a '$type' domain, expected its DMA default domain" ;;
 		esac
 		info "hotadd: the rescanned $bdf is not reserved and has its default domain ($type)"
+		# Bound to vfio-pci by hand, bus mastering on, as a new owner would:
+		# its DMA now reaches the IOMMU
+		bind_vfio "$bdf" > /dev/null || fail "hotadd: cannot bind the rescanned $bdf to vfio-pci"
+		check "hotadd: enable bus mastering of the rescanned $bdf" \
+			setpci -s "$bdf" COMMAND=0x0006:0x0006
 	done
 	stray_probe $(edu_bdfs)
 	for pa in $STRAY_PAS; do
