@@ -21,6 +21,9 @@
  *       (debugfs iommu_liveupdate/fail_prepare armed) -> ENOMEM;
  *       a session that preserved the bound cdev and is closed releases it
  *       (a second session can preserve it again, then is closed too).
+ *   vfio-lu refuse-alias BDF
+ *       a bound cdev of a device behind a conventional PCI bridge, whose DMA
+ *       carries the bridge's requester ID -> EOPNOTSUPP.
  *   vfio-lu check BDF [--fdstore] [--session NAME] [--no-finish]
  *       after kexec: bus mastering still set and BARs unchanged (sysfs
  *       config, before anything opens the device); a plain cdev open cannot
@@ -587,6 +590,28 @@ static int cmd_refuse(const char *bdf)
 	return 0;
 }
 
+/*
+ * A device whose DMA carries another requester ID (here: behind a
+ * conventional PCI bridge) cannot be preserved: the IOMMU state is handed
+ * over per requester ID of a preserved device.
+ */
+static int cmd_refuse_alias(const char *bdf)
+{
+	int session, dev, iommufd, r;
+
+	session = session_create("vfio-lu-alias");
+	dev = open_cdev(bdf);
+	r = bind_iommufd(dev, &iommufd);
+	if (r)
+		FAIL("BIND_IOMMUFD: %s", strerror(-r));
+	expect_errno("preserve a device behind a PCI bridge (DMA alias)",
+		     preserve_fd(session, dev, 1), EOPNOTSUPP);
+	close(session);
+	close(dev);
+	close(iommufd);
+	return 0;
+}
+
 static int fdstore_session(void)
 {
 	char **names = NULL;
@@ -738,7 +763,7 @@ int main(int argc, char **argv)
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc < 3)
-		FAIL("usage: vfio-lu preserve|refuse|check BDF [options]");
+		FAIL("usage: vfio-lu preserve|refuse|refuse-alias|check BDF [options]");
 	cmd = argv[1];
 	bdf = argv[2];
 	for (i = 3; i < argc; i++) {
@@ -762,6 +787,8 @@ int main(int argc, char **argv)
 		return cmd_preserve(bdf, name, value, fdstore, hold, dma_probe);
 	if (!strcmp(cmd, "refuse"))
 		return cmd_refuse(bdf);
+	if (!strcmp(cmd, "refuse-alias"))
+		return cmd_refuse_alias(bdf);
 	if (!strcmp(cmd, "check"))
 		return cmd_check(bdf, name, fdstore, finish);
 	FAIL("unknown command %s", cmd);
