@@ -31,8 +31,8 @@
  *       neither a plain cdev nor a device fd from the group opens the
  *       device before the retrieved cdev (EBUSY); bind the retrieved cdev
  *       to a new iommufd, read edu's identification register and the
- *       liveness register (still ~V: no reset); close it: still no other
- *       open until FINISH; FINISH the session; then a plain cdev binds.
+ *       liveness register (still ~V: no reset); close it: still no plain
+ *       cdev open until FINISH; FINISH the session; then a plain cdev binds.
  *
  * Exit status 0 on success; every failure prints "IOMMULU-FAIL: ..." and
  * exits 1.
@@ -631,8 +631,11 @@ static int fdstore_session(void)
 	return s;
 }
 
-/* Neither a plainly opened cdev nor a device fd from the group opens @bdf */
-static void others_refused(const char *bdf, const char *when)
+/*
+ * A plainly opened cdev does not open @bdf, nor (@group) does a device fd from
+ * its group.
+ */
+static void others_refused(const char *bdf, const char *when, int group)
 {
 	char what[160];
 	int plain, iommufd, dev;
@@ -642,6 +645,8 @@ static void others_refused(const char *bdf, const char *when)
 	expect_errno(what, bind_iommufd(plain, &iommufd), EBUSY);
 	close(plain);
 	close(iommufd);
+	if (!group)
+		return;
 	dev = group_device_fd(bdf);
 	if (dev >= 0)
 		close(dev);
@@ -700,7 +705,7 @@ static int cmd_check(const char *bdf, const char *name, int fdstore, int finish)
 	 * Only the retrieved file opens the device without a reset: another
 	 * cdev or a device fd from the group cannot open it first.
 	 */
-	others_refused(bdf, "after retrieve, before the retrieved cdev is bound");
+	others_refused(bdf, "after retrieve, before the retrieved cdev is bound", 1);
 	r = bind_iommufd(dev, &iommufd);
 	if (r)
 		FAIL("BIND_IOMMUFD on the retrieved cdev: %s", strerror(-r));
@@ -726,11 +731,15 @@ static int cmd_check(const char *bdf, const char *name, int fdstore, int finish)
 	say("ok: command register %#x after bind", cfg16(cfg_after, 0x04));
 
 	if (finish) {
-		/* Nor can they once the retrieved file is closed */
+		/*
+		 * Nor once our fd of the retrieved file is closed (the session
+		 * holds the file until FINISH; its bound cdev keeps the group
+		 * from being opened at all).
+		 */
 		close(dev);
 		close(iommufd);
 		dev = iommufd = -1;
-		others_refused(bdf, "after the retrieved cdev was closed, before FINISH");
+		others_refused(bdf, "after the retrieved cdev was closed, before FINISH", 0);
 		session_finish(session);
 		say("ok: session finished");
 		plain = open_cdev(bdf);
