@@ -81,6 +81,7 @@ conf_defaults() {
 	XFAIL=                    # non-empty: expected to fail, with this reason
 	BENCH_KEXEC_RATIO=0       # 1: print (kexec 2 -> "restored" mark) / (kexec 1 -> stage 2)
 	QEMU_EXTRA=               # extra QEMU arguments (word-split)
+	IOMMU_PROPS=              # extra intel-iommu properties (comma separated)
 	RUN_ALL=1                 # 0: run-all.sh leaves it out (the demo)
 	EXCLUSIVE=0               # 1: run-all.sh runs it alone, after the others (benchmarks)
 	GROUP=                    # run-all.sh: scenarios with the same GROUP share a boot
@@ -99,12 +100,12 @@ max() { [ "$1" -gt "$2" ] && echo "$1" || echo "$2"; }
 for m in "${members[@]:1}"; do
 	mapfile -t v < <(conf_defaults; . "$here/scenarios/$m/scenario.conf" >&2
 		printf '%s\n' "$EDU" "$MEM" "$SMP" "$TIMEOUT_BOOT" "$TIMEOUT_STAGE" "$TIMEOUT_KEXEC" \
-			"$HOST_ONLY" "$QEMU_EXTRA" "$BENCH_KEXEC_RATIO" "$XFAIL" "$DESCRIPTION")
+			"$HOST_ONLY" "$QEMU_EXTRA|$IOMMU_PROPS" "$BENCH_KEXEC_RATIO" "$XFAIL" "$DESCRIPTION")
 	[ "${#v[@]}" = 11 ] || { echo "run-scenario: cannot read scenarios/$m/scenario.conf" >&2; exit 2; }
 	[ "${v[6]}" = 0 ] && [ "$HOST_ONLY" = 0 ] ||
 		{ echo "run-scenario: a HOST_ONLY scenario cannot share a boot ($name)" >&2; exit 2; }
-	[ "${v[7]}" = "$QEMU_EXTRA" ] ||
-		{ echo "run-scenario: $m's QEMU_EXTRA differs from ${members[0]}'s: they cannot share a boot" >&2; exit 2; }
+	[ "${v[7]}" = "$QEMU_EXTRA|$IOMMU_PROPS" ] ||
+		{ echo "run-scenario: $m's QEMU_EXTRA or IOMMU_PROPS differ from ${members[0]}'s: they cannot share a boot" >&2; exit 2; }
 	[ "${v[8]}" = 0 ] && [ "$BENCH_KEXEC_RATIO" = 0 ] ||
 		{ echo "run-scenario: a benchmark (BENCH_KEXEC_RATIO=1) cannot share a boot ($name)" >&2; exit 2; }
 	EDU=$(max "$EDU" "${v[0]}") MEM=$(max "$MEM" "${v[1]}") SMP=$(max "$SMP" "${v[2]}")
@@ -196,6 +197,7 @@ t_rootfs=$(sub "$(now)" "$t")
 # mode).  KVM guests skip this check for the same reason.
 iommu=intel-iommu,intremap=on
 [ "$mode" = scalable ] && iommu+=,x-scalable-mode=on
+[ -n "$IOMMU_PROPS" ] && iommu+=",$IOMMU_PROPS"
 # kho_scratch: fixed KHO scratch sizes (low, global, per node).  By default
 # KHO reserves 200% of the boot-time reservations; with the 90 MB initramfs
 # the harness once booted, that failed in a 2 GiB guest ("Failed to reserve

@@ -21,9 +21,10 @@
  *       (debugfs iommu_liveupdate/fail_prepare armed) -> ENOMEM;
  *       a session that preserved the bound cdev and is closed releases it
  *       (a second session can preserve it again, then is closed too).
- *   vfio-lu refuse-alias BDF
- *       a bound cdev of a device behind a conventional PCI bridge, whose DMA
- *       carries the bridge's requester ID -> EOPNOTSUPP.
+ *   vfio-lu refuse-unpreservable BDF
+ *       a bound cdev of a device whose translation a live update cannot hand
+ *       over whole (behind a conventional PCI bridge, whose requester ID its
+ *       DMA carries; or with ATS enabled) -> EOPNOTSUPP.
  *   vfio-lu check BDF [--fdstore] [--session NAME] [--no-finish]
  *       after kexec: bus mastering still set and BARs unchanged (sysfs
  *       config, before anything opens the device); a plain cdev open cannot
@@ -591,21 +592,31 @@ static int cmd_refuse(const char *bdf)
 }
 
 /*
- * A device whose DMA carries another requester ID (here: behind a
- * conventional PCI bridge) cannot be preserved: the IOMMU state is handed
- * over per requester ID of a preserved device.
+ * A device whose translation cannot be handed over whole cannot be
+ * preserved: one whose DMA carries another requester ID (behind a
+ * conventional PCI bridge), or one with ATS enabled.
  */
-static int cmd_refuse_alias(const char *bdf)
+static int cmd_refuse_unpreservable(const char *bdf)
 {
+	char what[128];
 	int session, dev, iommufd, r;
 
-	session = session_create("vfio-lu-alias");
+	struct iommu_ioas_alloc ioas = { .size = sizeof(ioas) };
+	struct vfio_device_attach_iommufd_pt at = { .argsz = sizeof(at) };
+
+	session = session_create("vfio-lu-unpreservable");
 	dev = open_cdev(bdf);
 	r = bind_iommufd(dev, &iommufd);
 	if (r)
 		FAIL("BIND_IOMMUFD: %s", strerror(-r));
-	expect_errno("preserve a device behind a PCI bridge (DMA alias)",
-		     preserve_fd(session, dev, 1), EOPNOTSUPP);
+	/* Attached to a paging domain, as a VM's device is (legacy VT-d enables ATS then) */
+	if (ioctl(iommufd, IOMMU_IOAS_ALLOC, &ioas) < 0)
+		FAIL("IOMMU_IOAS_ALLOC: %s", strerror(errno));
+	at.pt_id = ioas.out_ioas_id;
+	if (ioctl(dev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, &at) < 0)
+		FAIL("VFIO_DEVICE_ATTACH_IOMMUFD_PT (IOAS %u): %s", ioas.out_ioas_id, strerror(errno));
+	snprintf(what, sizeof(what), "preserve %s (DMA alias or ATS)", bdf);
+	expect_errno(what, preserve_fd(session, dev, 1), EOPNOTSUPP);
 	close(session);
 	close(dev);
 	close(iommufd);
@@ -772,7 +783,7 @@ int main(int argc, char **argv)
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc < 3)
-		FAIL("usage: vfio-lu preserve|refuse|refuse-alias|check BDF [options]");
+		FAIL("usage: vfio-lu preserve|refuse|refuse-unpreservable|check BDF [options]");
 	cmd = argv[1];
 	bdf = argv[2];
 	for (i = 3; i < argc; i++) {
@@ -796,8 +807,8 @@ int main(int argc, char **argv)
 		return cmd_preserve(bdf, name, value, fdstore, hold, dma_probe);
 	if (!strcmp(cmd, "refuse"))
 		return cmd_refuse(bdf);
-	if (!strcmp(cmd, "refuse-alias"))
-		return cmd_refuse_alias(bdf);
+	if (!strcmp(cmd, "refuse-unpreservable"))
+		return cmd_refuse_unpreservable(bdf);
 	if (!strcmp(cmd, "check"))
 		return cmd_check(bdf, name, fdstore, finish);
 	FAIL("unknown command %s", cmd);
