@@ -21,6 +21,7 @@
 
 #include <json-c/json.h>
 #include <systemd/sd-bus.h>
+#include <systemd/sd-login.h>
 
 #include <iommulu/common.h>
 
@@ -1086,6 +1087,64 @@ static bool vm_survives(const VmInfo *v, char *why, size_t size)
 	return false;
 }
 
+/* A VM run by iommu-lud-qemu@NAME.service (vmm/qemu) survives only if its
+ * helper saves QEMU's device state in the kexec's shutdown: the unit must be
+ * running with the helper (its main process) as the VM's registered owner,
+ * and both of its memfds registered, guest RAM and the state memfd.  After
+ * the kexec iommu-lud-qemu-resume.service starts the unit again when the
+ * VM's config is in IOMMULU_CONF_DIR/qemu/.  Adds to why, may turn ok off;
+ * *ret_unit is the VMM's unit (NULL if none or not found). */
+static bool qemu_vm_survives(sd_bus *bus, const VmInfo *v, bool ok, char *why, size_t size, char **ret_unit)
+{
+	_cleanup_free_ char *unit = NULL, *path = NULL, *active = NULL, *sub = NULL;
+	char conf[512];
+	size_t len = strlen(why);
+	uint32_t main_pid = 0;
+	size_t ulen;
+
+	*ret_unit = NULL;
+	if (v->owner_pid == 0 || sd_pid_get_unit((pid_t)v->owner_pid, &unit) < 0)
+		return ok;
+	ulen = strlen(unit);
+	if (!startswith(unit, "iommu-lud-qemu@") || ulen < strlen(".service") ||
+	    !streq_ptr(unit + ulen - strlen(".service"), ".service")) {
+		*ret_unit = TAKE_PTR(unit);
+		return ok;
+	}
+	if (sd_bus_path_encode("/org/freedesktop/systemd1/unit", unit, &path) < 0 ||
+	    sd_bus_get_property_string(bus, "org.freedesktop.systemd1", path, "org.freedesktop.systemd1.Unit",
+				       "ActiveState", NULL, &active) < 0 ||
+	    sd_bus_get_property_string(bus, "org.freedesktop.systemd1", path, "org.freedesktop.systemd1.Unit",
+				       "SubState", NULL, &sub) < 0 ||
+	    sd_bus_get_property_trivial(bus, "org.freedesktop.systemd1", path, "org.freedesktop.systemd1.Service",
+					"MainPID", NULL, 'u', &main_pid) < 0) {
+		snprintf(why, size, "its VMM unit %s cannot be queried: whether QEMU will be saved is unknown", unit);
+		ok = false;
+	} else if (!streq_ptr(active, "active") || !streq_ptr(sub, "running")) {
+		snprintf(why, size, "its VMM unit %s is %s (%s): QEMU's device state would not be saved", unit,
+			 strempty(active), strempty(sub));
+		ok = false;
+	} else if (main_pid != v->owner_pid) {
+		snprintf(why, size, "registered by pid %" PRIu32 ", not by %s's helper (pid %" PRIu32 "), which saves "
+			 "QEMU when the unit stops", v->owner_pid, unit, main_pid);
+		ok = false;
+	} else if (v->memfds < 2) {
+		snprintf(why, size, "%s registered %" PRIu32 " memfd(s), not guest RAM and QEMU's state memfd: "
+			 "the device state would have nowhere to go", unit, v->memfds);
+		ok = false;
+	} else if (ok) {
+		snprintf(conf, sizeof(conf), IOMMULU_CONF_DIR "/qemu/%s.conf", v->name);
+		if (access(conf, F_OK) == 0)
+			snprintf(why + len, size - len, "; %s saves QEMU in the kexec and is resumed after it (%s)",
+				 unit, conf);
+		else
+			snprintf(why + len, size - len, "; %s saves QEMU in the kexec, but no %s: start the unit by hand "
+				 "after it", unit, conf);
+	}
+	*ret_unit = TAKE_PTR(unit);
+	return ok;
+}
+
 /* /sys/kernel/kexec_loaded: 1 staged, 0 not, -errno unreadable. */
 static int kexec_loaded(void)
 {
@@ -1124,15 +1183,19 @@ static int verb_check(int argc, char **argv, sd_bus *bus)
 	if (r >= 0)
 		r = table_add(&t, "WHY");
 	for (size_t i = 0; r >= 0 && i < l.n; i++) {
+		_cleanup_free_ char *unit = NULL;
 		char why[2048];
 		bool ok = vm_survives(&l.vms[i], why, sizeof(why));
 		json_object *o = json_object_new_object();
+
+		ok = qemu_vm_survives(bus, &l.vms[i], ok, why, sizeof(why), &unit);
 
 		lost += !ok;
 		json_object_object_add(o, "name", json_object_new_string(l.vms[i].name));
 		json_object_object_add(o, "state", json_object_new_string(strempty(l.vms[i].state)));
 		json_object_object_add(o, "survives", json_object_new_boolean(ok));
 		json_object_object_add(o, "why", json_object_new_string(why));
+		json_object_object_add(o, "vmm_unit", unit ? json_object_new_string(unit) : NULL);
 		json_object_array_add(vms, o);
 		r = table_add(&t, l.vms[i].name);
 		if (r >= 0)
