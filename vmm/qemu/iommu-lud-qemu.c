@@ -6,6 +6,7 @@
  * iommu-lud-qemu@NAME.service).
  *
  *   iommu-lud-qemu run NAME
+ *   iommu-lud-qemu resume
  *
  * Guest RAM is a sealed memfd (F_SEAL_GROW|F_SEAL_SHRINK|F_SEAL_SEAL) that
  * this helper creates and hands to QEMU as
@@ -31,6 +32,11 @@
  * blackout (QEMU stop to guest running again, VM= fields), finishes the
  * session and registers the VM again for the next update.  Otherwise it
  * boots the VM afresh.
+ *
+ * Resume (iommu-lud-qemu-resume.service, started with iommu-lud.service):
+ * after a live update, starts iommu-lud-qemu@NAME.service for each VM the
+ * daemon restored (restored or verified) that has a config in
+ * /etc/iommu-lud/qemu/, so that the VMs come back without the operator.
  *
  * Config: $IOMMULU_QEMU_CONFIG or /etc/iommu-lud/qemu/NAME.conf, lines
  * KEY=VALUE: MEMORY (guest RAM, e.g. 16M), STATE_SIZE (default 8M), QEMU
@@ -66,9 +72,14 @@
 
 #include <iommulu/iommulu.h>
 
+#include "config.h"
+
 #define BUS_NAME "org.iommulu.LiveUpdate1"
 #define MANAGER_PATH "/org/iommulu/LiveUpdate1"
 #define MANAGER_IFACE "org.iommulu.LiveUpdate1.Manager"
+
+/* Where the VMs' configs live: IOMMULU_CONF_DIR is $sysconfdir/iommu-lud. */
+#define QEMU_CONF_DIR IOMMULU_CONF_DIR "/qemu"
 
 #define STATE_MAGIC "IOMMULUQ"
 #define STATE_VERSION 1u
@@ -173,7 +184,7 @@ static int load_config(struct vm *vm)
 	FILE *f;
 
 	if (!path || !*path) {
-		snprintf(def, sizeof(def), "/etc/iommu-lud/qemu/%s.conf", vm->name);
+		snprintf(def, sizeof(def), QEMU_CONF_DIR "/%s.conf", vm->name);
 		path = def;
 	}
 	f = fopen(path, "re");
@@ -957,13 +968,85 @@ static int run(struct vm *vm)
 	}
 }
 
+/* ------------------------------------------------------------ resume */
+
+/* After a live update: start iommu-lud-qemu@NAME.service for each VM that
+ * iommu-lud restored and that has a config of ours; its `run` resumes it.
+ * Other restored VMs belong to other VMMs and are left alone.  Returns 0,
+ * or -1 if the daemon could not be asked or a unit could not be started. */
+static int resume_all(void)
+{
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	sd_bus_message *reply = NULL;
+	sd_bus *bus = NULL;
+	const char *n, *s, *p;
+	unsigned started = 0, failed = 0, others = 0;
+	int r;
+
+	r = sd_bus_open_system(&bus);
+	if (r < 0) {
+		sd_journal_print(3, "cannot connect to the system bus: %s", strerror(-r));
+		return -1;
+	}
+	r = sd_bus_call_method(bus, BUS_NAME, MANAGER_PATH, MANAGER_IFACE, "ListVMs", &e, &reply, "");
+	if (r < 0) {
+		sd_journal_print(3, "cannot list iommu-lud's VMs (ListVMs): %s",
+				 sd_bus_error_is_set(&e) ? e.message : strerror(-r));
+		sd_bus_error_free(&e);
+		sd_bus_unref(bus);
+		return -1;
+	}
+	r = sd_bus_message_enter_container(reply, 'a', "(sso)");
+	while (r >= 0 && (r = sd_bus_message_read(reply, "(sso)", &n, &s, &p)) > 0) {
+		char conf[512], unit[128];
+
+		if (strcmp(s, "restored") != 0 && strcmp(s, "verified") != 0)
+			continue;
+		snprintf(conf, sizeof(conf), QEMU_CONF_DIR "/%s.conf", n);
+		if (!iommulu_vm_name_is_valid(n) || access(conf, F_OK) < 0) {
+			sd_journal_send("MESSAGE=VM %s is %s after the live update but has no %s: "
+					"not a VM of iommu-lud-qemu, left to its own VMM", n, s, conf,
+					"PRIORITY=6", "VM=%s", n, "SYSLOG_IDENTIFIER=iommu-lud-qemu", NULL);
+			others++;
+			continue;
+		}
+		snprintf(unit, sizeof(unit), "iommu-lud-qemu@%s.service", n);
+		/* Queued, not waited for: a resume takes as long as QEMU's
+		 * start and the device state's load. */
+		if (sd_bus_call_method(bus, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+				       "org.freedesktop.systemd1.Manager", "StartUnit", &e, NULL, "ss", unit,
+				       "replace") < 0) {
+			sd_journal_send("MESSAGE=VM %s: starting %s to resume it after the live update failed: %s", n,
+					unit, e.message ? e.message : "unknown error", "PRIORITY=3", "VM=%s", n,
+					"UNIT_TO_RESUME=%s", unit, "SYSLOG_IDENTIFIER=iommu-lud-qemu", NULL);
+			sd_bus_error_free(&e);
+			failed++;
+			continue;
+		}
+		sd_journal_send("MESSAGE=VM %s was kept across the live update (%s in iommu-lud): starting %s to resume it",
+				n, s, unit, "PRIORITY=5", "VM=%s", n, "UNIT_TO_RESUME=%s", unit,
+				"SYSLOG_IDENTIFIER=iommu-lud-qemu", NULL);
+		started++;
+	}
+	if (r < 0)
+		sd_journal_print(3, "reading iommu-lud's ListVMs reply: %s", strerror(-r));
+	sd_bus_message_unref(reply);
+	sd_bus_unref(bus);
+	if (started || failed || others)
+		sd_journal_print(6, "after the live update: %u QEMU VM(s) being resumed, %u failed to start, "
+				 "%u restored VM(s) of other VMMs", started, failed, others);
+	return r < 0 || failed ? -1 : 0;
+}
+
 int main(int argc, char *argv[])
 {
 	struct vm vm = { .ram_fd = -1, .state_fd = -1, .qemu_pidfd = -1, .qmp_fd = -1, .con_rd = -1,
 			 .sig_fd = -1 };
 
+	if (argc == 2 && strcmp(argv[1], "resume") == 0)
+		return resume_all() < 0 ? 1 : 0;
 	if (argc != 3 || strcmp(argv[1], "run") != 0) {
-		fprintf(stderr, "usage: %s run NAME\n", argv[0]);
+		fprintf(stderr, "usage: %s run NAME\n       %s resume\n", argv[0], argv[0]);
 		return 2;
 	}
 	vm.name = argv[2];
