@@ -1090,13 +1090,15 @@ static bool vm_survives(const VmInfo *v, char *why, size_t size)
 /* A VM run by iommu-lud-qemu@NAME.service (vmm/qemu) survives only if its
  * helper saves QEMU's device state in the kexec's shutdown: the unit must be
  * running with the helper (its main process) as the VM's registered owner,
- * and both of its memfds registered, guest RAM and the state memfd.  After
+ * and both of its memfds registered, guest RAM and the state memfd, and
+ * QEMU must not block migration (the helper's StatusText says "cannot be
+ * saved for a live update" when query-migrate lists blockers).  After
  * the kexec iommu-lud-qemu-resume.service starts the unit again when the
  * VM's config is in IOMMULU_CONF_DIR/qemu/.  Adds to why, may turn ok off;
  * *ret_unit is the VMM's unit (NULL if none or not found). */
 static bool qemu_vm_survives(sd_bus *bus, const VmInfo *v, bool ok, char *why, size_t size, char **ret_unit)
 {
-	_cleanup_free_ char *unit = NULL, *path = NULL, *active = NULL, *sub = NULL;
+	_cleanup_free_ char *unit = NULL, *path = NULL, *active = NULL, *sub = NULL, *status = NULL;
 	char conf[512];
 	size_t len = strlen(why);
 	uint32_t main_pid = 0;
@@ -1117,7 +1119,9 @@ static bool qemu_vm_survives(sd_bus *bus, const VmInfo *v, bool ok, char *why, s
 	    sd_bus_get_property_string(bus, "org.freedesktop.systemd1", path, "org.freedesktop.systemd1.Unit",
 				       "SubState", NULL, &sub) < 0 ||
 	    sd_bus_get_property_trivial(bus, "org.freedesktop.systemd1", path, "org.freedesktop.systemd1.Service",
-					"MainPID", NULL, 'u', &main_pid) < 0) {
+					"MainPID", NULL, 'u', &main_pid) < 0 ||
+	    sd_bus_get_property_string(bus, "org.freedesktop.systemd1", path, "org.freedesktop.systemd1.Service",
+				       "StatusText", NULL, &status) < 0) {
 		snprintf(why, size, "its VMM unit %s cannot be queried: whether QEMU will be saved is unknown", unit);
 		ok = false;
 	} else if (!streq_ptr(active, "active") || !streq_ptr(sub, "running")) {
@@ -1127,6 +1131,9 @@ static bool qemu_vm_survives(sd_bus *bus, const VmInfo *v, bool ok, char *why, s
 	} else if (main_pid != v->owner_pid) {
 		snprintf(why, size, "registered by pid %" PRIu32 ", not by %s's helper (pid %" PRIu32 "), which saves "
 			 "QEMU when the unit stops", v->owner_pid, unit, main_pid);
+		ok = false;
+	} else if (strstr(status, "cannot be saved for a live update")) {
+		snprintf(why, size, "%s: %s", unit, status);
 		ok = false;
 	} else if (v->memfds < 2) {
 		snprintf(why, size, "%s registered %" PRIu32 " memfd(s), not guest RAM and QEMU's state memfd: "

@@ -116,6 +116,9 @@ struct vm {
 	char qmp_buf[65536];
 	size_t qmp_len;
 	char qemu_version[64];
+	const char *how; /* "fresh boot" or "resumed after a live update" */
+	char blocked[1024]; /* QEMU's migration blockers, "" if none */
+	int64_t blockers_checked; /* CLOCK_MONOTONIC */
 	char line[LINE_MAX_]; /* the console line being received */
 	size_t line_len;
 	char tail[TAIL_MAX]; /* the last complete console lines */
@@ -649,6 +652,56 @@ static int qmp_wait_migration(struct vm *vm, const char *what, int timeout_ms)
 static const char set_caps[] = "{\"execute\":\"migrate-set-capabilities\",\"arguments\":{\"capabilities\":"
 			       "[{\"capability\":\"x-ignore-shared\",\"state\":true}]}}";
 
+/* QEMU's migration blockers (query-migrate's blocked-reasons), "; "
+ * separated into buf, "" if none; 0, or -1 if QEMU did not answer. */
+static int qemu_blockers(struct vm *vm, char *buf, size_t size)
+{
+	json_object *r = NULL, *a;
+	size_t len = 0;
+
+	buf[0] = 0;
+	if (qmp_exec(vm, "{\"execute\":\"query-migrate\"}", -1, &r, 10000) < 0)
+		return -1;
+	if (json_object_object_get_ex(r, "blocked-reasons", &a) && json_object_is_type(a, json_type_array))
+		for (size_t i = 0; i < json_object_array_length(a) && len + 1 < size; i++) {
+			int n = snprintf(buf + len, size - len, "%s%s", i ? "; " : "",
+					 json_object_get_string(json_object_array_get_idx(a, i)));
+
+			len = n < 0 ? len : len + (size_t)n >= size ? size - 1 : len + (size_t)n;
+		}
+	json_object_put(r);
+	return 0;
+}
+
+/* The unit's status, from QEMU's migration blockers: a VM that QEMU
+ * cannot migrate cannot be saved in the kexec.  `iommu-luctl check` reads
+ * this StatusText: "cannot be saved for a live update" means it would be
+ * lost.  Logged (VM=, MIGRATION_BLOCKED=) when it changes; ready adds
+ * READY=1. */
+static void update_status(struct vm *vm, bool ready)
+{
+	char b[sizeof(vm->blocked)];
+
+	vm->blockers_checked = now_ns(CLOCK_MONOTONIC);
+	if (qemu_blockers(vm, b, sizeof(b)) < 0)
+		return;
+	if (ready || strcmp(b, vm->blocked) != 0) {
+		if (b[0])
+			sd_journal_send("MESSAGE=VM %s cannot be saved for a live update: QEMU blocks migration: %s",
+					vm->name, b, "PRIORITY=4", "VM=%s", vm->name, "MIGRATION_BLOCKED=%s", b,
+					"SYSLOG_IDENTIFIER=iommu-lud-qemu", NULL);
+		else if (vm->blocked[0])
+			vm_log(vm, 5, "VM %s: QEMU no longer blocks migration, it can be saved for a live update",
+			       vm->name);
+	}
+	snprintf(vm->blocked, sizeof(vm->blocked), "%s", b);
+	if (b[0])
+		sd_notifyf(0, "%sSTATUS=VM %s running (%s), cannot be saved for a live update: QEMU blocks migration: %s",
+			   ready ? "READY=1\n" : "", vm->name, vm->how, b);
+	else
+		sd_notifyf(0, "%sSTATUS=VM %s running (%s)", ready ? "READY=1\n" : "", vm->name, vm->how);
+}
+
 /* ------------------------------------------------------------ save */
 
 static int clear_state_header(struct vm *vm)
@@ -784,7 +837,8 @@ static int start_fresh(struct vm *vm)
 		return -1;
 	vm_log(vm, 5, "VM %s booted afresh under QEMU %s: %" PRIu64 " MiB of guest RAM in a sealed memfd, registered with iommu-lud",
 	       vm->name, vm->qemu_version, vm->mem_size >> 20);
-	sd_notifyf(0, "READY=1\nSTATUS=VM %s running (fresh boot)", vm->name);
+	vm->how = "fresh boot";
+	update_status(vm, true);
 	return 0;
 }
 
@@ -880,7 +934,8 @@ static int start_restore(struct vm *vm)
 			"RESTORE_MS=%" PRId64, (t_run - t0) / 1000000, "QEMU_STOP_REALTIME_NS=%" PRId64, h->stop_ns,
 			"QEMU_RUN_REALTIME_NS=%" PRId64, t_run, "SYSLOG_IDENTIFIER=iommu-lud-qemu", NULL);
 	free(h);
-	sd_notifyf(0, "READY=1\nSTATUS=VM %s running (resumed after a live update)", vm->name);
+	vm->how = "resumed after a live update";
+	update_status(vm, true);
 
 	/* Done with this update: the next one gets a fresh session. */
 	if (daemon_call_name(vm, "FinishVM") < 0 || clear_state_header(vm) < 0 || daemon_register(vm) < 0)
@@ -949,6 +1004,9 @@ static int run(struct vm *vm)
 			qemu_exited(vm, 1000);
 			return log_err(vm, "VM %s: QEMU exited on its own; the VM is gone", vm->name);
 		}
+		/* A device added or removed on QMP may change them. */
+		if (!p[0].revents && now_ns(CLOCK_MONOTONIC) - vm->blockers_checked > 10 * INT64_C(1000000000))
+			update_status(vm, false);
 		if (p[0].revents) {
 			struct signalfd_siginfo si;
 
