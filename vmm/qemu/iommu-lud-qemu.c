@@ -1057,6 +1057,7 @@ static int resume_all(void)
 	r = sd_bus_message_enter_container(reply, 'a', "(sso)");
 	while (r >= 0 && (r = sd_bus_message_read(reply, "(sso)", &n, &s, &p)) > 0) {
 		char conf[512], unit[128];
+		int k;
 
 		if (strcmp(s, "restored") != 0 && strcmp(s, "verified") != 0)
 			continue;
@@ -1071,11 +1072,11 @@ static int resume_all(void)
 		snprintf(unit, sizeof(unit), "iommu-lud-qemu@%s.service", n);
 		/* Queued, not waited for: a resume takes as long as QEMU's
 		 * start and the device state's load. */
-		if (sd_bus_call_method(bus, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
-				       "org.freedesktop.systemd1.Manager", "StartUnit", &e, NULL, "ss", unit,
-				       "replace") < 0) {
+		k = sd_bus_call_method(bus, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+				       "org.freedesktop.systemd1.Manager", "StartUnit", &e, NULL, "ss", unit, "replace");
+		if (k < 0) {
 			sd_journal_send("MESSAGE=VM %s: starting %s to resume it after the live update failed: %s", n,
-					unit, e.message ? e.message : "unknown error", "PRIORITY=3", "VM=%s", n,
+					unit, sd_bus_error_is_set(&e) ? e.message : strerror(-k), "PRIORITY=3", "VM=%s", n,
 					"UNIT_TO_RESUME=%s", unit, "SYSLOG_IDENTIFIER=iommu-lud-qemu", NULL);
 			sd_bus_error_free(&e);
 			failed++;
