@@ -1094,8 +1094,10 @@ static bool vm_survives(const VmInfo *v, char *why, size_t size)
  * QEMU must not block migration (the helper's StatusText says "cannot be
  * saved for a live update" when query-migrate lists blockers).  After
  * the kexec iommu-lud-qemu-resume.service starts the unit again when the
- * VM's config is in IOMMULU_CONF_DIR/qemu/.  Adds to why, may turn ok off;
- * *ret_unit is the VMM's unit (NULL if none or not found). */
+ * VM's config is in IOMMULU_CONF_DIR/qemu/: until it registers the VM
+ * again, a restored VM with such a config is the unit's to resume, not the
+ * operator's to finish.  Adds to why, may turn ok off; *ret_unit is the
+ * VMM's unit (NULL if none or not found). */
 static bool qemu_vm_survives(sd_bus *bus, const VmInfo *v, bool ok, char *why, size_t size, char **ret_unit)
 {
 	_cleanup_free_ char *unit = NULL, *path = NULL, *active = NULL, *sub = NULL, *status = NULL;
@@ -1105,6 +1107,29 @@ static bool qemu_vm_survives(sd_bus *bus, const VmInfo *v, bool ok, char *why, s
 	size_t ulen;
 
 	*ret_unit = NULL;
+	snprintf(conf, sizeof(conf), IOMMULU_CONF_DIR "/qemu/%s.conf", v->name);
+	if (v->owner_pid == 0 &&
+	    (streq_ptr(v->state, "restored") || streq_ptr(v->state, "verified") || streq_ptr(v->state, "retrieved")) &&
+	    access(conf, F_OK) == 0) {
+		char u[128];
+
+		snprintf(u, sizeof(u), "iommu-lud-qemu@%s.service", v->name);
+		unit = strdup(u);
+		if (!unit || sd_bus_path_encode("/org/freedesktop/systemd1/unit", unit, &path) < 0 ||
+		    sd_bus_get_property_string(bus, "org.freedesktop.systemd1", path, "org.freedesktop.systemd1.Unit",
+					       "ActiveState", NULL, &active) < 0)
+			active = NULL;
+		if (streq_ptr(active, "failed"))
+			snprintf(why, size, "restored from the last live update and %s; %s failed to resume it (its "
+				 "journal says why); if QEMU was not saved, `iommu-luctl finish %s` drops the preserved "
+				 "RAM and a new start of the unit boots the VM afresh", v->state, u, v->name);
+		else
+			snprintf(why, size, "restored from the last live update and %s; %s resumes it and registers it "
+				 "again (the unit is %s; do not finish the VM: that drops its preserved RAM)", v->state, u,
+				 active ? active : "not loaded");
+		*ret_unit = TAKE_PTR(unit);
+		return ok;
+	}
 	if (v->owner_pid == 0 || sd_pid_get_unit((pid_t)v->owner_pid, &unit) < 0)
 		return ok;
 	ulen = strlen(unit);
@@ -1140,7 +1165,6 @@ static bool qemu_vm_survives(sd_bus *bus, const VmInfo *v, bool ok, char *why, s
 			 "the device state would have nowhere to go", unit, v->memfds);
 		ok = false;
 	} else if (ok) {
-		snprintf(conf, sizeof(conf), IOMMULU_CONF_DIR "/qemu/%s.conf", v->name);
 		if (access(conf, F_OK) == 0)
 			snprintf(why + len, size - len, "; %s saves QEMU in the kexec and is resumed after it (%s)",
 				 unit, conf);
