@@ -1091,13 +1091,13 @@ static bool vm_survives(const VmInfo *v, char *why, size_t size)
  * helper saves QEMU's device state in the kexec's shutdown: the unit must be
  * running with the helper (its main process) as the VM's registered owner,
  * and both of its memfds registered, guest RAM and the state memfd, and
- * QEMU must not block migration (the helper's StatusText says "cannot be
- * saved for a live update" when query-migrate lists blockers).  After
- * the kexec iommu-lud-qemu-resume.service starts the unit again when the
- * VM's config is in IOMMULU_CONF_DIR/qemu/: until it registers the VM
- * again, a restored VM with such a config is the unit's to resume, not the
- * operator's to finish.  Adds to why, may turn ok off; *ret_unit is the
- * VMM's unit (NULL if none or not found). */
+ * the helper must not have found it unsaveable (its StatusText says "cannot
+ * be saved for a live update": QEMU blocks migration, or the state memfd is
+ * too small).  After the kexec iommu-lud-qemu-resume.service starts the
+ * unit again when the VM's config is in IOMMULU_CONF_DIR/qemu/: until it
+ * registers the VM again, a restored VM with such a config is the unit's to
+ * resume, not the operator's to finish.  Adds to why, may turn ok off;
+ * *ret_unit is the VMM's unit (NULL if none or not found). */
 static bool qemu_vm_survives(sd_bus *bus, const VmInfo *v, bool ok, char *why, size_t size, char **ret_unit)
 {
 	_cleanup_free_ char *unit = NULL, *path = NULL, *active = NULL, *sub = NULL, *status = NULL;

@@ -117,7 +117,8 @@ struct vm {
 	size_t qmp_len;
 	char qemu_version[64];
 	const char *how; /* "fresh boot" or "resumed after a live update" */
-	char blocked[1024]; /* QEMU's migration blockers, "" if none */
+	char blocked[1024]; /* why the VM cannot be saved, "" if it can */
+	uint64_t state_need; /* an upper bound of the device state's size, 0 unknown */
 	int64_t blockers_checked; /* CLOCK_MONOTONIC */
 	char line[LINE_MAX_]; /* the console line being received */
 	size_t line_len;
@@ -673,31 +674,71 @@ static int qemu_blockers(struct vm *vm, char *buf, size_t size)
 	return 0;
 }
 
-/* The unit's status, from QEMU's migration blockers: a VM that QEMU
- * cannot migrate cannot be saved in the kexec.  `iommu-luctl check` reads
- * this StatusText: "cannot be saved for a live update" means it would be
- * lost.  Logged (VM=, MIGRATION_BLOCKED=) when it changes; ready adds
- * READY=1. */
+/* An upper bound of the device state QEMU will write into the state memfd:
+ * every RAM block but guest RAM (ROMs, firmware, video RAM: not shared, so
+ * x-ignore-shared copies them) in full, plus 1 MiB for the devices and the
+ * stream's page headers.  From x-query-ramblock, a table whose columns are
+ * the block's name, its page size ("4 KiB"), offset, used length, ...;
+ * 0 if QEMU does not answer it. */
+static uint64_t qemu_state_need(struct vm *vm)
+{
+	json_object *r = NULL, *t;
+	const char *text;
+	uint64_t need = 1u << 20;
+
+	if (qmp_exec(vm, "{\"execute\":\"x-query-ramblock\"}", -1, &r, 10000) < 0)
+		return 0;
+	text = json_object_object_get_ex(r, "human-readable-text", &t) ? json_object_get_string(t) : "";
+	for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+		char name[256];
+		unsigned long long used;
+
+		if (sscanf(l, "%255s %*s %*s %*s %llx", name, &used) == 2 && strcmp(name, "iommulu-ram") != 0)
+			need += used;
+	}
+	json_object_put(r);
+	return need > 1u << 20 ? need : 0;
+}
+
+/* The unit's status: why the VM cannot be saved in the kexec, if it
+ * cannot: QEMU's migration blockers, or a state memfd too small for the
+ * device state.  `iommu-luctl check` reads this StatusText: "cannot be
+ * saved for a live update" means the VM would be lost.  Logged (VM=,
+ * MIGRATION_BLOCKED=, STATE_NEED=) when it changes.  ready: the guest
+ * just started or resumed: sizes the device state and sends READY=1. */
 static void update_status(struct vm *vm, bool ready)
 {
-	char b[sizeof(vm->blocked)];
+	char b[sizeof(vm->blocked) - 256], why[sizeof(vm->blocked)];
+	uint64_t room = vm->state_size - STATE_HDR;
 
 	vm->blockers_checked = now_ns(CLOCK_MONOTONIC);
+	if (ready)
+		vm->state_need = qemu_state_need(vm);
 	if (qemu_blockers(vm, b, sizeof(b)) < 0)
 		return;
-	if (ready || strcmp(b, vm->blocked) != 0) {
-		if (b[0])
-			sd_journal_send("MESSAGE=VM %s cannot be saved for a live update: QEMU blocks migration: %s",
-					vm->name, b, "PRIORITY=4", "VM=%s", vm->name, "MIGRATION_BLOCKED=%s", b,
+	why[0] = 0;
+	if (b[0])
+		snprintf(why, sizeof(why), "QEMU blocks migration: %s", b);
+	if (vm->state_need > room) {
+		size_t n = strlen(why);
+
+		snprintf(why + n, sizeof(why) - n, "%sSTATE_SIZE=%" PRIu64 " leaves %" PRIu64 " bytes for QEMU's "
+			 "device state, which may take up to %" PRIu64 " (its RAM blocks besides guest RAM: ROMs, "
+			 "video RAM): raise STATE_SIZE", n ? "; " : "", vm->state_size, room, vm->state_need);
+	}
+	if (ready || strcmp(why, vm->blocked) != 0) {
+		if (why[0])
+			sd_journal_send("MESSAGE=VM %s cannot be saved for a live update: %s", vm->name, why,
+					"PRIORITY=4", "VM=%s", vm->name, "MIGRATION_BLOCKED=%s", b,
+					"STATE_NEED=%" PRIu64, vm->state_need, "STATE_ROOM=%" PRIu64, room,
 					"SYSLOG_IDENTIFIER=iommu-lud-qemu", NULL);
 		else if (vm->blocked[0])
-			vm_log(vm, 5, "VM %s: QEMU no longer blocks migration, it can be saved for a live update",
-			       vm->name);
+			vm_log(vm, 5, "VM %s can be saved for a live update again", vm->name);
 	}
-	snprintf(vm->blocked, sizeof(vm->blocked), "%s", b);
-	if (b[0])
-		sd_notifyf(0, "%sSTATUS=VM %s running (%s), cannot be saved for a live update: QEMU blocks migration: %s",
-			   ready ? "READY=1\n" : "", vm->name, vm->how, b);
+	snprintf(vm->blocked, sizeof(vm->blocked), "%s", why);
+	if (why[0])
+		sd_notifyf(0, "%sSTATUS=VM %s running (%s), cannot be saved for a live update: %s",
+			   ready ? "READY=1\n" : "", vm->name, vm->how, why);
 	else
 		sd_notifyf(0, "%sSTATUS=VM %s running (%s)", ready ? "READY=1\n" : "", vm->name, vm->how);
 }
