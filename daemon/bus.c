@@ -285,6 +285,36 @@ static int check_files_unshared(Manager *m, const Vm *v, const char *name, const
 	return 0;
 }
 
+/*
+ * Whether a RegisterVM is a retry of the one that registered v: from v's
+ * VMM, with the same files in the same order and the same HWPT ids.  A
+ * VMM whose first call got no answer (the daemon was killed after it
+ * stored the registration, and restarted) retries, and must not be told
+ * AlreadyExists for its own VM.
+ */
+static bool is_identical_retry(const Vm *v, pid_t caller, const int *memfds, size_t n_memfds, const int *iommufds,
+			       size_t n_iommufds, const int *devices, size_t n_devices, const uint64_t *hwpts,
+			       size_t n_hwpts)
+{
+	_cleanup_free_ uint32_t *ids = NULL;
+
+	if (v->owner_pidfd < 0 || v->owner_pid != caller || n_iommufds > 1 ||
+	    (v->state != VM_REGISTERED && v->state != VM_PRESERVED && v->state != VM_FAILED))
+		return false;
+	ids = calloc(n_hwpts + 1, sizeof(uint32_t));
+	if (!ids)
+		return false;
+	for (size_t i = 0; i < n_hwpts; i++) {
+		if (hwpts[i] > UINT32_MAX)
+			return false;
+		ids[i] = (uint32_t)hwpts[i];
+	}
+	return vm_has_files(v, &(VmFiles){ .memfds = memfds, .n_memfds = n_memfds,
+					   .iommufd = n_iommufds ? iommufds[0] : -1,
+					   .devices = devices, .n_devices = n_devices,
+					   .hwpts = ids, .n_hwpts = n_hwpts });
+}
+
 static int persist_error(Vm *v, int r, sd_bus_error *error)
 {
 	if (r == -ETIMEDOUT)
@@ -354,9 +384,18 @@ static int register_files(sd_bus_message *msg, Manager *m, bool part, sd_bus_err
 		have_devices = v->n_devices;
 		have_iommufd = v->iommufd >= 0;
 		have_hwpts = v->n_hwpts;
-	} else if (old && old->state != VM_FINISHED)
-		return sd_bus_error_setf(error, ERROR_ALREADY_EXISTS, "VM %s is already registered (%s)",
-					 name, vm_state_to_string(old->state));
+	} else if (old && old->state != VM_FINISHED) {
+		if (!part && is_identical_retry(old, caller, memfds, n_memfds, iommufds, n_iommufds, devices, n_devices,
+						hwpts_in, n_hwpts)) {
+			log_vm(LOG_INFO, LOG_VM(name),
+			       "RegisterVM of VM %s repeated by its VMM (pid %d) with the same files: already %s, "
+			       "nothing to do", name, (int)caller, vm_state_to_string(old->state));
+			return sd_bus_reply_method_return(msg, "o", old->path);
+		}
+		return sd_bus_error_setf(error, ERROR_ALREADY_EXISTS,
+					 "VM %s is already registered (%s)%s", name, vm_state_to_string(old->state),
+					 part ? "" : " with other files or by another process");
+	}
 
 	if (n_iommufds + have_iommufd > 1)
 		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,

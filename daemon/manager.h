@@ -277,6 +277,9 @@ bool fdname_is_registration(const char *fdname);
 /* The VM (other than v) already holding fd's file: the same memfd (inode), or
  * the same open file description of anything else. */
 Vm *manager_find_file_holder(Manager *m, const Vm *v, int fd);
+/* Whether f names exactly v's files (the same memfds, iommufd and devices,
+ * in the same order) and HWPT ids: a retry of the call that registered v. */
+bool vm_has_files(const Vm *v, const VmFiles *f);
 
 /* bus.c: watch the VMM's pidfd (taken) */
 int vm_watch_owner(Vm *v, pid_t pid, int pidfd);

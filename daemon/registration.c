@@ -250,6 +250,33 @@ static bool files_conflict(int fd, const struct stat *st, int o_fd)
 	return same_open_file(fd, o_fd) > 0;
 }
 
+/* Whether a and b are the same file in the sense of files_conflict(). */
+static bool same_file(int a, int b)
+{
+	struct stat st;
+
+	return a >= 0 && b >= 0 && fstat(a, &st) >= 0 && files_conflict(a, &st, b);
+}
+
+bool vm_has_files(const Vm *v, const VmFiles *f)
+{
+	if (!v->has_fds || v->session_incoming || v->files_lost || f->n_memfds != v->n_memfds ||
+	    f->n_devices != v->n_devices || f->n_hwpts != v->n_hwpts || (f->iommufd >= 0) != (v->iommufd >= 0))
+		return false;
+	if (f->iommufd >= 0 && !same_file(f->iommufd, v->iommufd))
+		return false;
+	for (size_t i = 0; i < f->n_memfds; i++)
+		if (!same_file(f->memfds[i], v->memfds[i]))
+			return false;
+	for (size_t i = 0; i < f->n_devices; i++)
+		if (!same_file(f->devices[i], v->devices[i]))
+			return false;
+	for (size_t i = 0; i < f->n_hwpts; i++)
+		if (f->hwpts[i] != v->hwpts[i])
+			return false;
+	return true;
+}
+
 Vm *manager_find_file_holder(Manager *m, const Vm *v, int fd)
 {
 	struct stat st;

@@ -258,6 +258,22 @@ static void test_register(sd_bus *bus, pid_t daemon_pid)
 	check(r < 0 && error_is(&e, ERR("AlreadyExists")), "double registration: AlreadyExists (%s)",
 	      e.name ?: "none");
 	sd_bus_error_free(&e);
+	{
+		int swapped[2] = { memfd[1], memfd[0] };
+		char *again = NULL;
+
+		r = register_vm(bus, "vm-1.a_b", swapped, 2, NULL, 0, NULL, 0, &e, NULL);
+		check(r < 0 && error_is(&e, ERR("AlreadyExists")),
+		      "registration with the same memfds in another order: AlreadyExists (%s)", e.name ?: "none");
+		sd_bus_error_free(&e);
+		r = register_vm(bus, "vm-1.a_b", memfd, 2, NULL, 0, NULL, 0, &e, &again);
+		check(r >= 0 && again && path && strcmp(again, path) == 0 && count_vms(bus) == 1 &&
+			      settled_fds(daemon_pid, fds_before + 3) == fds_before + 3,
+		      "an identical retry of RegisterVM by its VMM succeeds, same VM, no new fds (%s)",
+		      e.message ?: again ?: "");
+		sd_bus_error_free(&e);
+		free(again);
+	}
 
 	/* Closing our copies must not matter: the daemon holds its own. */
 	close(memfd[0]);
@@ -1568,7 +1584,15 @@ static bool kill_usable(LudEnv *env, sd_bus *bus, const KillCase *c, const int *
 	char now[32];
 	int r = 0;
 
-	if (strcmp(state, "registering") == 0) {
+	if (c->call == kill_call_register) {
+		/* The VMM got no answer (or got one just before the kill) and
+		 * retries: its own VM must not be AlreadyExists. */
+		r = c->call(bus, c, fds, &e);
+		if (r >= 0 && (!vm_consistent(env, bus, c->vm, c->n_memfds, now, sizeof(now)) ||
+			       strcmp(now, "registered") != 0))
+			r = -EBADE;
+		state = "registered";
+	} else if (strcmp(state, "registering") == 0) {
 		r = register_rest(bus, c->vm, fds, vm_u(bus, c->vm, "Memfds"), c->n_memfds, &e);
 		state = "registered";
 	} else if (strcmp(state, "preserved") == 0) {
@@ -1729,6 +1753,29 @@ static void test_kill_steps(void)
 	      "with an fd store, a file of one VM is refused for another (%s: %s)", e.name ?: "-", e.message ?: "");
 	sd_bus_error_free(&e);
 	kill_cleanup(&env, bus, "share1");
+
+	/* The same files from another process are not a retry. */
+	r = register_vm(bus, "mine", &fds[20], 2, NULL, 0, NULL, 0, &e, NULL);
+	sd_bus_error_free(&e);
+	{
+		pid_t pid = fork();
+		int status = -1;
+
+		if (pid == 0) {
+			sd_bus *b = NULL;
+			sd_bus_error ce = SD_BUS_ERROR_NULL;
+
+			if (lud_env_connect(&env, &b) < 0)
+				_exit(2);
+			_exit(register_vm(b, "mine", &fds[20], 2, NULL, 0, NULL, 0, &ce, NULL) < 0 &&
+					      error_is(&ce, ERR("AlreadyExists")) ? 0 : 1);
+		}
+		if (pid > 0)
+			waitpid(pid, &status, 0);
+		check(r >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0 && vm_u(bus, "mine", "OwnerPID") == (uint32_t)getpid(),
+		      "RegisterVM of a VM with its very files from another process: AlreadyExists, the owner stays");
+	}
+	kill_cleanup(&env, bus, "mine");
 
 	test_owner_exits_while_away(&env, bus, &fds[10]);
 
