@@ -86,6 +86,9 @@ void vm_close_files(Vm *v)
 	free(v->bdfs);
 	free(v->hwpts);
 	free(v->snapshots);
+	free(v->state_memfds);
+	v->state_memfds = NULL;
+	v->n_state_memfds = 0;
 	v->memfds = NULL;
 	v->memfd_sizes = NULL;
 	v->devices = NULL;
@@ -94,6 +97,22 @@ void vm_close_files(Vm *v)
 	v->snapshots = NULL;
 	v->n_memfds = v->n_devices = v->n_hwpts = v->n_snapshots = 0;
 	v->has_fds = false;
+}
+
+bool vm_memfd_is_state(const Vm *v, size_t i)
+{
+	for (size_t k = 0; k < v->n_state_memfds; k++)
+		if (v->state_memfds[k] == i)
+			return true;
+	return false;
+}
+
+void vm_count_guest_memory(Vm *v)
+{
+	v->guest_memory_bytes = 0;
+	for (size_t i = 0; v->memfd_sizes && i < v->n_memfds; i++)
+		if (!vm_memfd_is_state(v, i))
+			v->guest_memory_bytes += v->memfd_sizes[i];
 }
 
 static int dup_fd(int fd)
@@ -109,10 +128,10 @@ int vm_add_files(Vm *v, const VmFiles *add, const iommulu_plan *plan)
 	size_t n_hwpt = v->n_hwpts + add->n_hwpts;
 	_cleanup_free_ int *memfds = NULL, *devices = NULL;
 	_cleanup_free_ uint64_t *sizes = NULL;
-	_cleanup_free_ uint32_t *hwpts = NULL;
+	_cleanup_free_ uint32_t *hwpts = NULL, *states = NULL;
 	_cleanup_free_ char(*bdfs)[IOMMULU_BDF_MAX] = NULL;
 	_cleanup_close_ int iommufd = -EBADF;
-	uint64_t bytes = 0;
+	size_t n_states = v->n_state_memfds + add->n_state_memfds;
 	size_t i;
 	int r = 0;
 
@@ -123,8 +142,13 @@ int vm_add_files(Vm *v, const VmFiles *add, const iommulu_plan *plan)
 	sizes = calloc(n_mem ?: 1, sizeof(uint64_t));
 	hwpts = calloc(n_hwpt ?: 1, sizeof(uint32_t));
 	bdfs = calloc(n_dev ?: 1, IOMMULU_BDF_MAX);
-	if (!memfds || !devices || !sizes || !hwpts || !bdfs)
+	states = calloc(n_states ?: 1, sizeof(uint32_t));
+	if (!memfds || !devices || !sizes || !hwpts || !bdfs || !states)
 		return -ENOMEM;
+	if (v->n_state_memfds)
+		memcpy(states, v->state_memfds, v->n_state_memfds * sizeof(uint32_t));
+	if (add->n_state_memfds)
+		memcpy(states + v->n_state_memfds, add->state_memfds, add->n_state_memfds * sizeof(uint32_t));
 	if (v->n_memfds)
 		memcpy(memfds, v->memfds, v->n_memfds * sizeof(int));
 	if (v->n_devices) {
@@ -154,10 +178,8 @@ int vm_add_files(Vm *v, const VmFiles *add, const iommulu_plan *plan)
 	}
 
 	/* Sizes and BDFs as the plan of all the VM's files found them. */
-	for (i = 0; i < plan->manifest->n_memfds && i < n_mem; i++) {
+	for (i = 0; i < plan->manifest->n_memfds && i < n_mem; i++)
 		sizes[i] = plan->manifest->memfds[i].size;
-		bytes += sizes[i];
-	}
 	for (i = 0; i < plan->n_steps; i++)
 		if (plan->steps[i].kind == IOMMULU_STEP_DEVICE && plan->steps[i].index < n_dev)
 			snprintf(bdfs[plan->steps[i].index], IOMMULU_BDF_MAX, "%s", plan->steps[i].bdf);
@@ -167,6 +189,9 @@ int vm_add_files(Vm *v, const VmFiles *add, const iommulu_plan *plan)
 	free(v->memfd_sizes);
 	free(v->hwpts);
 	free(v->bdfs);
+	free(v->state_memfds);
+	v->state_memfds = TAKE_PTR(states);
+	v->n_state_memfds = n_states;
 	v->memfds = TAKE_PTR(memfds);
 	v->devices = TAKE_PTR(devices);
 	v->memfd_sizes = TAKE_PTR(sizes);
@@ -177,7 +202,7 @@ int vm_add_files(Vm *v, const VmFiles *add, const iommulu_plan *plan)
 	v->n_hwpts = n_hwpt;
 	if (iommufd >= 0)
 		v->iommufd = TAKE_FD(iommufd);
-	v->guest_memory_bytes = bytes;
+	vm_count_guest_memory(v);
 	v->has_fds = true;
 	v->eligibility_stale = true;
 	return 0;
@@ -194,9 +219,12 @@ void vm_truncate_files(Vm *v, size_t n_memfds, size_t n_devices, size_t n_hwpts,
 	v->n_memfds = MIN(v->n_memfds, n_memfds);
 	v->n_devices = MIN(v->n_devices, n_devices);
 	v->n_hwpts = MIN(v->n_hwpts, n_hwpts);
-	v->guest_memory_bytes = 0;
-	for (size_t i = 0; i < v->n_memfds; i++)
-		v->guest_memory_bytes += v->memfd_sizes[i];
+	for (size_t i = 0; i < v->n_state_memfds;)
+		if (v->state_memfds[i] >= v->n_memfds)
+			v->state_memfds[i] = v->state_memfds[--v->n_state_memfds];
+		else
+			i++;
+	vm_count_guest_memory(v);
 	v->eligibility_stale = true;
 }
 
@@ -285,7 +313,7 @@ void vm_set_state(Vm *v, VmState s, const char *error)
 	 * (finish), a new session or owner: announce all that can move. */
 	if (changed)
 		vm_emit(v, "State", "LastError", "Session", "Generation", "Memfds", "Devices", "HWPTs",
-			"GuestMemoryBytes", "OwnerPID", "RestoreNotes", NULL);
+			"GuestMemoryBytes", "StateMemfds", "OwnerPID", "RestoreNotes", NULL);
 	log_vm(s == VM_FAILED ? LOG_ERR : LOG_INFO, LOG_VM_SESSION(v->name, v->session_name[0] ? v->session_name : NULL),
 	       "VM %s is %s%s%s", v->name, vm_state_to_string(s), error ? ": " : "", strempty(error));
 }
@@ -879,12 +907,11 @@ static int vm_alloc_from_manifest(Vm *v)
 		return -ENOMEM;
 	v->n_memfds = mf->n_memfds;
 	v->n_devices = mf->n_devices;
-	v->guest_memory_bytes = 0;
 	for (size_t i = 0; i < mf->n_memfds; i++) {
 		v->memfds[i] = -EBADF;
 		v->memfd_sizes[i] = mf->memfds[i].size;
-		v->guest_memory_bytes += mf->memfds[i].size;
 	}
+	vm_count_guest_memory(v);
 	for (size_t i = 0; i < mf->n_devices; i++) {
 		v->devices[i] = -EBADF;
 		snprintf(v->bdfs[i], IOMMULU_BDF_MAX, "%s", mf->devices[i].bdf);
@@ -954,12 +981,15 @@ int manager_restore_incoming(Manager *m, int session_fd, const char *fdname)
 			v->n_snapshots = tmp.n_snapshots;
 			v->hwpts = TAKE_PTR(tmp.hwpts);
 			v->n_hwpts = tmp.n_hwpts;
+			v->state_memfds = TAKE_PTR(tmp.state_memfds);
+			v->n_state_memfds = tmp.n_state_memfds;
 		} else
 			log_vm_errno(LOG_WARNING, r, LOG_VM_SESSION(v->name, sname),
 				     "Ignoring unreadable daemon record in session %s: %m", sname);
 		iommulu_manifest_free(tmp.manifest);
 		free(tmp.snapshots);
 		free(tmp.hwpts);
+		free(tmp.state_memfds);
 	}
 
 	r = vm_alloc_from_manifest(v);
@@ -1022,6 +1052,8 @@ int manager_restore_outgoing(Manager *m, int session_fd, int record_fd, const ch
 				v->n_snapshots = tmp.n_snapshots;
 				v->hwpts = TAKE_PTR(tmp.hwpts);
 				v->n_hwpts = tmp.n_hwpts;
+				v->state_memfds = TAKE_PTR(tmp.state_memfds);
+				v->n_state_memfds = tmp.n_state_memfds;
 				v->generation = tmp.generation;
 			}
 		} else
@@ -1030,6 +1062,7 @@ int manager_restore_outgoing(Manager *m, int session_fd, int record_fd, const ch
 		iommulu_manifest_free(tmp.manifest);
 		free(tmp.snapshots);
 		free(tmp.hwpts);
+		free(tmp.state_memfds);
 		if (r < 0 && !session_vm_name(session_name))
 			return r;
 		if (r < 0)

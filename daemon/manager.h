@@ -98,7 +98,9 @@ typedef struct Vm {
 	DeviceSnapshot *snapshots;	/* matched by BDF */
 	size_t n_snapshots;
 	size_t n_devices;
-	uint64_t guest_memory_bytes;
+	uint64_t guest_memory_bytes;	/* of the memfds that are not state memfds */
+	uint32_t *state_memfds;	/* memfd numbers holding VMM state, not guest RAM */
+	size_t n_state_memfds;
 	char *restore_notes;	/* what the kernel did not hand back */
 
 	pid_t owner_pid;
@@ -140,6 +142,8 @@ typedef struct Registration {
 	size_t n_hwpts;
 	uint64_t *memfd_sizes;
 	size_t n_memfds;
+	uint32_t *state_memfds;
+	size_t n_state_memfds;
 	bool has_iommufd;
 	char (*bdfs)[IOMMULU_BDF_MAX];
 	size_t n_devices;
@@ -202,6 +206,8 @@ typedef struct VmFiles {
 	size_t n_devices;
 	const uint32_t *hwpts;
 	size_t n_hwpts;
+	const uint32_t *state_memfds;	/* memfd numbers of the VM (not of add) */
+	size_t n_state_memfds;
 } VmFiles;
 
 int vm_new(Manager *m, const char *name, Vm **ret);
@@ -210,6 +216,10 @@ int vm_new(Manager *m, const char *name, Vm **ret);
 int vm_add_files(Vm *v, const VmFiles *add, const iommulu_plan *plan);
 /* Undo vm_add_files(): keep the first n_* files and HWPTs. */
 void vm_truncate_files(Vm *v, size_t n_memfds, size_t n_devices, size_t n_hwpts, bool keep_iommufd);
+/* Whether memfd number i of v holds VMM state (StateMemfds), not guest RAM. */
+bool vm_memfd_is_state(const Vm *v, size_t i);
+/* GuestMemoryBytes: the sizes of v's memfds that are not state memfds. */
+void vm_count_guest_memory(Vm *v);
 Vm *vm_free(Vm *v);
 void vm_freep(Vm **v);
 void vm_close_files(Vm *v);

@@ -274,6 +274,11 @@ bool vm_has_files(const Vm *v, const VmFiles *f)
 	for (size_t i = 0; i < f->n_hwpts; i++)
 		if (f->hwpts[i] != v->hwpts[i])
 			return false;
+	if (f->n_state_memfds != v->n_state_memfds)
+		return false;
+	for (size_t i = 0; i < f->n_state_memfds; i++)
+		if (!vm_memfd_is_state(v, f->state_memfds[i]))
+			return false;
 	return true;
 }
 
@@ -353,6 +358,8 @@ static int restore_registration(Manager *m, Registration *g, uint64_t serial, St
 	v->n_devices = g->n_devices;
 	v->hwpts = TAKE_PTR(g->hwpts);
 	v->n_hwpts = g->n_hwpts;
+	v->state_memfds = TAKE_PTR(g->state_memfds);
+	v->n_state_memfds = g->n_state_memfds;
 	for (size_t i = 0; i < v->n_memfds; i++) {
 		struct stat st;
 
@@ -360,8 +367,8 @@ static int restore_registration(Manager *m, Registration *g, uint64_t serial, St
 		if (v->memfds[i] >= 0 && (fstat(v->memfds[i], &st) < 0 || (uint64_t)st.st_size != v->memfd_sizes[i]))
 			log_vm(LOG_WARNING, LOG_VM(v->name), "memfd #%zu of VM %s changed size while the daemon was away",
 			       i, v->name);
-		v->guest_memory_bytes += v->memfd_sizes[i];
 	}
+	vm_count_guest_memory(v);
 	for (size_t i = 0; i < v->n_devices; i++)
 		v->devices[i] = take_file(fds, n, FDNAME_DEVICE_PREFIX, (long long)i, v->name, lost, sizeof(lost));
 	if (g->has_iommufd)

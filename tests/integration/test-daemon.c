@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1785,6 +1786,226 @@ static void test_kill_steps(void)
 		close(fds[i]);
 }
 
+/* ---- RegisterVMWithOptions: an owner pidfd, state memfds ------------------ */
+
+/* RegisterVMWithOptions(name, memfds, [], [], [], options): options holds
+ * OwnerPIDFD if owner >= 0, StateMemfds if n_state, and one more entry
+ * "<key>" of type "s" if bad_key (an unknown option). */
+static int register_with_options(sd_bus *bus, const char *name, const int *memfds, size_t n, int owner,
+				 const uint32_t *state, size_t n_state, const char *bad_key, sd_bus_error *e)
+{
+	sd_bus_message *call = NULL;
+	int r;
+
+	r = sd_bus_message_new_method_call(bus, &call, DEST, MPATH, MIFACE, "RegisterVMWithOptions");
+	if (r >= 0)
+		r = sd_bus_message_append(call, "s", name);
+	if (r >= 0)
+		r = sd_bus_message_open_container(call, 'a', "h");
+	for (size_t i = 0; r >= 0 && i < n; i++)
+		r = sd_bus_message_append(call, "h", memfds[i]);
+	if (r >= 0)
+		r = sd_bus_message_close_container(call);
+	if (r >= 0)
+		r = sd_bus_message_append(call, "ahahat", 0, 0, 0);
+	if (r >= 0)
+		r = sd_bus_message_open_container(call, 'a', "{sv}");
+	if (r >= 0 && owner >= 0)
+		r = sd_bus_message_append(call, "{sv}", "OwnerPIDFD", "h", owner);
+	if (r >= 0 && n_state) {
+		r = sd_bus_message_open_container(call, 'e', "sv");
+		if (r >= 0)
+			r = sd_bus_message_append(call, "s", "StateMemfds");
+		if (r >= 0)
+			r = sd_bus_message_open_container(call, 'v', "au");
+		if (r >= 0)
+			r = sd_bus_message_append_array(call, 'u', state, n_state * sizeof(uint32_t));
+		if (r >= 0)
+			r = sd_bus_message_close_container(call);
+		if (r >= 0)
+			r = sd_bus_message_close_container(call);
+	}
+	if (r >= 0 && bad_key)
+		r = sd_bus_message_append(call, "{sv}", bad_key, "s", "x");
+	if (r >= 0)
+		r = sd_bus_message_close_container(call);
+	if (r >= 0)
+		r = sd_bus_call(bus, call, 0, e, NULL);
+	sd_bus_message_unref(call);
+	return r;
+}
+
+static char *vm_state_memfds(sd_bus *bus, const char *name)
+{
+	sd_bus_message *reply = NULL;
+	char path[128], *out = NULL;
+	const void *a = NULL;
+	size_t bytes = 0, len = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/vm/%s", MPATH, name);
+	if (sd_bus_get_property(bus, DEST, path, VIFACE, "StateMemfds", NULL, &reply, "au") < 0 ||
+	    sd_bus_message_read_array(reply, 'u', &a, &bytes) < 0) {
+		sd_bus_message_unref(reply);
+		return strdup("(unreadable)");
+	}
+	f = open_memstream(&out, &len);
+	for (size_t i = 0; f && i < bytes / sizeof(uint32_t); i++)
+		fprintf(f, "%s%" PRIu32, i ? "," : "", ((const uint32_t *)a)[i]);
+	if (f)
+		fclose(f);
+	sd_bus_message_unref(reply);
+	return out;
+}
+
+static uint64_t vm_t(sd_bus *bus, const char *name, const char *prop)
+{
+	char path[128];
+	uint64_t t = 0;
+
+	snprintf(path, sizeof(path), "%s/vm/%s", MPATH, name);
+	(void)sd_bus_get_property_trivial(bus, DEST, path, VIFACE, prop, NULL, 't', &t);
+	return t;
+}
+
+/* GuestMemoryBytes 1 MiB, StateMemfds "1", OwnerPID owner: the helper's VM. */
+static bool helped_vm_ok(sd_bus *bus, pid_t owner, const char *state)
+{
+	char *st = vm_state_memfds(bus, "helped");
+	bool ok = vm_state_is(bus, "helped", state) && vm_u(bus, "helped", "Memfds") == 2 &&
+		  vm_t(bus, "helped", "GuestMemoryBytes") == 1 << 20 && st && strcmp(st, "1") == 0 &&
+		  vm_u(bus, "helped", "OwnerPID") == (uint32_t)owner;
+
+	if (!ok)
+		printf("# helped: Memfds %u, GuestMemoryBytes %" PRIu64 ", StateMemfds %s, OwnerPID %u (want %d)\n",
+		       vm_u(bus, "helped", "Memfds"), vm_t(bus, "helped", "GuestMemoryBytes"), st ?: "",
+		       vm_u(bus, "helped", "OwnerPID"), (int)owner);
+	free(st);
+	return ok;
+}
+
+static void test_register_with_options(void)
+{
+	static const uint32_t state1[] = { 1 }, state0[] = { 0 }, state5[] = { 5 };
+	LudEnv env;
+	sd_bus *bus = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int fds[2] = { -1, -1 }, p[2] = { -1, -1 }, vmm_pidfd = -1, status = -1, r;
+	pid_t vmm, helper;
+
+	r = lud_env_start(&env, KILL_OPTIONS);
+	if (!check(r >= 0, "start a daemon with a fake LUO and fd store for RegisterVMWithOptions (%s)", strerror(-r))) {
+		lud_env_stop(&env);
+		return;
+	}
+	lud_env_connect(&env, &bus);
+	iommulu_memfd_create("ram", 1 << 20, &fds[0]);
+	iommulu_memfd_create("state", 1 << 16, &fds[1]);
+
+	/* The VMM: a process that lives until the pipe closes. */
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return;
+	vmm = fork();
+	if (vmm == 0) {
+		char c;
+
+		close(p[1]);
+		_exit(read(p[0], &c, 1) < 0);
+	}
+	close(p[0]);
+	vmm_pidfd = (int)syscall(SYS_pidfd_open, vmm, 0);
+
+	/* A helper registers the VM for it and exits. */
+	helper = fork();
+	if (helper == 0) {
+		sd_bus *b = NULL;
+		sd_bus_error ce = SD_BUS_ERROR_NULL;
+
+		if (lud_env_connect(&env, &b) < 0)
+			_exit(2);
+		r = register_with_options(b, "helped", fds, 2, vmm_pidfd, state1, 1, NULL, &ce);
+		if (r < 0)
+			printf("# helper: %s: %s\n", ce.name ?: "-", ce.message ?: strerror(-r));
+		_exit(r < 0);
+	}
+	waitpid(helper, &status, 0);
+	check(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	      "a helper registers VM helped with OwnerPIDFD of its VMM and StateMemfds [1], and exits");
+	msleep(200);
+	check(helped_vm_ok(bus, vmm, "registered"),
+	      "the VM stays after the helper exits: owner the VMM, GuestMemoryBytes 1 MiB without the 64 KiB state "
+	      "memfd, StateMemfds [1]");
+
+	r = register_with_options(bus, "helped", fds, 2, vmm_pidfd, state1, 1, NULL, &e);
+	check(r >= 0, "an identical RegisterVMWithOptions for the same owner is a retry: success (%s)", e.message ?: "");
+	sd_bus_error_free(&e);
+	r = register_with_options(bus, "helped", fds, 2, vmm_pidfd, NULL, 0, NULL, &e);
+	check(r < 0 && error_is(&e, ERR("AlreadyExists")), "the same files without StateMemfds: AlreadyExists (%s)",
+	      e.name ?: "none");
+	sd_bus_error_free(&e);
+
+	lud_env_kill_daemon(&env);
+	r = lud_env_restart_daemon(&env, KILL_OPTIONS);
+	check(r >= 0 && helped_vm_ok(bus, vmm, "registered"),
+	      "SIGKILL and restart: the VM comes back with its owner, StateMemfds and GuestMemoryBytes");
+	r = call_s(bus, "PreserveVM", "helped", &e);
+	sd_bus_error_free(&e);
+	lud_env_kill_daemon(&env);
+	if (r >= 0)
+		r = lud_env_restart_daemon(&env, KILL_OPTIONS);
+	check(r >= 0 && helped_vm_ok(bus, vmm, "preserved"), "preserved, SIGKILL and restart: the same");
+	(void)call_s(bus, "UnpreserveVM", "helped", NULL);
+
+	close(p[1]);	/* the VMM exits */
+	waitpid(vmm, &status, 0);
+	for (int i = 0; i < 300 && count_vms(bus) != 0; i++)
+		msleep(10);
+	check(count_vms(bus) == 0 && fdstore_settled(&env, 0, NULL) == 0,
+	      "the VMM named by OwnerPIDFD exits: its VM is dropped, the fd store empty");
+
+	/* Refusals. */
+	r = register_with_options(bus, "bad", fds, 2, vmm_pidfd, NULL, 0, NULL, &e);
+	check(r < 0 && error_is(&e, SD_BUS_ERROR_UNIX_PROCESS_ID_UNKNOWN),
+	      "OwnerPIDFD of a process that exited: UnixProcessIdUnknown (%s: %s)", e.name ?: "-", e.message ?: "");
+	sd_bus_error_free(&e);
+	r = register_with_options(bus, "bad", fds, 1, fds[1], NULL, 0, NULL, &e);
+	check(r < 0 && error_is(&e, SD_BUS_ERROR_INVALID_ARGS) && strstr(e.message, "not a pidfd"),
+	      "OwnerPIDFD that is a memfd: InvalidArgs (%s)", e.message ?: "");
+	sd_bus_error_free(&e);
+	r = register_with_options(bus, "bad", fds, 2, -1, state5, 1, NULL, &e);
+	check(r < 0 && error_is(&e, SD_BUS_ERROR_INVALID_ARGS) && strstr(e.message, "#5"),
+	      "StateMemfds naming a memfd the call does not have: InvalidArgs (%s)", e.message ?: "");
+	sd_bus_error_free(&e);
+	r = register_with_options(bus, "bad", fds, 1, -1, state0, 1, NULL, &e);
+	check(r < 0 && error_is(&e, SD_BUS_ERROR_INVALID_ARGS) && strstr(e.message, "guest-RAM"),
+	      "StateMemfds naming every memfd: InvalidArgs (%s)", e.message ?: "");
+	sd_bus_error_free(&e);
+	r = register_with_options(bus, "bad", fds, 1, -1, NULL, 0, "Colour", &e);
+	check(r < 0 && error_is(&e, SD_BUS_ERROR_INVALID_ARGS) && strstr(e.message, "Colour"),
+	      "an unknown option: InvalidArgs naming it (%s)", e.message ?: "");
+	sd_bus_error_free(&e);
+	r = register_with_options(bus, "bad", fds, 1, -1, NULL, 0, "Last", &e);
+	check(r < 0 && error_is(&e, SD_BUS_ERROR_INVALID_ARGS) && strstr(e.message, "type 'b'"),
+	      "an option of the wrong type: InvalidArgs (%s)", e.message ?: "");
+	sd_bus_error_free(&e);
+	check(count_vms(bus) == 0 && fdstore_settled(&env, 0, NULL) == 0, "... none of them kept anything");
+
+	/* Without options it is RegisterVM, owned by the caller. */
+	r = register_with_options(bus, "plain", fds, 2, -1, NULL, 0, NULL, &e);
+	check(r >= 0 && vm_u(bus, "plain", "OwnerPID") == (uint32_t)getpid() &&
+		      vm_t(bus, "plain", "GuestMemoryBytes") == (1 << 20) + (1 << 16),
+	      "RegisterVMWithOptions without options: the caller owns the VM, every memfd is guest RAM (%s)",
+	      e.message ?: "");
+	sd_bus_error_free(&e);
+	kill_cleanup(&env, bus, "plain");
+
+	close(vmm_pidfd);
+	close(fds[0]);
+	close(fds[1]);
+	sd_bus_flush_close_unref(bus);
+	lud_env_stop(&env);
+}
+
 /* A logind that hands out inhibitor fds (Inhibit), in a child process. */
 static int fake_inhibit(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
@@ -1909,6 +2130,7 @@ int main(void)
 	test_owner_race();
 	test_register_parts();
 	test_kill_steps();
+	test_register_with_options();
 	test_restored_blocks();
 	test_retrieve_parts();
 	test_bad_config();
