@@ -878,23 +878,32 @@ static int reply_results(sd_bus_message *msg, char **res)
 	return sd_bus_send(NULL, reply, NULL);
 }
 
+static void preserve_all_replied(Manager *m, PreserveAllJob *j, char **results, int failed, void *userdata)
+{
+	sd_bus_message *msg = userdata;
+	int r;
+
+	shutdown_update_block(m);
+	r = failed < 0 ? sd_bus_reply_method_errno(msg, failed, NULL) : reply_results(msg, results);
+	if (r < 0)
+		log_warning_errno(r, "Failed to answer PreserveAll: %m");
+	sd_bus_message_unref(msg);
+}
+
+/* Answered when the job is done; the event loop goes on meanwhile. */
 static int method_preserve_all(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
 	Manager *m = userdata;
-	char **res = NULL;
 	int r;
 
 	if ((r = check_root(msg, "PreserveAll", error)) < 0)
 		return r;
-	r = manager_preserve_all(m, &res);
-	shutdown_update_block(m);
-	if (r < 0)
+	r = manager_preserve_all_async(m, preserve_all_replied, sd_bus_message_ref(msg), NULL);
+	if (r < 0) {
+		sd_bus_message_unref(msg);
 		return r;
-	r = reply_results(msg, res);
-	for (char **p = res; p && *p; p++)
-		free(*p);
-	free(res);
-	return r;
+	}
+	return 1;
 }
 
 static int method_list_vms(sd_bus_message *msg, void *userdata, sd_bus_error *error)

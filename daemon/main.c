@@ -35,14 +35,8 @@ static int on_sigterm(sd_event_source *s, const struct signalfd_siginfo *si, voi
 
 		log_notice("Stopped for a kexec: preserving all registered VMs.");
 		r = manager_preserve_all(m, &res);
-		for (char **p = res; p && *p; p += 2)
-			log_vm(streq_ptr(p[1], "ok") ? LOG_INFO : LOG_ERR, LOG_VM(p[0]),
-			       "Before kexec, VM %s: %s", p[0], p[1]);
-		if (r > 0)
-			log_error("%d VM(s) could not be preserved before the kexec.", r);
-		for (char **p = res; p && *p; p++)
-			free(*p);
-		free(res);
+		manager_log_preserve_results(res, r, "Before kexec");
+		preserve_results_free(res);
 		/* Registrations are for this boot: systemd would otherwise try
 		 * to carry the VMs' files through the kexec in its own session
 		 * (guest RAM of VMs that were not preserved, too). */

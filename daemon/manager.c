@@ -527,7 +527,7 @@ static void plan_freep(iommulu_plan **p)
  * holds the session (BARRIER=1 unanswered): a crash now would lose the
  * VM's preservation silently.  Undo it; the VM becomes failed, with its
  * files, and can be preserved again.  Fills msg with what happened. */
-static void vm_rollback_unconfirmed(Vm *v, int r, char *msg, size_t size)
+void vm_rollback_unconfirmed(Vm *v, int r, char *msg, size_t size)
 {
 	Manager *m = v->manager;
 	char session[IOMMULU_LUO_SESSION_NAME_MAX + 1];
@@ -804,71 +804,6 @@ void vm_finish_session(Vm *v)
 		log_vm_errno(LOG_WARNING, r, LOG_VM(v->name),
 			     "systemd did not confirm removing VM %s's session from the fd store: %m", v->name);
 	manager_save_state(m);
-}
-
-int manager_preserve_all(Manager *m, char ***ret_results)
-{
-	/* results: name, result, name, result, ..., NULL */
-	char **res = calloc(2 * m->n_vms + 1, sizeof(char *));
-	_cleanup_free_ bool *fresh = calloc(m->n_vms + 1, sizeof(bool));	/* by result index / 2 */
-	size_t n = 0;
-	int failed = 0, barrier;
-
-	if (!res || !fresh) {
-		free(res);
-		return -ENOMEM;
-	}
-	m->batch_barrier = true;
-	for (size_t i = 0; i < m->n_vms; i++) {
-		_cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-		Vm *v = m->vms[i];
-		char *r;
-
-		if (v->state == VM_PRESERVED)
-			r = strdup("ok");
-		else if (v->state == VM_FINISHED)
-			continue;
-		else if (vm_preserve(v, &error) >= 0) {
-			r = strdup("ok");
-			fresh[n / 2] = true;
-		} else {
-			if (!sd_bus_error_is_set(&error))
-				sd_bus_error_set_const(&error, SD_BUS_ERROR_FAILED, "out of memory");
-			failed++;
-			if (asprintf(&r, "%s: %s", error.name, error.message) < 0)
-				r = NULL;
-		}
-		res[n++] = strdup(v->name);
-		res[n++] = r;
-		if (!res[n - 1] || !res[n - 2]) {
-			for (size_t k = 0; k < n; k++)
-				free(res[k]);
-			free(res);
-			m->batch_barrier = false;
-			return -ENOMEM;
-		}
-	}
-	m->batch_barrier = false;
-	barrier = fdstore_barrier(m);
-	if (barrier < 0) {
-		/* None of this call's sessions is confirmed: undo them all. */
-		for (size_t i = 0; i < n / 2; i++) {
-			char msg[IOMMULU_ERROR_MAX + 192], *r;
-			Vm *v;
-
-			if (!fresh[i] || !(v = manager_find_vm(m, res[2 * i])))
-				continue;
-			vm_rollback_unconfirmed(v, barrier, msg, sizeof(msg));
-			failed++;
-			if (asprintf(&r, "%s: %s", barrier == -ETIMEDOUT ? SD_BUS_ERROR_TIMEOUT : SD_BUS_ERROR_FAILED,
-				     msg) < 0)
-				continue;	/* keeps "ok"; the VM's State says failed */
-			free(res[2 * i + 1]);
-			res[2 * i + 1] = r;
-		}
-	}
-	*ret_results = res;
-	return failed;
 }
 
 /* ---- restore after a restart or a kexec ------------------------------ */
@@ -1406,6 +1341,7 @@ Manager *manager_free(Manager *m)
 	if (!m)
 		return NULL;
 	m->trim_source = sd_event_source_disable_unref(m->trim_source);
+	manager_cancel_preserve_jobs(m);
 	shutdown_watch_done(m);
 	for (size_t i = 0; i < m->n_vms; i++)
 		vm_free(m->vms[i]);

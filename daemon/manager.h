@@ -47,6 +47,7 @@
 #define FDNAME_MAX 256
 
 typedef struct Manager Manager;
+typedef struct PreserveAllJob PreserveAllJob;
 
 typedef enum VmState {
 	VM_REGISTERED,
@@ -172,6 +173,8 @@ struct Manager {
 	bool live_updated;
 	bool fdstore;		/* running under systemd with a notify socket */
 	bool batch_barrier;	/* PreserveAll: one BARRIER=1 after the last VM */
+	PreserveAllJob *preserve_jobs;	/* running PreserveAll, then the queued ones */
+	PreserveAllJob *hook_job;	/* the one the logind hook started, while it runs */
 
 	/* logind */
 	bool have_logind;
@@ -228,7 +231,28 @@ void vm_set_state(Vm *v, VmState s, const char *error);
 
 /* Preservation; on failure fills error with a named bus error. */
 int vm_preserve(Vm *v, sd_bus_error *error);
+/* v was just preserved but systemd did not confirm holding its session
+ * (r from the barrier): close the session, v becomes failed; msg says why. */
+void vm_rollback_unconfirmed(Vm *v, int r, char *msg, size_t size);
+
+/* PreserveAll (preserve-all.c).  results: name, "ok" or "<error name>:
+ * <message>", ..., NULL; failed: how many VMs failed, or -errno (results
+ * NULL).  The results belong to the job. */
+typedef void (*preserve_all_done_t)(Manager *m, PreserveAllJob *j, char **results, int failed, void *userdata);
+/* Preserve every VM, one per event-loop iteration, then one BARRIER=1
+ * without blocking; done is called at the end (never from within this
+ * call).  Jobs run one after the other.  *ret (optional): the job, valid
+ * until done is called. */
+int manager_preserve_all_async(Manager *m, preserve_all_done_t done, void *userdata, PreserveAllJob **ret);
+/* Preserve no further VM; the job still waits for its barrier and ends. */
+void preserve_all_job_cancel(PreserveAllJob *j);
+/* The same, blocking (the daemon is exiting); the results are the
+ * caller's (preserve_results_free()); failed or -errno. */
 int manager_preserve_all(Manager *m, char ***ret_results);
+/* Drop every job without calling done (the daemon is exiting). */
+void manager_cancel_preserve_jobs(Manager *m);
+void manager_log_preserve_results(char **results, int r, const char *context);
+void preserve_results_free(char **results);
 
 /* Restore from the fd store or by name; verify. */
 int manager_restore_incoming(Manager *m, int session_fd, const char *fdname);

@@ -1071,6 +1071,90 @@ static void test_barrier_unanswered(void)
 	close(fd);
 }
 
+static int on_async_reply(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	*(sd_bus_message **)userdata = sd_bus_message_ref(m);
+	return 0;
+}
+
+/* PreserveAll does not block the event loop: while it waits for a BARRIER=1
+ * PID 1 never answers, other calls are answered at once and the watchdog
+ * keeps being fed; then it rolls back as before. */
+static void test_preserve_all_async(void)
+{
+	LudEnv env;
+	sd_bus *bus = NULL, *other = NULL;
+	sd_bus_message *reply = NULL;
+	sd_bus_slot *slot = NULL;
+	int fds[2] = { -1, -1 }, r, wd0, wd1, n_timeout = 0;
+	struct timespec t0, t1, t2;
+	double list_s, all_s;
+
+	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = true, .fake_luo = true, .notify = LUD_NOTIFY_ACK,
+						   .watchdog_usec = 1000000 });
+	if (!check(r >= 0, "start a daemon with a fake LUO, fd store and WatchdogSec=1s (%s)", strerror(-r))) {
+		lud_env_stop(&env);
+		return;
+	}
+	lud_env_connect(&env, &bus);
+	lud_env_connect(&env, &other);
+	iommulu_memfd_create("wd1", 1 << 16, &fds[0]);
+	iommulu_memfd_create("wd2", 1 << 16, &fds[1]);
+	r = register_vm(bus, "wd1", &fds[0], 1, NULL, 0, NULL, 0, NULL, NULL);
+	if (r >= 0)
+		r = register_vm(bus, "wd2", &fds[1], 1, NULL, 0, NULL, 0, NULL, NULL);
+	check(r >= 0, "register wd1 and wd2");
+	lud_env_answer_barriers(&env, false);
+
+	wd0 = lud_env_notify_count(&env, "WATCHDOG=1");
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	r = sd_bus_call_method_async(bus, &slot, DEST, MPATH, MIFACE, "PreserveAll", on_async_reply, &reply, NULL);
+	if (r >= 0)
+		r = sd_bus_flush(bus);
+	msleep(300);	/* the daemon is waiting for the barrier by now */
+	r = r < 0 ? r : count_vms(other);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	list_s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9 - 0.3;
+	check(r == 2 && list_s < 1.0, "during a PreserveAll that waits for an unanswered barrier, ListVMs is answered "
+	      "at once (%.2f s, %d VMs)", list_s, r);
+
+	/* The reply, when the barrier has timed out. */
+	for (int i = 0; i < 2000 && !reply; i++)
+		if (sd_bus_process(bus, NULL) == 0)
+			(void)sd_bus_wait(bus, 10 * 1000);
+	sd_bus_slot_unref(slot);
+	clock_gettime(CLOCK_MONOTONIC, &t2);
+	all_s = (double)(t2.tv_sec - t0.tv_sec) + (double)(t2.tv_nsec - t0.tv_nsec) / 1e9;
+	wd1 = lud_env_notify_count(&env, "WATCHDOG=1");
+	if (reply) {
+		const char *name, *res;
+
+		r = sd_bus_message_enter_container(reply, 'a', "(ss)");
+		while (r >= 0 && sd_bus_message_read(reply, "(ss)", &name, &res) > 0)
+			n_timeout += strstr(res, SD_BUS_ERROR_TIMEOUT) && strstr(res, "rolled back");
+	}
+	check(reply && n_timeout == 2, "PreserveAll answers after the barrier's timeout (%.1f s): both VMs rolled back "
+	      "with Timeout (%d)", all_s, n_timeout);
+	check(wd1 - wd0 >= 3, "the daemon sent WATCHDOG=1 %d times meanwhile", wd1 - wd0);
+	check(vm_state_is(other, "wd1", "failed") && vm_state_is(other, "wd2", "failed") &&
+		      fdstore_settled(&env, 6, NULL) == 6,
+	      "both VMs failed, the fd store holds only their registrations");
+
+	lud_env_answer_barriers(&env, true);
+	reply = sd_bus_message_unref(reply);
+	r = sd_bus_call_method(bus, DEST, MPATH, MIFACE, "PreserveAll", NULL, &reply, NULL);
+	check(r >= 0 && vm_state_is(other, "wd1", "preserved") && vm_state_is(other, "wd2", "preserved") &&
+		      fdstore_settled(&env, 10, NULL) == 10,
+	      "with barriers answered again, PreserveAll preserves both");
+	sd_bus_message_unref(reply);
+
+	sd_bus_flush_close_unref(other);
+	sd_bus_flush_close_unref(bus);
+	lud_env_stop(&env);
+	close(fds[0]);
+	close(fds[1]);
+}
+
 /* Runs iommu-lud-vmm-client with args on env's bus; its exit status, its
  * standard output in out. */
 static int run_vmm_client(LudEnv *env, const char *const *args, char *out, size_t size)
@@ -2127,6 +2211,7 @@ int main(void)
 	test_preserve();
 	test_cancelled_kexec();
 	test_barrier_unanswered();
+	test_preserve_all_async();
 	test_owner_race();
 	test_register_parts();
 	test_kill_steps();
