@@ -130,7 +130,7 @@ static int on_owner_exit(sd_event_source *s, int fd, uint32_t revents, void *use
 	}
 	if (v->state != VM_REGISTERED && v->state != VM_FAILED && v->state != VM_REGISTERING) {
 		/* preserved (or later): the daemon owns it now */
-		(void)sd_bus_emit_properties_changed(m->bus, v->path, VM_IFACE, "OwnerPID", NULL);
+		vm_changed(v, VM_PROP_OWNER_PID);
 		return 0;
 	}
 
@@ -712,8 +712,8 @@ static int register_files(sd_bus_message *msg, Manager *m, RegisterMethod kind, 
 			vm_truncate_files(v, have_memfds, have_devices, have_hwpts, have_iommufd);
 			return persist_error(v, r, error);
 		}
-		(void)sd_bus_emit_properties_changed(m->bus, v->path, VM_IFACE, "Memfds", "Devices", "HWPTs",
-						     "GuestMemoryBytes", "StateMemfds", NULL);
+		vm_changed(v, VM_PROP_MEMFDS | VM_PROP_DEVICES | VM_PROP_HWPTS | VM_PROP_GUEST_MEMORY_BYTES |
+				      VM_PROP_STATE_MEMFDS);
 		if (last)
 			vm_set_state(v, VM_REGISTERED, NULL);
 	}

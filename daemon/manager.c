@@ -277,23 +277,50 @@ int vm_new(Manager *m, const char *name, Vm **ret)
 	return 0;
 }
 
-static void vm_emit(Vm *v, const char *first, ...)
-{
-	/* Only the names that changed; sd-bus builds the message from the
-	 * getters.  Errors here are not fatal for the daemon. */
-	Manager *m = v->manager;
-	char *props[16];
-	size_t n = 0;
-	va_list ap;
+/* By VmProperty bit. */
+static const char *const vm_property_names[] = {
+	"State", "Devices", "HWPTs", "GuestMemoryBytes", "StateMemfds", "Session", "LastError",
+	"Generation", "OwnerPID", "Memfds", "IneligibleReason", "RestoreNotes",
+};
 
-	if (!m->bus)
-		return;
-	va_start(ap, first);
-	for (const char *p = first; p && n < ELEMENTSOF(props) - 1; p = va_arg(ap, const char *))
-		props[n++] = (char *)p;
-	va_end(ap);
-	props[n] = NULL;
-	(void)sd_bus_emit_properties_changed_strv(m->bus, v->path, VM_IFACE, props);
+_Static_assert(ELEMENTSOF(vm_property_names) == __builtin_ctz(_VM_PROP_ALL + 1), "a name for each VmProperty");
+
+static int on_emit(sd_event_source *s, void *userdata)
+{
+	Manager *m = userdata;
+
+	for (size_t i = 0; i < m->n_vms; i++) {
+		Vm *v = m->vms[i];
+		char *props[ELEMENTSOF(vm_property_names) + 1];
+		size_t n = 0;
+
+		for (size_t b = 0; b < ELEMENTSOF(vm_property_names); b++)
+			if (v->changed & (1u << b))
+				props[n++] = (char *)vm_property_names[b];
+		props[n] = NULL;
+		v->changed = 0;
+		/* Errors here are not fatal for the daemon. */
+		if (n)
+			(void)sd_bus_emit_properties_changed_strv(m->bus, v->path, VM_IFACE, props);
+	}
+	return 0;
+}
+
+void vm_changed(Vm *v, unsigned props)
+{
+	Manager *m = v->manager;
+
+	if (!m->bus || !m->event)
+		return;	/* nobody to tell */
+	v->changed |= props;
+	if (!m->emit_source) {
+		if (sd_event_add_defer(m->event, &m->emit_source, on_emit, m) < 0)
+			return;
+		/* Before the bus's next message: a caller sees the signals of
+		 * its call before the reply to its next one. */
+		(void)sd_event_source_set_priority(m->emit_source, SD_EVENT_PRIORITY_NORMAL - 1);
+	}
+	(void)sd_event_source_set_enabled(m->emit_source, SD_EVENT_ONESHOT);
 }
 
 void vm_set_state(Vm *v, VmState s, const char *error)
@@ -312,8 +339,7 @@ void vm_set_state(Vm *v, VmState s, const char *error)
 	/* A state change may come with new files (restore), fewer files
 	 * (finish), a new session or owner: announce all that can move. */
 	if (changed)
-		vm_emit(v, "State", "LastError", "Session", "Generation", "Memfds", "Devices", "HWPTs",
-			"GuestMemoryBytes", "StateMemfds", "OwnerPID", "RestoreNotes", NULL);
+		vm_changed(v, _VM_PROP_ALL & ~VM_PROP_INELIGIBLE_REASON);
 	log_vm(s == VM_FAILED ? LOG_ERR : LOG_INFO, LOG_VM_SESSION(v->name, v->session_name[0] ? v->session_name : NULL),
 	       "VM %s is %s%s%s", v->name, vm_state_to_string(s), error ? ": " : "", strempty(error));
 }
@@ -1341,6 +1367,7 @@ Manager *manager_free(Manager *m)
 	if (!m)
 		return NULL;
 	m->trim_source = sd_event_source_disable_unref(m->trim_source);
+	m->emit_source = sd_event_source_disable_unref(m->emit_source);
 	manager_cancel_preserve_jobs(m);
 	shutdown_watch_done(m);
 	for (size_t i = 0; i < m->n_vms; i++)

@@ -75,8 +75,27 @@ typedef struct VmCheck {
 	char detail[256];
 } VmCheck;
 
+/* VM properties, for PropertiesChanged: each a bit, in the vtable's order
+ * (vm_changed()). */
+typedef enum VmProperty {
+	VM_PROP_STATE = 1u << 0,
+	VM_PROP_DEVICES = 1u << 1,
+	VM_PROP_HWPTS = 1u << 2,
+	VM_PROP_GUEST_MEMORY_BYTES = 1u << 3,
+	VM_PROP_STATE_MEMFDS = 1u << 4,
+	VM_PROP_SESSION = 1u << 5,
+	VM_PROP_LAST_ERROR = 1u << 6,
+	VM_PROP_GENERATION = 1u << 7,
+	VM_PROP_OWNER_PID = 1u << 8,
+	VM_PROP_MEMFDS = 1u << 9,
+	VM_PROP_INELIGIBLE_REASON = 1u << 10,
+	VM_PROP_RESTORE_NOTES = 1u << 11,
+	_VM_PROP_ALL = (1u << 12) - 1,
+} VmProperty;
+
 typedef struct Vm {
 	Manager *manager;
+	unsigned changed;	/* VmProperty bits not announced yet */
 	char name[IOMMULU_VM_NAME_MAX + 1];
 	char *path;
 	VmState state;
@@ -184,6 +203,7 @@ struct Manager {
 	char *block_why;
 	sd_event_source *recheck_source;
 	sd_event_source *trim_source;
+	sd_event_source *emit_source;	/* announces the VMs' changed properties */
 	bool exiting;
 };
 
@@ -228,6 +248,10 @@ void vm_freep(Vm **v);
 void vm_close_files(Vm *v);
 const char *vm_state_to_string(VmState s);
 void vm_set_state(Vm *v, VmState s, const char *error);
+/* props (VmProperty bits) of v changed: one PropertiesChanged per VM
+ * announces all that changed in an event-loop iteration, before the next
+ * bus message is handled. */
+void vm_changed(Vm *v, unsigned props);
 
 /* Preservation; on failure fills error with a named bus error. */
 int vm_preserve(Vm *v, sd_bus_error *error);

@@ -376,7 +376,7 @@ void shutdown_update_block(Manager *m)
 		if (!streq_ptr(reason[0] ? reason : NULL, v->ineligible)) {
 			free(v->ineligible);
 			v->ineligible = reason[0] ? strdup(reason) : NULL;
-			(void)sd_bus_emit_properties_changed(m->bus, v->path, VM_IFACE, "IneligibleReason", NULL);
+			vm_changed(v, VM_PROP_INELIGIBLE_REASON);
 		}
 compose:
 		if (v->ineligible) {

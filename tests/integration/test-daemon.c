@@ -1335,6 +1335,57 @@ static void test_register_parts(void)
 		msleep(10);
 	check(count_vms(bus) == 2, "its incomplete VM is dropped (%d VM(s) left)", count_vms(bus));
 
+	/* The last part changes the files and the state: one PropertiesChanged
+	 * announces both. */
+	{
+		sd_bus_slot *slot = NULL;
+		int signals = 0, first = -1, mem = -1;
+		char names[512] = "";
+		size_t len = 0;
+
+		iommulu_memfd_create("burst", 1 << 16, &first);
+		iommulu_memfd_create("burst", 1 << 16, &mem);
+		r = register_part(bus, "burst", &first, 1, false, &e);
+		if (r < 0)
+			printf("# RegisterVMPart burst: %s\n", e.message ?: strerror(-r));
+		sd_bus_error_free(&e);
+		if (r >= 0)
+			r = sd_bus_match_signal(bus, &slot, DEST, MPATH "/vm/burst", "org.freedesktop.DBus.Properties",
+						"PropertiesChanged", NULL, NULL);
+		if (r >= 0)
+			r = register_part(bus, "burst", &mem, 1, true, &e);
+		sd_bus_error_free(&e);
+		for (int i = 0; r >= 0 && i < 50; i++) {
+			sd_bus_message *m = NULL;
+			const char *iface, *prop;
+			int k = sd_bus_process(bus, &m);
+
+			if (k > 0 && m && sd_bus_message_is_signal(m, "org.freedesktop.DBus.Properties", "PropertiesChanged") &&
+			    sd_bus_message_read(m, "s", &iface) > 0) {
+				signals++;
+				if (sd_bus_message_enter_container(m, 'a', "{sv}") > 0) {
+					while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
+						if (sd_bus_message_read(m, "s", &prop) > 0 && len + strlen(prop) + 2 < sizeof(names))
+							len += (size_t)snprintf(names + len, sizeof(names) - len, "%s ", prop);
+						sd_bus_message_skip(m, "v");
+						sd_bus_message_exit_container(m);
+					}
+					sd_bus_message_exit_container(m);
+				}
+			}
+			sd_bus_message_unref(m);
+			if (k == 0)
+				sd_bus_wait(bus, 10000);
+		}
+		check(r >= 0 && signals == 1 && strstr(names, "State ") && strstr(names, "Memfds ") &&
+			      strstr(names, "GuestMemoryBytes "),
+		      "the last RegisterVMPart: one PropertiesChanged with State, Memfds and GuestMemoryBytes (%d: %s)",
+		      signals, names);
+		sd_bus_slot_unref(slot);
+		close(first);
+		close(mem);
+	}
+
 	sd_bus_flush_close_unref(bus);
 	lud_env_stop(&env);
 	for (int i = 0; i < 40; i++)
