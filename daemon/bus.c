@@ -883,7 +883,8 @@ static void preserve_all_replied(Manager *m, PreserveAllJob *j, char **results, 
 	sd_bus_message *msg = userdata;
 	int r;
 
-	shutdown_update_block(m);
+	if (failed != -ECANCELED)	/* else the daemon is exiting */
+		shutdown_update_block(m);
 	r = failed < 0 ? sd_bus_reply_method_errno(msg, failed, NULL) : reply_results(msg, results);
 	if (r < 0)
 		log_warning_errno(r, "Failed to answer PreserveAll: %m");

@@ -273,7 +273,7 @@ void preserve_all_job_cancel(PreserveAllJob *j);
 /* The same, blocking (the daemon is exiting); the results are the
  * caller's (preserve_results_free()); failed or -errno. */
 int manager_preserve_all(Manager *m, char ***ret_results);
-/* Drop every job without calling done (the daemon is exiting). */
+/* End every job now, done called with -ECANCELED (the daemon is exiting). */
 void manager_cancel_preserve_jobs(Manager *m);
 void manager_log_preserve_results(char **results, int r, const char *context);
 void preserve_results_free(char **results);

@@ -325,6 +325,7 @@ void manager_cancel_preserve_jobs(Manager *m)
 		PreserveAllJob *j = m->preserve_jobs;
 
 		m->preserve_jobs = j->queued;
+		j->done(m, j, NULL, -ECANCELED, j->userdata);
 		job_free(j);
 	}
 }

@@ -101,6 +101,8 @@ static void preserved_for_kexec(Manager *m, PreserveAllJob *j, char **results, i
 
 	if (!cancelled)
 		m->hook_job = NULL;
+	if (failed == -ECANCELED)
+		return;	/* the daemon is exiting */
 	for (size_t i = 0; i < m->n_vms; i++)
 		if (m->vms[i]->state != VM_PRESERVED)
 			m->vms[i]->preserved_by_hook = false;

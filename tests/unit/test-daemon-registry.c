@@ -343,7 +343,8 @@ static void test_preserve_all_async(void **state)
 	manager_free(m);
 }
 
-/* A job left running when the daemon exits is freed with the manager. */
+/* A job left running when the daemon exits ends with the manager: its
+ * caller is told (-ECANCELED), the queued one too. */
 static void test_preserve_all_async_freed(void **state)
 {
 	static const uint64_t sizes[] = { 64 << 10 };
@@ -356,8 +357,10 @@ static void test_preserve_all_async_freed(void **state)
 	assert_int_equal(manager_preserve_all_async(m, on_done, &d2, NULL), 0);	/* queued */
 	assert_non_null(m->preserve_jobs);
 	manager_free(m);
-	assert_false(d1.called);
-	assert_false(d2.called);
+	assert_true(d1.called);
+	assert_int_equal(d1.failed, -ECANCELED);
+	assert_true(d2.called);
+	assert_int_equal(d2.failed, -ECANCELED);
 }
 
 int main(void)
