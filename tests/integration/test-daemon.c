@@ -1954,12 +1954,7 @@ static int register_with_options(sd_bus *bus, const char *name, const int *memfd
 	r = sd_bus_message_new_method_call(bus, &call, DEST, MPATH, MIFACE, "RegisterVMWithOptions");
 	if (r >= 0)
 		r = sd_bus_message_append(call, "s", name);
-	if (r >= 0)
-		r = sd_bus_message_open_container(call, 'a', "h");
-	for (size_t i = 0; r >= 0 && i < n; i++)
-		r = sd_bus_message_append(call, "h", memfds[i]);
-	if (r >= 0)
-		r = sd_bus_message_close_container(call);
+	APPEND_FDS(memfds, n);	/* register_vm()'s */
 	if (r >= 0)
 		r = sd_bus_message_append(call, "ahahat", 0, 0, 0);
 	if (r >= 0)
