@@ -106,6 +106,45 @@ static int invalid_state(sd_bus_error *error, const Vm *v, const char *hint)
 				 vm_state_to_string(v->state), hint ? "; " : "", strempty(hint));
 }
 
+/* ---- errors: the D-Bus error of each outcome of the core --------------- */
+
+int bus_error_from_errno(sd_bus_error *error, int r, const char *message)
+{
+	r = abs(r);
+	switch (r) {
+	case ENOTTY:
+	case EOPNOTSUPP:
+	case ENOENT:
+		return sd_bus_error_setf(error, ERROR_KERNEL_UNSUPPORTED,
+					 "%s: the running kernel does not support this (%s)", message,
+					 strerror(r));
+	case EBUSY:
+		return sd_bus_error_setf(error, ERROR_BUSY, "%s: %s", message, strerror(r));
+	default:
+		return sd_bus_error_set_errnof(error, r, "%s: %s", message, strerror(r));
+	}
+}
+
+static const char *const vm_outcome_errors[_VM_OUTCOME_MAX] = {
+	[VM_OUTCOME_ERRNO] = NULL,	/* by the errno: bus_error_from_errno() */
+	[VM_OUTCOME_INVALID_STATE] = ERROR_INVALID_STATE,
+	[VM_OUTCOME_NOT_ELIGIBLE] = ERROR_NOT_ELIGIBLE,
+	[VM_OUTCOME_KERNEL_UNSUPPORTED] = ERROR_KERNEL_UNSUPPORTED,
+	[VM_OUTCOME_BUSY] = ERROR_BUSY,
+	[VM_OUTCOME_UNCONFIRMED] = SD_BUS_ERROR_TIMEOUT,
+};
+
+int bus_error_set_vm(sd_bus_error *error, const VmError *e)
+{
+	const char *name = e->outcome < _VM_OUTCOME_MAX ? vm_outcome_errors[e->outcome] : NULL;
+
+	if (!name)
+		return bus_error_from_errno(error, e->errnum ?: EIO, e->message);
+	if (e->errnum)
+		return sd_bus_error_setf(error, name, "%s: %s", e->message, strerror(e->errnum));
+	return sd_bus_error_setf(error, name, "%s", e->message);
+}
+
 static void manager_emit(Manager *m, const char *prop)
 {
 	(void)sd_bus_emit_properties_changed(m->bus, MANAGER_PATH, MANAGER_IFACE, prop, NULL);
@@ -135,13 +174,13 @@ static int on_owner_exit(sd_event_source *s, int fd, uint32_t revents, void *use
 	}
 
 	if (shutdown_kexec_pending(m)) {
-		_cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+		VmError error = {};
 
 		/* The VMM was stopped as part of the kexec transaction. */
 		if (vm_preserve(v, &error) >= 0)
 			return 0;
-		log_vm(LOG_ERR, LOG_VM(v->name), "VMM of VM %s exited during kexec, preserving failed: %s",
-		       v->name, error.message);
+		log_vm(LOG_ERR, LOG_VM(v->name), "VMM of VM %s exited during kexec, preserving failed: %s%s%s",
+		       v->name, error.message, error.errnum ? ": " : "", error.errnum ? strerror(error.errnum) : "");
 	}
 	snprintf(name, sizeof(name), "%s", v->name);
 	log_vm(LOG_NOTICE, LOG_VM(name), "VMM (pid %d) of unpreserved VM %s exited, dropping the VM.",
@@ -825,10 +864,14 @@ static int method_preserve_vm(sd_bus_message *msg, void *userdata, sd_bus_error 
 		return r;
 	if ((r = find_vm_or_error(m, name, &v, error)) < 0)
 		return r;
-	r = vm_preserve(v, error);
-	shutdown_update_block(m);
-	if (r < 0)
-		return r;
+	{
+		VmError e = {};
+
+		r = vm_preserve(v, &e);
+		shutdown_update_block(m);
+		if (r < 0)
+			return bus_error_set_vm(error, &e);
+	}
 	return sd_bus_reply_method_return(msg, NULL);
 }
 
@@ -860,7 +903,8 @@ static int method_unpreserve_vm(sd_bus_message *msg, void *userdata, sd_bus_erro
 	return sd_bus_reply_method_return(msg, NULL);
 }
 
-static int reply_results(sd_bus_message *msg, char **res)
+/* PreserveAll's a(ss): each VM's name and "ok" or "<error name>: <message>". */
+static int reply_results(sd_bus_message *msg, const PreserveResult *res, size_t n)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
 	int r;
@@ -869,8 +913,17 @@ static int reply_results(sd_bus_message *msg, char **res)
 	if (r < 0)
 		return r;
 	r = sd_bus_message_open_container(reply, 'a', "(ss)");
-	for (char **p = res; r >= 0 && p && *p; p += 2)
-		r = sd_bus_message_append(reply, "(ss)", p[0], p[1]);
+	for (size_t i = 0; r >= 0 && i < n; i++) {
+		_cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+		_cleanup_free_ char *text = NULL;
+
+		if (!res[i].ok) {
+			(void)bus_error_set_vm(&e, &res[i].error);
+			if (asprintf(&text, "%s: %s", e.name, e.message) < 0)
+				return -ENOMEM;
+		}
+		r = sd_bus_message_append(reply, "(ss)", res[i].name, text ?: "ok");
+	}
 	if (r >= 0)
 		r = sd_bus_message_close_container(reply);
 	if (r < 0)
@@ -878,14 +931,15 @@ static int reply_results(sd_bus_message *msg, char **res)
 	return sd_bus_send(NULL, reply, NULL);
 }
 
-static void preserve_all_replied(Manager *m, PreserveAllJob *j, char **results, int failed, void *userdata)
+static void preserve_all_replied(Manager *m, PreserveAllJob *j, const PreserveResult *results, size_t n_results,
+				 int failed, void *userdata)
 {
 	sd_bus_message *msg = userdata;
 	int r;
 
 	if (failed != -ECANCELED)	/* else the daemon is exiting */
 		shutdown_update_block(m);
-	r = failed < 0 ? sd_bus_reply_method_errno(msg, failed, NULL) : reply_results(msg, results);
+	r = failed < 0 ? sd_bus_reply_method_errno(msg, failed, NULL) : reply_results(msg, results, n_results);
 	if (r < 0)
 		log_warning_errno(r, "Failed to answer PreserveAll: %m");
 	sd_bus_message_unref(msg);

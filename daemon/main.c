@@ -30,13 +30,8 @@ static int on_sigterm(sd_event_source *s, const struct signalfd_siginfo *si, voi
 	 * bypasses it) this is the last moment before a kexec.  Preserved
 	 * VMs are skipped, so after logind's route this is a no-op. */
 	if (shutdown_kexec_pending(m)) {
-		char **res = NULL;
-		int r;
-
 		log_notice("Stopped for a kexec: preserving all registered VMs.");
-		r = manager_preserve_all(m, &res);
-		manager_log_preserve_results(res, r, "Before kexec");
-		preserve_results_free(res);
+		(void)manager_preserve_all(m, "Before kexec");
 		/* Registrations are for this boot: systemd would otherwise try
 		 * to carry the VMs' files through the kexec in its own session
 		 * (guest RAM of VMs that were not preserved, too). */

@@ -53,23 +53,6 @@ const char *vm_state_to_string(VmState s)
 	return s < _VM_STATE_MAX ? vm_state_table[s] : NULL;
 }
 
-int bus_error_from_errno(sd_bus_error *error, int r, const char *message)
-{
-	r = abs(r);
-	switch (r) {
-	case ENOTTY:
-	case EOPNOTSUPP:
-	case ENOENT:
-		return sd_bus_error_setf(error, ERROR_KERNEL_UNSUPPORTED,
-					 "%s: the running kernel does not support this (%s)", message,
-					 strerror(r));
-	case EBUSY:
-		return sd_bus_error_setf(error, ERROR_BUSY, "%s: %s", message, strerror(r));
-	default:
-		return sd_bus_error_set_errnof(error, r, "%s: %s", message, strerror(r));
-	}
-}
-
 /* ---- VM objects ------------------------------------------------------ */
 
 void vm_close_files(Vm *v)
@@ -549,23 +532,37 @@ static void plan_freep(iommulu_plan **p)
 	iommulu_plan_free(*p);
 }
 
+/* Fill e; returns -errnum (or -EIO when the outcome has no errno). */
+static int vm_fail(VmError *e, VmOutcome outcome, int errnum, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int vm_fail(VmError *e, VmOutcome outcome, int errnum, const char *fmt, ...)
+{
+	va_list ap;
+
+	e->outcome = outcome;
+	e->errnum = abs(errnum);
+	va_start(ap, fmt);
+	vsnprintf(e->message, sizeof(e->message), fmt, ap);
+	va_end(ap);
+	return e->errnum ? -e->errnum : -EIO;
+}
+
 /* v was just preserved, but systemd did not confirm that its fd store
  * holds the session (BARRIER=1 unanswered): a crash now would lose the
  * VM's preservation silently.  Undo it; the VM becomes failed, with its
  * files, and can be preserved again.  Fills msg with what happened. */
-void vm_rollback_unconfirmed(Vm *v, int r, char *msg, size_t size)
+void vm_rollback_unconfirmed(Vm *v, int r, VmError *e)
 {
 	Manager *m = v->manager;
 	char session[IOMMULU_LUO_SESSION_NAME_MAX + 1];
 
 	snprintf(session, sizeof(session), "%s", v->session_name);
 	if (r == -ETIMEDOUT)
-		snprintf(msg, size, "VM %s: systemd did not confirm within %u s that its fd store holds "
-			 "session %s (BARRIER=1 unanswered); preservation rolled back", v->name,
-			 (unsigned)(FDSTORE_BARRIER_TIMEOUT_USEC / 1000000), session);
+		vm_fail(e, VM_OUTCOME_UNCONFIRMED, 0, "VM %s: systemd did not confirm within %u s that its fd store "
+			"holds session %s (BARRIER=1 unanswered); preservation rolled back", v->name,
+			(unsigned)(FDSTORE_BARRIER_TIMEOUT_USEC / 1000000), session);
 	else
-		snprintf(msg, size, "VM %s: waiting for systemd to take session %s into its fd store "
-			 "failed (%s); preservation rolled back", v->name, session, strerror(-r));
+		vm_fail(e, VM_OUTCOME_ERRNO, r, "VM %s: waiting for systemd to take session %s into its fd store "
+			"failed; preservation rolled back", v->name, session);
 	/* Should PID 1 process the store request late, it processes the
 	 * removal after it: the socket keeps the order. */
 	fdstore_remove(m, FDNAME_SESSION_PREFIX, session);
@@ -573,15 +570,15 @@ void vm_rollback_unconfirmed(Vm *v, int r, char *msg, size_t size)
 	v->session_fd = safe_close(v->session_fd);	/* the kernel unpreserves everything */
 	v->record_fd = safe_close(v->record_fd);
 	v->session_name[0] = 0;
-	vm_set_state(v, VM_FAILED, msg);
-	log_vm_errno(LOG_ERR, r, LOG_VM_SESSION(v->name, session), "%s", msg);
+	vm_set_state(v, VM_FAILED, e->message);
+	log_vm_errno(LOG_ERR, r, LOG_VM_SESSION(v->name, session), "%s", e->message);
 	(void)vm_persist(v, false);
 	manager_save_state(m);
 }
 
-static int vm_preserve_one(Vm *v, sd_bus_error *error);
+static int vm_preserve_one(Vm *v, VmError *error);
 
-int vm_preserve(Vm *v, sd_bus_error *error)
+int vm_preserve(Vm *v, VmError *error)
 {
 	int r = vm_preserve_one(v, error);
 
@@ -593,7 +590,7 @@ int vm_preserve(Vm *v, sd_bus_error *error)
 	return r;
 }
 
-static int vm_preserve_one(Vm *v, sd_bus_error *error)
+static int vm_preserve_one(Vm *v, VmError *error)
 {
 	Manager *m = v->manager;
 	_cleanup_(plan_freep) iommulu_plan *plan = NULL;
@@ -613,28 +610,26 @@ static int vm_preserve_one(Vm *v, sd_bus_error *error)
 		return 0;
 	}
 	if (!vm_can_preserve(v))
-		return sd_bus_error_setf(error, ERROR_INVALID_STATE,
-					 "VM %s is %s; only a registered VM can be preserved", v->name,
-					 vm_state_to_string(v->state));
+		return vm_fail(error, VM_OUTCOME_INVALID_STATE, 0, "VM %s is %s; only a registered VM can be preserved",
+			       v->name, vm_state_to_string(v->state));
 
 	r = vm_build_plan(v, &plan, &reason, &e);
 	if (r == -EPERM || (r < 0 && reason != IOMMULU_REASON_NONE))
-		return sd_bus_error_setf(error, ERROR_NOT_ELIGIBLE, "VM %s: %s", v->name, e.message);
+		return vm_fail(error, VM_OUTCOME_NOT_ELIGIBLE, 0, "VM %s: %s", v->name, e.message);
 	if (r < 0)
-		return sd_bus_error_set_errnof(error, r, "VM %s: cannot plan preservation: %s", v->name,
-					       e.message[0] ? e.message : strerror(-r));
+		return vm_fail(error, VM_OUTCOME_ERRNO, r, "VM %s: cannot plan preservation%s%s", v->name,
+			       e.message[0] ? ": " : "", e.message);
 
 	luo = iommulu_luo_open(m->config.busy_timeout_ms);
 	if (luo == -ENOENT)
-		return sd_bus_error_setf(error, ERROR_KERNEL_UNSUPPORTED,
-					 "VM %s: /dev/liveupdate is not available: the running kernel "
-					 "has no Live Update Orchestrator (or liveupdate=off)", v->name);
+		return vm_fail(error, VM_OUTCOME_KERNEL_UNSUPPORTED, 0,
+			       "VM %s: /dev/liveupdate is not available: the running kernel "
+			       "has no Live Update Orchestrator (or liveupdate=off)", v->name);
 	if (luo == -EBUSY)
-		return sd_bus_error_setf(error, ERROR_BUSY,
-					 "VM %s: /dev/liveupdate stayed busy for %u ms", v->name,
-					 m->config.busy_timeout_ms);
+		return vm_fail(error, VM_OUTCOME_BUSY, 0, "VM %s: /dev/liveupdate stayed busy for %u ms", v->name,
+			       m->config.busy_timeout_ms);
 	if (luo < 0)
-		return bus_error_from_errno(error, luo, "Failed to open /dev/liveupdate");
+		return vm_fail(error, VM_OUTCOME_ERRNO, luo, "Failed to open /dev/liveupdate");
 
 	session_name_for(v, m->generation, name);
 	/* An unpreserved session of the same name goes away only when the
@@ -647,12 +642,9 @@ static int vm_preserve_one(Vm *v, sd_bus_error *error)
 	}
 	luo = safe_close(luo);	/* PID 1 needs it at shutdown; never keep it */
 	if (r == -EEXIST)
-		return sd_bus_error_setf(error, ERROR_BUSY, "VM %s: LUO session %s already exists",
-					 v->name, name);
-	if (r < 0) {
-		snprintf(msg, sizeof(msg), "VM %s: failed to create LUO session %s", v->name, name);
-		return bus_error_from_errno(error, r, msg);
-	}
+		return vm_fail(error, VM_OUTCOME_BUSY, 0, "VM %s: LUO session %s already exists", v->name, name);
+	if (r < 0)
+		return vm_fail(error, VM_OUTCOME_ERRNO, r, "VM %s: failed to create LUO session %s", v->name, name);
 
 	r = iommulu_plan_execute(plan, session, &done, &e);
 	if (r < 0) {
@@ -676,9 +668,9 @@ static int vm_preserve_one(Vm *v, sd_bus_error *error)
 		log_vm_errno(LOG_ERR, r, LOG_VM_SESSION(v->name, name),
 			     "Preserving VM %s failed, session rolled back: %s", v->name, msg);
 		if (v->kernel_refused)
-			return sd_bus_error_setf(error, ERROR_NOT_ELIGIBLE, "VM %s: %s", v->name, msg);
-		snprintf(msg, sizeof(msg), "VM %s: %s", v->name, e.message[0] ? e.message : "preservation failed");
-		return bus_error_from_errno(error, r, msg);
+			return vm_fail(error, VM_OUTCOME_NOT_ELIGIBLE, 0, "VM %s: %s", v->name, msg);
+		return vm_fail(error, VM_OUTCOME_ERRNO, r, "VM %s: %s", v->name,
+			       e.message[0] ? e.message : "preservation failed");
 	}
 	v->kernel_refused = false;
 
@@ -689,7 +681,7 @@ static int vm_preserve_one(Vm *v, sd_bus_error *error)
 	v->snapshots = calloc(v->n_devices ?: 1, sizeof(DeviceSnapshot));
 	if (!v->snapshots) {
 		v->n_snapshots = 0;
-		return -ENOMEM;
+		return vm_fail(error, VM_OUTCOME_ERRNO, ENOMEM, "VM %s", v->name);
 	}
 	v->n_snapshots = v->n_devices;
 	for (size_t i = 0; i < v->n_devices; i++)
@@ -707,7 +699,7 @@ static int vm_preserve_one(Vm *v, sd_bus_error *error)
 		v->session_name[0] = 0;
 		snprintf(msg, sizeof(msg), "VM %s: failed to preserve the daemon record", v->name);
 		vm_set_state(v, VM_FAILED, msg);
-		return bus_error_from_errno(error, r, msg);
+		return vm_fail(error, VM_OUTCOME_ERRNO, r, "%s", msg);
 	}
 
 	/* The record first: a SIGKILL between the two leaves a record
@@ -724,7 +716,7 @@ static int vm_preserve_one(Vm *v, sd_bus_error *error)
 		v->session_name[0] = 0;
 		snprintf(msg, sizeof(msg), "VM %s: failed to keep session %s in the fd store", v->name, name);
 		vm_set_state(v, VM_FAILED, msg);
-		return bus_error_from_errno(error, r, msg);
+		return vm_fail(error, VM_OUTCOME_ERRNO, r, "%s", msg);
 	}
 
 	v->session_fd = TAKE_FD(session);
@@ -737,8 +729,8 @@ static int vm_preserve_one(Vm *v, sd_bus_error *error)
 		 * PreserveAll waits once, after the last VM. */
 		r = fdstore_barrier(m);
 		if (r < 0) {
-			vm_rollback_unconfirmed(v, r, msg, sizeof(msg));
-			return bus_error_from_errno(error, r, msg);
+			vm_rollback_unconfirmed(v, r, error);
+			return r;
 		}
 	}
 

@@ -253,16 +253,43 @@ void vm_set_state(Vm *v, VmState s, const char *error);
  * bus message is handled. */
 void vm_changed(Vm *v, unsigned props);
 
-/* Preservation; on failure fills error with a named bus error. */
-int vm_preserve(Vm *v, sd_bus_error *error);
-/* v was just preserved but systemd did not confirm holding its session
- * (r from the barrier): close the session, v becomes failed; msg says why. */
-void vm_rollback_unconfirmed(Vm *v, int r, char *msg, size_t size);
+/*
+ * What a failed operation of the core tells its caller: an outcome, with a
+ * message for people.  The core names no D-Bus error; the bus layer maps
+ * each outcome to one (bus_error_set_vm(), one table in bus.c).
+ */
+typedef enum VmOutcome {
+	VM_OUTCOME_ERRNO,		/* a kernel or system call failed with errnum */
+	VM_OUTCOME_INVALID_STATE,	/* not in a state that allows it */
+	VM_OUTCOME_NOT_ELIGIBLE,	/* the VM's files cannot be preserved */
+	VM_OUTCOME_KERNEL_UNSUPPORTED,	/* no Live Update Orchestrator */
+	VM_OUTCOME_BUSY,		/* /dev/liveupdate or the session name is busy */
+	VM_OUTCOME_UNCONFIRMED,		/* systemd did not confirm its fd store in time */
+	_VM_OUTCOME_MAX,
+} VmOutcome;
 
-/* PreserveAll (preserve-all.c).  results: name, "ok" or "<error name>:
- * <message>", ..., NULL; failed: how many VMs failed, or -errno (results
- * NULL).  The results belong to the job. */
-typedef void (*preserve_all_done_t)(Manager *m, PreserveAllJob *j, char **results, int failed, void *userdata);
+typedef struct VmError {
+	VmOutcome outcome;
+	int errnum;		/* > 0: the errno, whose text the message lacks */
+	char message[IOMMULU_ERROR_MAX + 256];
+} VmError;
+
+/* Preserve v; on failure fills e (and returns -errno). */
+int vm_preserve(Vm *v, VmError *e);
+/* v was just preserved but systemd did not confirm holding its session
+ * (r from the barrier): close the session, v becomes failed; e says why. */
+void vm_rollback_unconfirmed(Vm *v, int r, VmError *e);
+
+/* PreserveAll (preserve-all.c): one result per VM it went through. */
+typedef struct PreserveResult {
+	char *name;
+	bool ok;
+	VmError error;		/* unless ok */
+} PreserveResult;
+/* failed: how many VMs failed, or -errno (no results).  The results belong
+ * to the job. */
+typedef void (*preserve_all_done_t)(Manager *m, PreserveAllJob *j, const PreserveResult *results, size_t n_results,
+				    int failed, void *userdata);
 /* Preserve every VM, one per event-loop iteration, then one BARRIER=1
  * without blocking; done is called at the end (never from within this
  * call).  Jobs run one after the other.  *ret (optional): the job, valid
@@ -270,13 +297,12 @@ typedef void (*preserve_all_done_t)(Manager *m, PreserveAllJob *j, char **result
 int manager_preserve_all_async(Manager *m, preserve_all_done_t done, void *userdata, PreserveAllJob **ret);
 /* Preserve no further VM; the job still waits for its barrier and ends. */
 void preserve_all_job_cancel(PreserveAllJob *j);
-/* The same, blocking (the daemon is exiting); the results are the
- * caller's (preserve_results_free()); failed or -errno. */
-int manager_preserve_all(Manager *m, char ***ret_results);
+/* The same, blocking (the daemon is exiting), with the results logged
+ * under context; failed or -errno. */
+int manager_preserve_all(Manager *m, const char *context);
 /* End every job now, done called with -ECANCELED (the daemon is exiting). */
 void manager_cancel_preserve_jobs(Manager *m);
-void manager_log_preserve_results(char **results, int r, const char *context);
-void preserve_results_free(char **results);
+void manager_log_preserve_results(const PreserveResult *results, size_t n, int failed, const char *context);
 
 /* Restore from the fd store or by name; verify. */
 int manager_restore_incoming(Manager *m, int session_fd, const char *fdname);
@@ -345,4 +371,6 @@ int vm_watch_owner(Vm *v, pid_t pid, int pidfd);
 /* Give freed heap back to the kernel shortly after a burst of calls. */
 void manager_schedule_trim(Manager *m);
 
+/* bus.c: the D-Bus error of a failure of the core. */
 int bus_error_from_errno(sd_bus_error *error, int r, const char *message);
+int bus_error_set_vm(sd_bus_error *error, const VmError *e);

@@ -38,7 +38,7 @@ struct PreserveAllJob {
 	Manager *manager;
 	char **names;		/* the VMs to go through, as registered at the start */
 	size_t n_names, next;
-	char **results;		/* name, result, ..., NULL */
+	PreserveResult *results;
 	char **sessions;	/* per result: the session this job created, or NULL */
 	size_t n_results;
 	int failed;
@@ -63,7 +63,9 @@ static PreserveAllJob *job_free(PreserveAllJob *j)
 	j->defer = sd_event_source_disable_unref(j->defer);
 	j->barrier_io = sd_event_source_disable_unref(j->barrier_io);
 	j->barrier_timer = sd_event_source_disable_unref(j->barrier_timer);
-	strv_free_n(j->results, 2 * j->n_names);	/* NULL past the last result */
+	for (size_t i = 0; j->results && i < j->n_results; i++)
+		free(j->results[i].name);
+	free(j->results);
 	strv_free_n(j->sessions, j->n_names);
 	strv_free_n(j->names, j->n_names);
 	free(j);
@@ -78,7 +80,7 @@ static int job_new(Manager *m, PreserveAllJob **ret)
 		return -ENOMEM;
 	j->manager = m;
 	j->names = calloc(m->n_vms + 1, sizeof(char *));
-	j->results = calloc(2 * m->n_vms + 1, sizeof(char *));
+	j->results = calloc(m->n_vms + 1, sizeof(PreserveResult));
 	j->sessions = calloc(m->n_vms + 1, sizeof(char *));
 	if (!j->names || !j->results || !j->sessions) {
 		job_free(j);
@@ -96,17 +98,19 @@ static int job_new(Manager *m, PreserveAllJob **ret)
 	return 0;
 }
 
-static int job_add_result(PreserveAllJob *j, const char *name, char *result, const char *session)
+/* The result of VM name: ok (error NULL) or error; session: the one this
+ * job created for it. */
+static int job_add_result(PreserveAllJob *j, const char *name, const VmError *error, const char *session)
 {
-	size_t i = j->n_results;
+	PreserveResult *res = &j->results[j->n_results];
 
-	if (!result)
-		return -ENOMEM;
-	j->results[2 * i] = strdup(name);
-	j->results[2 * i + 1] = result;
-	j->sessions[i] = session ? strdup(session) : NULL;
+	res->name = strdup(name);
+	res->ok = !error;
+	if (error)
+		res->error = *error;
+	j->sessions[j->n_results] = session ? strdup(session) : NULL;
 	j->n_results++;
-	if (!j->results[2 * i] || (session && !j->sessions[i]))
+	if (!res->name || (session && !j->sessions[j->n_results - 1]))
 		return -ENOMEM;
 	return 0;
 }
@@ -118,16 +122,15 @@ static int job_step(PreserveAllJob *j)
 	Manager *m = j->manager;
 
 	while (!j->cancelled && j->next < j->n_names) {
-		_cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+		VmError error = {};
 		const char *name = j->names[j->next++];
 		Vm *v = manager_find_vm(m, name);
-		char *res;
 		int r;
 
 		if (!v || v->state == VM_FINISHED)
 			continue;	/* gone meanwhile, or nothing to preserve */
 		if (v->state == VM_PRESERVED) {
-			r = job_add_result(j, name, strdup("ok"), NULL);
+			r = job_add_result(j, name, NULL, NULL);
 			if (r < 0)
 				return r;
 			continue;
@@ -137,13 +140,9 @@ static int job_step(PreserveAllJob *j)
 		r = vm_preserve(v, &error);
 		m->batch_barrier = false;
 		if (r >= 0)
-			return job_add_result(j, name, strdup("ok"), v->session_name) < 0 ? -ENOMEM : 1;
-		if (!sd_bus_error_is_set(&error))
-			sd_bus_error_set_errno(&error, r);
+			return job_add_result(j, name, NULL, v->session_name) < 0 ? -ENOMEM : 1;
 		j->failed++;
-		if (asprintf(&res, "%s: %s", error.name, error.message ?: strerror(-r)) < 0)
-			res = NULL;
-		return job_add_result(j, name, res, NULL) < 0 ? -ENOMEM : 1;
+		return job_add_result(j, name, &error, NULL) < 0 ? -ENOMEM : 1;
 	}
 	return 0;
 }
@@ -158,18 +157,14 @@ static void job_finish(PreserveAllJob *j, int r)
 	if (r >= 0)
 		return;
 	for (size_t i = 0; i < j->n_results; i++) {
-		char msg[IOMMULU_ERROR_MAX + 192], *res;
 		Vm *v;
 
-		if (!j->sessions[i] || !(v = manager_find_vm(m, j->results[2 * i])) || v->state != VM_PRESERVED ||
+		if (!j->sessions[i] || !(v = manager_find_vm(m, j->results[i].name)) || v->state != VM_PRESERVED ||
 		    !streq_ptr(v->session_name, j->sessions[i]))
 			continue;
-		vm_rollback_unconfirmed(v, r, msg, sizeof(msg));
+		vm_rollback_unconfirmed(v, r, &j->results[i].error);
+		j->results[i].ok = false;
 		j->failed++;
-		if (asprintf(&res, "%s: %s", r == -ETIMEDOUT ? SD_BUS_ERROR_TIMEOUT : SD_BUS_ERROR_FAILED, msg) < 0)
-			continue;	/* keeps "ok"; the VM's State says failed */
-		free(j->results[2 * i + 1]);
-		j->results[2 * i + 1] = res;
 	}
 }
 
@@ -182,7 +177,7 @@ static void job_complete(PreserveAllJob *j, int r)
 	PreserveAllJob *next = j->queued;
 
 	m->preserve_jobs = next;
-	j->done(m, j, r < 0 ? NULL : j->results, r < 0 ? r : j->failed, j->userdata);
+	j->done(m, j, j->results, r < 0 ? 0 : j->n_results, r < 0 ? r : j->failed, j->userdata);
 	job_free(j);
 	if (next)
 		job_start(next);
@@ -297,7 +292,7 @@ void preserve_all_job_cancel(PreserveAllJob *j)
 	j->cancelled = true;
 }
 
-int manager_preserve_all(Manager *m, char ***ret_results)
+int manager_preserve_all(Manager *m, const char *context)
 {
 	PreserveAllJob *j;
 	int r;
@@ -309,12 +304,9 @@ int manager_preserve_all(Manager *m, char ***ret_results)
 		;
 	if (r >= 0 && j->n_results > 0)
 		job_finish(j, fdstore_barrier(m));
-	if (r < 0) {
-		job_free(j);
-		return r;
-	}
-	*ret_results = TAKE_PTR(j->results);
-	r = j->failed;
+	if (r >= 0)
+		r = j->failed;
+	manager_log_preserve_results(j->results, j->n_results, r, context);
 	job_free(j);
 	return r;
 }
@@ -325,24 +317,24 @@ void manager_cancel_preserve_jobs(Manager *m)
 		PreserveAllJob *j = m->preserve_jobs;
 
 		m->preserve_jobs = j->queued;
-		j->done(m, j, NULL, -ECANCELED, j->userdata);
+		j->done(m, j, NULL, 0, -ECANCELED, j->userdata);
 		job_free(j);
 	}
 }
 
-void manager_log_preserve_results(char **results, int r, const char *context)
+void manager_log_preserve_results(const PreserveResult *results, size_t n, int failed, const char *context)
 {
-	if (r < 0)
-		log_error_errno(r, "%s: PreserveAll failed: %m", context);
-	for (char **p = results; p && *p; p += 2)
-		log_vm(streq_ptr(p[1], "ok") ? LOG_INFO : LOG_ERR, LOG_VM(p[0]), "%s, VM %s: %s", context, p[0], p[1]);
-	if (r > 0)
-		log_error("%s: %d VM(s) could not be preserved.", context, r);
-}
+	if (failed < 0)
+		log_error_errno(failed, "%s: PreserveAll failed: %m", context);
+	for (size_t i = 0; i < n; i++) {
+		const PreserveResult *p = &results[i];
 
-void preserve_results_free(char **results)
-{
-	for (char **p = results; p && *p; p++)
-		free(*p);
-	free(results);
+		if (p->ok)
+			log_vm(LOG_INFO, LOG_VM(p->name), "%s, VM %s: ok", context, p->name);
+		else
+			log_vm(LOG_ERR, LOG_VM(p->name), "%s, VM %s: %s%s%s", context, p->name, p->error.message,
+			       p->error.errnum ? ": " : "", p->error.errnum ? strerror(p->error.errnum) : "");
+	}
+	if (failed > 0)
+		log_error("%s: %d VM(s) could not be preserved.", context, failed);
 }

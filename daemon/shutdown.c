@@ -94,7 +94,8 @@ bool shutdown_kexec_pending(Manager *m)
 	return found;
 }
 
-static void preserved_for_kexec(Manager *m, PreserveAllJob *j, char **results, int failed, void *userdata)
+static void preserved_for_kexec(Manager *m, PreserveAllJob *j, const PreserveResult *results, size_t n_results,
+				int failed, void *userdata)
 {
 	/* Not the hook's job any more: the kexec was cancelled meanwhile. */
 	bool cancelled = m->hook_job != j;
@@ -106,7 +107,7 @@ static void preserved_for_kexec(Manager *m, PreserveAllJob *j, char **results, i
 	for (size_t i = 0; i < m->n_vms; i++)
 		if (m->vms[i]->state != VM_PRESERVED)
 			m->vms[i]->preserved_by_hook = false;
-	manager_log_preserve_results(results, failed, "Before kexec");
+	manager_log_preserve_results(results, n_results, failed, "Before kexec");
 	if (failed > 0)
 		log_error("FailurePolicy=%s.", failure_policy_to_string(m->config.failure_policy));
 	shutdown_update_block(m);

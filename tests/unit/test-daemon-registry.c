@@ -165,7 +165,7 @@ static void test_files_and_memory(void **state)
 static void test_preserve_cycle(void **state)
 {
 	static const uint64_t sizes[] = { 64 << 10 };
-	_cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+	VmError e = {};
 	Manager *m = new_manager();
 	Vm *v = add_vm(m, "cyc", sizes, 1, NULL, 0, NULL);
 
@@ -188,9 +188,9 @@ static void test_preserve_cycle(void **state)
 	/* No /dev/liveupdate: KernelUnsupported, and the VM stays registered. */
 	assert_int_equal(unlink(luo_dev), 0);
 	assert_true(vm_preserve(v, &e) < 0);
-	assert_string_equal(e.name, ERROR_KERNEL_UNSUPPORTED);
+	assert_int_equal(e.outcome, VM_OUTCOME_KERNEL_UNSUPPORTED);
+	assert_non_null(strstr(e.message, "/dev/liveupdate"));
 	assert_int_equal(v->state, VM_REGISTERED);
-	sd_bus_error_free(&e);
 	{
 		FILE *f = fopen(luo_dev, "we");
 
@@ -201,9 +201,9 @@ static void test_preserve_cycle(void **state)
 	/* Only a registered (or failed) VM is preserved. */
 	v->state = VM_REGISTERING;
 	assert_true(vm_preserve(v, &e) < 0);
-	assert_string_equal(e.name, ERROR_INVALID_STATE);
+	assert_int_equal(e.outcome, VM_OUTCOME_INVALID_STATE);
+	assert_non_null(strstr(e.message, "registering"));
 	v->state = VM_REGISTERED;
-	sd_bus_error_free(&e);
 
 	/* The failed state keeps its error, and a failed VM can be retried. */
 	vm_set_state(v, VM_FAILED, "boom");
@@ -219,7 +219,7 @@ static void test_records(void **state)
 {
 	static const uint64_t sizes[] = { 64 << 10, 8 << 10 };
 	static const uint32_t st1[] = { 1 };
-	_cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+	VmError e = {};
 	Manager *m = new_manager();
 	Vm *v = add_vm(m, "rec", sizes, 2, st1, 1, NULL);
 	Registration g = {};
@@ -266,7 +266,6 @@ static void test_preserve_all(void **state)
 {
 	static const uint64_t sizes[] = { 64 << 10 };
 	Manager *m = new_manager();
-	char **res = NULL;
 	Vm *fin;
 
 	add_vm(m, "a1", sizes, 1, NULL, 0, NULL);
@@ -274,22 +273,18 @@ static void test_preserve_all(void **state)
 	fin = add_vm(m, "a3", sizes, 1, NULL, 0, NULL);
 	fin->state = VM_FINISHED;
 
-	assert_int_equal(manager_preserve_all(m, &res), 0);
-	assert_non_null(res);
-	assert_string_equal(res[0], "a1");
-	assert_string_equal(res[1], "ok");
-	assert_string_equal(res[2], "a2");
-	assert_string_equal(res[3], "ok");
-	assert_null(res[4]);	/* a finished VM is left out */
+	assert_int_equal(manager_preserve_all(m, "test"), 0);
 	assert_int_equal(manager_find_vm(m, "a1")->state, VM_PRESERVED);
 	assert_int_equal(manager_find_vm(m, "a2")->state, VM_PRESERVED);
-	preserve_results_free(res);
+	assert_int_equal(fin->state, VM_FINISHED);
 
 	/* Again: everything is preserved already. */
-	assert_int_equal(manager_preserve_all(m, &res), 0);
-	assert_string_equal(res[1], "ok");
-	assert_string_equal(res[3], "ok");
-	preserve_results_free(res);
+	assert_int_equal(manager_preserve_all(m, "test"), 0);
+
+	/* One that cannot be: counted, the others unharmed. */
+	add_vm(m, "a4", sizes, 1, NULL, 0, NULL)->state = VM_REGISTERING;
+	assert_int_equal(manager_preserve_all(m, "test"), 1);
+	assert_int_equal(manager_find_vm(m, "a1")->state, VM_PRESERVED);
 	manager_free(m);
 }
 
@@ -297,19 +292,20 @@ typedef struct Done {
 	bool called;
 	int failed;
 	size_t n_results;
-	char first[32];
+	char first[IOMMULU_ERROR_MAX + 512];
 } Done;
 
-static void on_done(Manager *m, PreserveAllJob *j, char **results, int failed, void *userdata)
+static void on_done(Manager *m, PreserveAllJob *j, const PreserveResult *results, size_t n, int failed,
+		    void *userdata)
 {
 	Done *d = userdata;
 
 	d->called = true;
 	d->failed = failed;
-	for (char **p = results; p && *p; p += 2)
-		d->n_results++;
-	if (results && results[0])
-		snprintf(d->first, sizeof(d->first), "%s=%s", results[0], results[1]);
+	d->n_results = n;
+	if (n)
+		snprintf(d->first, sizeof(d->first), "%s=%s", results[0].name,
+			 results[0].ok ? "ok" : results[0].error.message);
 }
 
 /* The asynchronous job: one VM per event-loop iteration, done only from
@@ -363,10 +359,45 @@ static void test_preserve_all_async_freed(void **state)
 	assert_int_equal(d2.failed, -ECANCELED);
 }
 
+/* The bus layer's one table: each outcome of the core to its D-Bus error. */
+static void test_error_table(void **state)
+{
+	static const struct {
+		VmOutcome outcome;
+		int errnum;
+		const char *name;
+	} cases[] = {
+		{ VM_OUTCOME_INVALID_STATE, 0, ERROR_INVALID_STATE },
+		{ VM_OUTCOME_NOT_ELIGIBLE, 0, ERROR_NOT_ELIGIBLE },
+		{ VM_OUTCOME_KERNEL_UNSUPPORTED, 0, ERROR_KERNEL_UNSUPPORTED },
+		{ VM_OUTCOME_BUSY, 0, ERROR_BUSY },
+		{ VM_OUTCOME_UNCONFIRMED, 0, SD_BUS_ERROR_TIMEOUT },
+		{ VM_OUTCOME_ERRNO, ENOTTY, ERROR_KERNEL_UNSUPPORTED },
+		{ VM_OUTCOME_ERRNO, EOPNOTSUPP, ERROR_KERNEL_UNSUPPORTED },
+		{ VM_OUTCOME_ERRNO, EBUSY, ERROR_BUSY },
+		{ VM_OUTCOME_ERRNO, ETIMEDOUT, SD_BUS_ERROR_TIMEOUT },
+		{ VM_OUTCOME_ERRNO, ENOMEM, SD_BUS_ERROR_NO_MEMORY },
+		{ VM_OUTCOME_ERRNO, EINVAL, SD_BUS_ERROR_INVALID_ARGS },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		_cleanup_(sd_bus_error_free) sd_bus_error b = SD_BUS_ERROR_NULL;
+		VmError e = { .outcome = cases[i].outcome, .errnum = cases[i].errnum };
+
+		snprintf(e.message, sizeof(e.message), "VM x: what happened");
+		assert_true(bus_error_set_vm(&b, &e) < 0);
+		assert_string_equal(b.name, cases[i].name);
+		assert_non_null(strstr(b.message, "VM x: what happened"));
+		if (cases[i].errnum)
+			assert_non_null(strstr(b.message, strerror(cases[i].errnum)));
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_state_names),
+		cmocka_unit_test(test_error_table),
 		cmocka_unit_test(test_files_and_memory),
 		cmocka_unit_test(test_preserve_cycle),
 		cmocka_unit_test(test_records),
