@@ -127,7 +127,7 @@ typedef struct U64Array {
 } U64Array;
 
 /* One property read into a struct member: 's' char *, 'b' bool,
- * 'u' uint32_t, 't' uint64_t, "as" char ** (NULL-terminated), "at" U64Array. */
+ * 'u' uint32_t, 't' uint64_t, "as" char ** (NULL-terminated), "at" and "au" U64Array. */
 typedef struct PropMap {
 	const char *name;
 	const char *signature;
@@ -175,23 +175,25 @@ static int map_one(sd_bus_message *m, const PropMap *p, void *data)
 		*(char ***)field = l;
 		return 0;
 	}
-	if (streq_ptr(p->signature, "at")) {
+	if (streq_ptr(p->signature, "at") || streq_ptr(p->signature, "au")) {
+		bool wide = p->signature[1] == 't';
 		U64Array *a = field;
 		const void *v;
-		size_t size;
+		size_t size, n;
 		uint64_t *copy;
 
-		r = sd_bus_message_read_array(m, 't', &v, &size);
+		r = sd_bus_message_read_array(m, p->signature[1], &v, &size);
 		if (r < 0)
 			return r;
-		copy = malloc(size + sizeof(uint64_t));
+		n = size / (wide ? sizeof(uint64_t) : sizeof(uint32_t));
+		copy = calloc(n + 1, sizeof(uint64_t));
 		if (!copy)
 			return -ENOMEM;
-		if (size)
-			memcpy(copy, v, size);
+		for (size_t i = 0; i < n; i++)
+			copy[i] = wide ? ((const uint64_t *)v)[i] : ((const uint32_t *)v)[i];
 		free(a->v);
 		a->v = copy;
-		a->n = size / sizeof(uint64_t);
+		a->n = n;
 		return 0;
 	}
 	return -EINVAL;
@@ -282,6 +284,7 @@ typedef struct VmInfo {
 	char **devices;
 	U64Array hwpts;
 	uint64_t guest_memory_bytes;
+	U64Array state_memfds;
 	char *session;
 	char *last_error;
 	uint64_t generation;
@@ -298,6 +301,7 @@ static const PropMap vm_map[] = {
 	{ "Devices", "as", offsetof(VmInfo, devices) },
 	{ "HWPTs", "at", offsetof(VmInfo, hwpts) },
 	{ "GuestMemoryBytes", "t", offsetof(VmInfo, guest_memory_bytes) },
+	{ "StateMemfds", "au", offsetof(VmInfo, state_memfds) },
 	{ "Session", "s", offsetof(VmInfo, session) },
 	{ "LastError", "s", offsetof(VmInfo, last_error) },
 	{ "Generation", "t", offsetof(VmInfo, generation) },
@@ -315,6 +319,7 @@ static void vm_info_done(VmInfo *i)
 	free(i->state);
 	strv_free(i->devices);
 	free(i->hwpts.v);
+	free(i->state_memfds.v);
 	free(i->session);
 	free(i->last_error);
 	free(i->ineligible_reason);
@@ -544,6 +549,10 @@ static json_object *vm_to_json(const VmInfo *v)
 		json_object_array_add(a, json_object_new_uint64(v->hwpts.v[i]));
 	json_object_object_add(j, "HWPTs", a);
 	json_object_object_add(j, "GuestMemoryBytes", json_object_new_uint64(v->guest_memory_bytes));
+	a = json_object_new_array();
+	for (size_t i = 0; i < v->state_memfds.n; i++)
+		json_object_array_add(a, json_object_new_uint64(v->state_memfds.v[i]));
+	json_object_object_add(j, "StateMemfds", a);
 	json_object_object_add(j, "Session", json_string_or_empty(v->session));
 	json_object_object_add(j, "LastError", json_string_or_empty(v->last_error));
 	json_object_object_add(j, "Generation", json_object_new_uint64(v->generation));
@@ -712,6 +721,10 @@ static int verb_show(int argc, char **argv, sd_bus *bus)
 	for (size_t i = 0; i < v->hwpts.n; i++)
 		printf("%s%" PRIu64, i ? " " : "", v->hwpts.v[i]);
 	printf("\nGuestMemoryBytes=%" PRIu64 "\n", v->guest_memory_bytes);
+	printf("StateMemfds=");
+	for (size_t i = 0; i < v->state_memfds.n; i++)
+		printf("%s%" PRIu64, i ? " " : "", v->state_memfds.v[i]);
+	printf("\n");
 	printf("Session=%s\n", strempty(v->session));
 	printf("LastError=%s\n", strempty(v->last_error));
 	printf("Generation=%" PRIu64 "\n", v->generation);

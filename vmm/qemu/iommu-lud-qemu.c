@@ -284,9 +284,12 @@ static int daemon_register(struct vm *vm)
 	sd_bus_error e = SD_BUS_ERROR_NULL;
 	int r;
 
-	r = sd_bus_call_method(vm->bus, BUS_NAME, MANAGER_PATH, MANAGER_IFACE, "RegisterVM", &e, NULL,
-			       "sahahahat", vm->name, 2, vm->ram_fd, vm->state_fd, 0, 0, 0);
-	return r < 0 ? bus_fail(vm, "RegisterVM (guest RAM and state memfds)", &e, r) : 0;
+	/* memfd:1 holds QEMU's device state, not guest RAM: StateMemfds
+	 * keeps it out of the VM's GuestMemoryBytes. */
+	r = sd_bus_call_method(vm->bus, BUS_NAME, MANAGER_PATH, MANAGER_IFACE, "RegisterVMWithOptions", &e, NULL,
+			       "sahahahata{sv}", vm->name, 2, vm->ram_fd, vm->state_fd, 0, 0, 0,
+			       1, "StateMemfds", "au", 1, (uint32_t)1);
+	return r < 0 ? bus_fail(vm, "RegisterVMWithOptions (guest RAM and state memfds)", &e, r) : 0;
 }
 
 /* VerifyVM (every check must pass), then RetrieveVM: memfd:0 and memfd:1. */
