@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -105,6 +106,45 @@ static int invalid_state(sd_bus_error *error, const Vm *v, const char *hint)
 				 vm_state_to_string(v->state), hint ? "; " : "", strempty(hint));
 }
 
+/* ---- errors: the D-Bus error of each outcome of the core --------------- */
+
+int bus_error_from_errno(sd_bus_error *error, int r, const char *message)
+{
+	r = abs(r);
+	switch (r) {
+	case ENOTTY:
+	case EOPNOTSUPP:
+	case ENOENT:
+		return sd_bus_error_setf(error, ERROR_KERNEL_UNSUPPORTED,
+					 "%s: the running kernel does not support this (%s)", message,
+					 strerror(r));
+	case EBUSY:
+		return sd_bus_error_setf(error, ERROR_BUSY, "%s: %s", message, strerror(r));
+	default:
+		return sd_bus_error_set_errnof(error, r, "%s: %s", message, strerror(r));
+	}
+}
+
+static const char *const vm_outcome_errors[_VM_OUTCOME_MAX] = {
+	[VM_OUTCOME_ERRNO] = NULL,	/* by the errno: bus_error_from_errno() */
+	[VM_OUTCOME_INVALID_STATE] = ERROR_INVALID_STATE,
+	[VM_OUTCOME_NOT_ELIGIBLE] = ERROR_NOT_ELIGIBLE,
+	[VM_OUTCOME_KERNEL_UNSUPPORTED] = ERROR_KERNEL_UNSUPPORTED,
+	[VM_OUTCOME_BUSY] = ERROR_BUSY,
+	[VM_OUTCOME_UNCONFIRMED] = SD_BUS_ERROR_TIMEOUT,
+};
+
+int bus_error_set_vm(sd_bus_error *error, const VmError *e)
+{
+	const char *name = e->outcome < _VM_OUTCOME_MAX ? vm_outcome_errors[e->outcome] : NULL;
+
+	if (!name)
+		return bus_error_from_errno(error, e->errnum ?: EIO, e->message);
+	if (e->errnum)
+		return sd_bus_error_setf(error, name, "%s: %s", e->message, strerror(e->errnum));
+	return sd_bus_error_setf(error, name, "%s", e->message);
+}
+
 static void manager_emit(Manager *m, const char *prop)
 {
 	(void)sd_bus_emit_properties_changed(m->bus, MANAGER_PATH, MANAGER_IFACE, prop, NULL);
@@ -129,18 +169,18 @@ static int on_owner_exit(sd_event_source *s, int fd, uint32_t revents, void *use
 	}
 	if (v->state != VM_REGISTERED && v->state != VM_FAILED && v->state != VM_REGISTERING) {
 		/* preserved (or later): the daemon owns it now */
-		(void)sd_bus_emit_properties_changed(m->bus, v->path, VM_IFACE, "OwnerPID", NULL);
+		vm_changed(v, VM_PROP_OWNER_PID);
 		return 0;
 	}
 
 	if (shutdown_kexec_pending(m)) {
-		_cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+		VmError error = {};
 
 		/* The VMM was stopped as part of the kexec transaction. */
 		if (vm_preserve(v, &error) >= 0)
 			return 0;
-		log_vm(LOG_ERR, LOG_VM(v->name), "VMM of VM %s exited during kexec, preserving failed: %s",
-		       v->name, error.message);
+		log_vm(LOG_ERR, LOG_VM(v->name), "VMM of VM %s exited during kexec, preserving failed: %s%s%s",
+		       v->name, error.message, error.errnum ? ": " : "", error.errnum ? strerror(error.errnum) : "");
 	}
 	snprintf(name, sizeof(name), "%s", v->name);
 	log_vm(LOG_NOTICE, LOG_VM(name), "VMM (pid %d) of unpreserved VM %s exited, dropping the VM.",
@@ -150,24 +190,55 @@ static int on_owner_exit(sd_event_source *s, int fd, uint32_t revents, void *use
 	return 0;
 }
 
+/* The pid of the process pidfd refers to (its "Pid:" in fdinfo): -EBADF
+ * if it is not a pidfd, -ESRCH if the process is gone (-1), -EREMOTE if it
+ * is in another pid namespace (0). */
+static int pidfd_get_pid(int pidfd, pid_t *ret)
+{
+	_cleanup_free_ char *line = NULL;
+	char path[64];
+	size_t size = 0;
+	int pid = 0, r = -EBADF;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", pidfd);
+	f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	while (getline(&line, &size, f) >= 0)
+		if (sscanf(line, "Pid: %d", &pid) == 1) {
+			r = pid > 0 ? 0 : pid == 0 ? -EREMOTE : -ESRCH;
+			break;
+		}
+	fclose(f);
+	if (r == 0)
+		*ret = pid;
+	return r;
+}
+
 /*
  * A pidfd for the sender of msg, whose pid the bus reported as pid.
  *
- * libsystemd 252 has no SD_BUS_CREDS_PIDFD (nor does dbus-daemon 1.14
- * offer a ProcessFD), so the pidfd is opened on the pid, and that races:
- * the caller may exit after the credentials query, and its pid may even
- * be reused, before pidfd_open().  So after opening it, ask the bus again
- * who sent the message: if the sender is still connected with the same
- * pid, the pidfd is the caller's (a pid is reused only after its process
- * is gone, and the bus drops a connection whose process is gone, long
- * before pids wrap around).  -ESRCH when the caller is gone.
+ * Race-free where the bus offers it: a bus that took the caller's pidfd
+ * from its socket (SO_PEERPIDFD) hands it out as "ProcessFD" in
+ * GetConnectionCredentials (dbus-broker, dbus-daemon >= 1.15.?); libsystemd
+ * 252 has no SD_BUS_CREDS_PIDFD to ask for it, so the daemon calls the
+ * bus itself.  Our own SO_PEERPIDFD would name the bus, not the caller.
+ *
+ * Fallback (dbus-daemon 1.14, Debian 12): pidfd_open() on the pid, which
+ * races with the caller exiting (and its pid being reused) after the
+ * credentials query.  So the pidfd is opened first and the bus asked
+ * afterwards who sent the message: if the sender is still connected with
+ * the same pid, the pidfd is the caller's (a pid is reused only after its
+ * process is gone, and the bus drops a connection whose process is gone,
+ * long before pids wrap around).  -ESRCH when the caller is gone.
  */
 static int open_sender_pidfd(sd_bus_message *msg, pid_t pid, int *ret_fd)
 {
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
 	_cleanup_close_ int fd = -EBADF;
 	const char *sender = sd_bus_message_get_sender(msg);
-	sd_bus_creds *creds = NULL;
-	pid_t again = 0;
+	uint32_t again = 0;
 	int r;
 
 	if (pid <= 0)
@@ -175,14 +246,43 @@ static int open_sender_pidfd(sd_bus_message *msg, pid_t pid, int *ret_fd)
 	fd = (int)syscall(SYS_pidfd_open, pid, 0);
 	if (fd < 0)
 		return -errno;
-	if (sender) {
-		r = sd_bus_get_name_creds(sd_bus_message_get_bus(msg), sender, SD_BUS_CREDS_PID, &creds);
-		if (r >= 0)
-			r = sd_bus_creds_get_pid(creds, &again);
-		sd_bus_creds_unref(creds);
-		if (r < 0 || again != pid)
-			return -ESRCH;	/* disconnected (or a different process now) */
+	if (!sender) {	/* a direct connection: no bus to ask */
+		*ret_fd = TAKE_FD(fd);
+		return 0;
 	}
+	r = sd_bus_call_method(sd_bus_message_get_bus(msg), "org.freedesktop.DBus", "/org/freedesktop/DBus",
+			       "org.freedesktop.DBus", "GetConnectionCredentials", NULL, &reply, "s", sender);
+	if (r < 0)
+		return -ESRCH;	/* disconnected */
+	r = sd_bus_message_enter_container(reply, 'a', "{sv}");
+	while (r >= 0 && (r = sd_bus_message_enter_container(reply, 'e', "sv")) > 0) {
+		const char *key;
+		int pfd = -EBADF;
+		pid_t of = 0;
+
+		r = sd_bus_message_read(reply, "s", &key);
+		if (r >= 0 && streq_ptr(key, "ProcessID"))
+			r = sd_bus_message_read(reply, "v", "u", &again);
+		else if (r >= 0 && streq_ptr(key, "ProcessFD")) {
+			r = sd_bus_message_read(reply, "v", "h", &pfd);
+			if (r >= 0 && pidfd_get_pid(pfd, &of) >= 0 && of == pid) {
+				/* The bus's pidfd of the caller: no race. */
+				int copy = fcntl(pfd, F_DUPFD_CLOEXEC, 3);
+
+				if (copy >= 0) {
+					safe_close(fd);
+					fd = copy;
+					again = (uint32_t)pid;
+					break;
+				}
+			}
+		} else if (r >= 0)
+			r = sd_bus_message_skip(reply, "v");
+		if (r >= 0)
+			r = sd_bus_message_exit_container(reply);
+	}
+	if (r < 0 || again != (uint32_t)pid)
+		return -ESRCH;	/* disconnected (or a different process now) */
 	*ret_fd = TAKE_FD(fd);
 	return 0;
 }
@@ -285,6 +385,132 @@ static int check_files_unshared(Manager *m, const Vm *v, const char *name, const
 	return 0;
 }
 
+typedef enum RegisterMethod {
+	REGISTER_VM,
+	REGISTER_VM_PART,
+	REGISTER_VM_WITH_OPTIONS,
+} RegisterMethod;
+
+/* RegisterVMWithOptions' a{sv}; everything borrowed from the message. */
+typedef struct RegisterOptions {
+	int owner_pidfd;	/* OwnerPIDFD, or -EBADF: the caller owns the VM */
+	const uint32_t *state_memfds;	/* StateMemfds */
+	size_t n_state_memfds;
+	int last;		/* Last (default true) */
+} RegisterOptions;
+
+static int read_register_options(sd_bus_message *msg, RegisterOptions *o, sd_bus_error *error)
+{
+	int r;
+
+	r = sd_bus_message_enter_container(msg, 'a', "{sv}");
+	if (r < 0)
+		return r;
+	while ((r = sd_bus_message_enter_container(msg, 'e', "sv")) > 0) {
+		const char *key, *type;
+
+		r = sd_bus_message_read(msg, "s", &key);
+		if (r < 0)
+			return r;
+		if (streq_ptr(key, "OwnerPIDFD")) {
+			type = "h";
+			r = sd_bus_message_read(msg, "v", "h", &o->owner_pidfd);
+		} else if (streq_ptr(key, "StateMemfds")) {
+			const void *a = NULL;
+			size_t bytes = 0;
+
+			type = "au";
+			r = sd_bus_message_enter_container(msg, 'v', "au");
+			if (r >= 0)
+				r = sd_bus_message_read_array(msg, 'u', &a, &bytes);
+			if (r >= 0)
+				r = sd_bus_message_exit_container(msg);
+			o->state_memfds = a;
+			o->n_state_memfds = bytes / sizeof(uint32_t);
+		} else if (streq_ptr(key, "Last")) {
+			type = "b";
+			r = sd_bus_message_read(msg, "v", "b", &o->last);
+		} else
+			return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+						 "Unknown option '%s' (known: OwnerPIDFD, StateMemfds, Last)", key);
+		if (r == -ENXIO)
+			return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+						 "Option %s must be of type '%s'", key, type);
+		if (r < 0)
+			return r;
+		r = sd_bus_message_exit_container(msg);
+		if (r < 0)
+			return r;
+	}
+	if (r < 0)
+		return r;
+	return sd_bus_message_exit_container(msg);
+}
+
+/*
+ * OwnerPIDFD: the VMM a helper registers the VM for.  A pidfd names its
+ * process for good (no pid race), so the daemon keeps a duplicate and
+ * watches it instead of the caller.  The process must still be running.
+ */
+static int take_owner_pidfd(const char *name, int fd, int *ret_fd, pid_t *ret_pid, sd_bus_error *error)
+{
+	_cleanup_close_ int copy = -EBADF;
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	pid_t pid = 0;
+	int r;
+
+	r = pidfd_get_pid(fd, &pid);
+	if (r == -EBADF)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+					 "VM %s: OwnerPIDFD is not a pidfd (see pidfd_open(2))", name);
+	if (r == -EREMOTE)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+					 "VM %s: OwnerPIDFD names a process outside the daemon's pid namespace", name);
+	if (r == -ESRCH || (r >= 0 && poll(&p, 1, 0) > 0 && (p.revents & POLLIN)))
+		return sd_bus_error_setf(error, SD_BUS_ERROR_UNIX_PROCESS_ID_UNKNOWN,
+					 "VM %s: the owner given as OwnerPIDFD (pid %d) has exited", name, (int)pid);
+	if (r < 0)
+		return r;
+	copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	if (copy < 0)
+		return -errno;
+	*ret_fd = TAKE_FD(copy);
+	*ret_pid = pid;
+	return 0;
+}
+
+/*
+ * Whether a RegisterVM is a retry of the one that registered v: from v's
+ * VMM, with the same files in the same order and the same HWPT ids.  A
+ * VMM whose first call got no answer (the daemon was killed after it
+ * stored the registration, and restarted) retries, and must not be told
+ * AlreadyExists for its own VM.
+ */
+static bool is_identical_retry(const Vm *v, pid_t owner, const int *memfds, size_t n_memfds, const int *iommufds,
+			       size_t n_iommufds, const int *devices, size_t n_devices, const uint64_t *hwpts,
+			       size_t n_hwpts, const RegisterOptions *opts)
+{
+	_cleanup_free_ uint32_t *ids = NULL;
+
+	if (v->owner_pidfd < 0 || v->owner_pid != owner || n_iommufds > 1 ||
+	    (v->state != VM_REGISTERED && v->state != VM_PRESERVED && v->state != VM_FAILED))
+		return false;
+	ids = calloc(n_hwpts + 1, sizeof(uint32_t));
+	if (!ids)
+		return false;
+	for (size_t i = 0; i < n_hwpts; i++) {
+		if (hwpts[i] > UINT32_MAX)
+			return false;
+		ids[i] = (uint32_t)hwpts[i];
+	}
+	return vm_has_files(v, &(VmFiles){ .memfds = memfds, .n_memfds = n_memfds,
+					   .iommufd = n_iommufds ? iommufds[0] : -1,
+					   .devices = devices, .n_devices = n_devices,
+					   .hwpts = ids, .n_hwpts = n_hwpts,
+					   .state_memfds = opts->state_memfds,
+					   .n_state_memfds = opts->n_state_memfds });
+}
+
 static int persist_error(Vm *v, int r, sd_bus_error *error)
 {
 	if (r == -ETIMEDOUT)
@@ -303,9 +529,16 @@ static int persist_error(Vm *v, int r, sd_bus_error *error)
  * ("registered").  Every call is checked against all of the VM's files so
  * far and keeps nothing on a refusal.
  */
-static int register_files(sd_bus_message *msg, Manager *m, bool part, sd_bus_error *error)
+static int register_files(sd_bus_message *msg, Manager *m, RegisterMethod kind, sd_bus_error *error)
 {
-	const char *method = part ? "RegisterVMPart" : "RegisterVM";
+	static const char *const method_names[] = {
+		[REGISTER_VM] = "RegisterVM",
+		[REGISTER_VM_PART] = "RegisterVMPart",
+		[REGISTER_VM_WITH_OPTIONS] = "RegisterVMWithOptions",
+	};
+	const char *method = method_names[kind];
+	bool part = kind != REGISTER_VM;
+	RegisterOptions opts = { .owner_pidfd = -EBADF, .last = 1 };
 	_cleanup_free_ int *memfds = NULL, *iommufds = NULL, *devices = NULL, *all_memfds = NULL,
 			   *all_devices = NULL;
 	_cleanup_free_ uint32_t *hwpts = NULL, *all_hwpts = NULL;
@@ -317,8 +550,9 @@ static int register_files(sd_bus_message *msg, Manager *m, bool part, sd_bus_err
 	iommulu_reason reason = IOMMULU_REASON_NONE;
 	iommulu_error e = {};
 	const char *name;
-	pid_t caller = 0;
-	int pidfd = -EBADF, last = 1;
+	pid_t caller = 0, owner;
+	_cleanup_close_ int pidfd = -EBADF;
+	int last = 1;
 	Vm *old, *v = NULL;
 	int r;
 
@@ -337,34 +571,70 @@ static int register_files(sd_bus_message *msg, Manager *m, bool part, sd_bus_err
 	if (r < 0)
 		return r;
 	n_hwpts = hwpt_bytes / sizeof(uint64_t);
-	if (part && (r = sd_bus_message_read(msg, "b", &last)) < 0)
+	if (kind == REGISTER_VM_PART && (r = sd_bus_message_read(msg, "b", &last)) < 0)
 		return r;
+	if (kind == REGISTER_VM_WITH_OPTIONS) {
+		r = read_register_options(msg, &opts, error);
+		if (r < 0)
+			return r;
+		last = opts.last;
+	}
 
 	r = check_vm_name(name, error);
 	if (r < 0)
 		return r;
+	/* The VM's owner: the VMM whose pidfd came with the call, or else
+	 * the caller. */
+	owner = caller;
+	if (opts.owner_pidfd >= 0) {
+		r = take_owner_pidfd(name, opts.owner_pidfd, &pidfd, &owner, error);
+		if (r < 0)
+			return r;
+	}
 	old = manager_find_vm(m, name);
 	if (old && old->state == VM_REGISTERING && part) {
-		if (old->owner_pid != caller)
+		if (old->owner_pid != owner)
 			return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
-						 "VM %s is being registered by pid %d; only it may add files",
-						 name, (int)old->owner_pid);
+						 "VM %s is being registered for pid %d; only it (or a caller passing its "
+						 "pidfd as OwnerPIDFD) may add files", name, (int)old->owner_pid);
 		v = old;
 		have_memfds = v->n_memfds;
 		have_devices = v->n_devices;
 		have_iommufd = v->iommufd >= 0;
 		have_hwpts = v->n_hwpts;
-	} else if (old && old->state != VM_FINISHED)
-		return sd_bus_error_setf(error, ERROR_ALREADY_EXISTS, "VM %s is already registered (%s)",
+	} else if (old && old->state != VM_FINISHED) {
+		if (last && is_identical_retry(old, owner, memfds, n_memfds, iommufds, n_iommufds, devices, n_devices,
+					       hwpts_in, n_hwpts, &opts)) {
+			log_vm(LOG_INFO, LOG_VM(name),
+			       "%s of VM %s repeated for its VMM (pid %d) with the same files: already %s, "
+			       "nothing to do", method, name, (int)owner, vm_state_to_string(old->state));
+			return sd_bus_reply_method_return(msg, "o", old->path);
+		}
+		return sd_bus_error_setf(error, ERROR_ALREADY_EXISTS,
+					 "VM %s is already registered (%s) with other files or for another process",
 					 name, vm_state_to_string(old->state));
+	}
 
 	if (n_iommufds + have_iommufd > 1)
 		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
 					 "VM %s: iommufd must hold at most one fd, got %zu", name,
 					 n_iommufds + have_iommufd);
-	if (last && n_memfds + have_memfds == 0)
+	for (size_t i = 0; i < opts.n_state_memfds; i++) {
+		uint32_t k = opts.state_memfds[i];
+
+		if (k < have_memfds || k >= have_memfds + n_memfds)
+			return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+						 "VM %s: StateMemfds names memfd #%" PRIu32 ", not one of this call's "
+						 "memfds (#%zu to #%zu)", name, k, have_memfds, have_memfds + n_memfds - 1);
+		for (size_t j = 0; j < i; j++)
+			if (opts.state_memfds[j] == k)
+				return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+							 "VM %s: StateMemfds names memfd #%" PRIu32 " twice", name, k);
+	}
+	if (last && n_memfds + have_memfds <= opts.n_state_memfds + (v ? v->n_state_memfds : 0))
 		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-					 "VM %s: at least one guest-RAM memfd is required", name);
+					 "VM %s: at least one guest-RAM memfd is required%s", name,
+					 opts.n_state_memfds ? " (all memfds are named in StateMemfds)" : "");
 	for (size_t i = 0; i < n_hwpts; i++)
 		if (hwpts_in[i] > UINT32_MAX)
 			return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
@@ -432,22 +702,28 @@ static int register_files(sd_bus_message *msg, Manager *m, bool part, sd_bus_err
 	r = vm_add_files(v, &(VmFiles){ .memfds = memfds, .n_memfds = n_memfds,
 					.iommufd = n_iommufds ? iommufds[0] : -1,
 					.devices = devices, .n_devices = n_devices,
-					.hwpts = hwpts, .n_hwpts = n_hwpts }, plan);
+					.hwpts = hwpts, .n_hwpts = n_hwpts,
+					.state_memfds = opts.state_memfds,
+					.n_state_memfds = opts.n_state_memfds }, plan);
 	if (r < 0)
 		return r;
 
 	if (created) {
 		/* The VM lives as long as its VMM: one that is gone already,
 		 * or cannot be watched, must not leave a VM nobody owns. */
-		r = open_sender_pidfd(msg, caller, &pidfd);
-		if (r < 0) {
-			log_vm_errno(LOG_WARNING, r, LOG_VM(name),
-				     "Not registering VM %s: cannot watch its VMM (pid %d): %m", name, (int)caller);
-			return sd_bus_error_setf(error, SD_BUS_ERROR_UNIX_PROCESS_ID_UNKNOWN,
-						 "VM %s: the caller (pid %d) cannot be watched: %s", name, (int)caller,
-						 r == -ESRCH ? "it exited during the call" : strerror(-r));
+		if (pidfd < 0) {
+			r = open_sender_pidfd(msg, caller, &pidfd);
+			if (r < 0) {
+				log_vm_errno(LOG_WARNING, r, LOG_VM(name),
+					     "Not registering VM %s: cannot watch its VMM (pid %d): %m", name,
+					     (int)caller);
+				return sd_bus_error_setf(error, SD_BUS_ERROR_UNIX_PROCESS_ID_UNKNOWN,
+							 "VM %s: the caller (pid %d) cannot be watched: %s", name,
+							 (int)caller,
+							 r == -ESRCH ? "it exited during the call" : strerror(-r));
+			}
 		}
-		r = vm_watch_owner(v, caller, pidfd);
+		r = vm_watch_owner(v, owner, TAKE_FD(pidfd));
 		if (r < 0)
 			return r;
 		v->state = last ? VM_REGISTERED : VM_REGISTERING;
@@ -475,8 +751,8 @@ static int register_files(sd_bus_message *msg, Manager *m, bool part, sd_bus_err
 			vm_truncate_files(v, have_memfds, have_devices, have_hwpts, have_iommufd);
 			return persist_error(v, r, error);
 		}
-		(void)sd_bus_emit_properties_changed(m->bus, v->path, VM_IFACE, "Memfds", "Devices", "HWPTs",
-						     "GuestMemoryBytes", NULL);
+		vm_changed(v, VM_PROP_MEMFDS | VM_PROP_DEVICES | VM_PROP_HWPTS | VM_PROP_GUEST_MEMORY_BYTES |
+				      VM_PROP_STATE_MEMFDS);
 		if (last)
 			vm_set_state(v, VM_REGISTERED, NULL);
 	}
@@ -492,12 +768,17 @@ static int register_files(sd_bus_message *msg, Manager *m, bool part, sd_bus_err
 
 static int method_register_vm(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
-	return register_files(msg, userdata, false, error);
+	return register_files(msg, userdata, REGISTER_VM, error);
 }
 
 static int method_register_vm_part(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
-	return register_files(msg, userdata, true, error);
+	return register_files(msg, userdata, REGISTER_VM_PART, error);
+}
+
+static int method_register_vm_with_options(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+	return register_files(msg, userdata, REGISTER_VM_WITH_OPTIONS, error);
 }
 
 /*
@@ -583,10 +864,14 @@ static int method_preserve_vm(sd_bus_message *msg, void *userdata, sd_bus_error 
 		return r;
 	if ((r = find_vm_or_error(m, name, &v, error)) < 0)
 		return r;
-	r = vm_preserve(v, error);
-	shutdown_update_block(m);
-	if (r < 0)
-		return r;
+	{
+		VmError e = {};
+
+		r = vm_preserve(v, &e);
+		shutdown_update_block(m);
+		if (r < 0)
+			return bus_error_set_vm(error, &e);
+	}
 	return sd_bus_reply_method_return(msg, NULL);
 }
 
@@ -618,7 +903,8 @@ static int method_unpreserve_vm(sd_bus_message *msg, void *userdata, sd_bus_erro
 	return sd_bus_reply_method_return(msg, NULL);
 }
 
-static int reply_results(sd_bus_message *msg, char **res)
+/* PreserveAll's a(ss): each VM's name and "ok" or "<error name>: <message>". */
+static int reply_results(sd_bus_message *msg, const PreserveResult *res, size_t n)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
 	int r;
@@ -627,8 +913,17 @@ static int reply_results(sd_bus_message *msg, char **res)
 	if (r < 0)
 		return r;
 	r = sd_bus_message_open_container(reply, 'a', "(ss)");
-	for (char **p = res; r >= 0 && p && *p; p += 2)
-		r = sd_bus_message_append(reply, "(ss)", p[0], p[1]);
+	for (size_t i = 0; r >= 0 && i < n; i++) {
+		_cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+		_cleanup_free_ char *text = NULL;
+
+		if (!res[i].ok) {
+			(void)bus_error_set_vm(&e, &res[i].error);
+			if (asprintf(&text, "%s: %s", e.name, e.message) < 0)
+				return -ENOMEM;
+		}
+		r = sd_bus_message_append(reply, "(ss)", res[i].name, text ?: "ok");
+	}
 	if (r >= 0)
 		r = sd_bus_message_close_container(reply);
 	if (r < 0)
@@ -636,23 +931,34 @@ static int reply_results(sd_bus_message *msg, char **res)
 	return sd_bus_send(NULL, reply, NULL);
 }
 
+static void preserve_all_replied(Manager *m, PreserveAllJob *j, const PreserveResult *results, size_t n_results,
+				 int failed, void *userdata)
+{
+	sd_bus_message *msg = userdata;
+	int r;
+
+	if (failed != -ECANCELED)	/* else the daemon is exiting */
+		shutdown_update_block(m);
+	r = failed < 0 ? sd_bus_reply_method_errno(msg, failed, NULL) : reply_results(msg, results, n_results);
+	if (r < 0)
+		log_warning_errno(r, "Failed to answer PreserveAll: %m");
+	sd_bus_message_unref(msg);
+}
+
+/* Answered when the job is done; the event loop goes on meanwhile. */
 static int method_preserve_all(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
 	Manager *m = userdata;
-	char **res = NULL;
 	int r;
 
 	if ((r = check_root(msg, "PreserveAll", error)) < 0)
 		return r;
-	r = manager_preserve_all(m, &res);
-	shutdown_update_block(m);
-	if (r < 0)
+	r = manager_preserve_all_async(m, preserve_all_replied, sd_bus_message_ref(msg), NULL);
+	if (r < 0) {
+		sd_bus_message_unref(msg);
 		return r;
-	r = reply_results(msg, res);
-	for (char **p = res; p && *p; p++)
-		free(*p);
-	free(res);
-	return r;
+	}
+	return 1;
 }
 
 static int method_list_vms(sd_bus_message *msg, void *userdata, sd_bus_error *error)
@@ -905,6 +1211,10 @@ static const sd_bus_vtable manager_vtable[] = {
 				SD_BUS_ARGS("s", name, "ah", memfds, "ah", iommufd, "ah", devices, "at", hwpt_ids,
 					    "b", last),
 				SD_BUS_RESULT("o", vm), method_register_vm_part, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("RegisterVMWithOptions",
+				SD_BUS_ARGS("s", name, "ah", memfds, "ah", iommufd, "ah", devices, "at", hwpt_ids,
+					    "a{sv}", options),
+				SD_BUS_RESULT("o", vm), method_register_vm_with_options, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD_WITH_ARGS("UnregisterVM", SD_BUS_ARGS("s", name), SD_BUS_NO_RESULT,
 				method_unregister_vm, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD_WITH_ARGS("PreserveVM", SD_BUS_ARGS("s", name), SD_BUS_NO_RESULT,
@@ -962,6 +1272,9 @@ static int property_get_vm(sd_bus *bus, const char *path, const char *interface,
 			r = sd_bus_message_append(reply, "s", v->bdfs[i]);
 		return r < 0 ? r : sd_bus_message_close_container(reply);
 	}
+	if (streq_ptr(property, "StateMemfds"))
+		return sd_bus_message_append_array(reply, 'u', v->state_memfds,
+						   v->n_state_memfds * sizeof(uint32_t));
 	if (streq_ptr(property, "HWPTs")) {
 		r = sd_bus_message_open_container(reply, 'a', "t");
 		for (size_t i = 0; r >= 0 && i < v->n_hwpts; i++)
@@ -978,6 +1291,7 @@ static const sd_bus_vtable vm_vtable[] = {
 	SD_BUS_PROPERTY("Devices", "as", property_get_vm, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
 	SD_BUS_PROPERTY("HWPTs", "at", property_get_vm, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
 	SD_BUS_PROPERTY("GuestMemoryBytes", "t", property_get_vm, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+	SD_BUS_PROPERTY("StateMemfds", "au", property_get_vm, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
 	SD_BUS_PROPERTY("Session", "s", property_get_vm, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
 	SD_BUS_PROPERTY("LastError", "s", property_get_vm, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
 	SD_BUS_PROPERTY("Generation", "t", property_get_vm, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),

@@ -21,6 +21,7 @@
 
 #include <json-c/json.h>
 #include <systemd/sd-bus.h>
+#include <systemd/sd-login.h>
 
 #include <iommulu/common.h>
 
@@ -126,7 +127,7 @@ typedef struct U64Array {
 } U64Array;
 
 /* One property read into a struct member: 's' char *, 'b' bool,
- * 'u' uint32_t, 't' uint64_t, "as" char ** (NULL-terminated), "at" U64Array. */
+ * 'u' uint32_t, 't' uint64_t, "as" char ** (NULL-terminated), "at" and "au" U64Array. */
 typedef struct PropMap {
 	const char *name;
 	const char *signature;
@@ -174,23 +175,25 @@ static int map_one(sd_bus_message *m, const PropMap *p, void *data)
 		*(char ***)field = l;
 		return 0;
 	}
-	if (streq_ptr(p->signature, "at")) {
+	if (streq_ptr(p->signature, "at") || streq_ptr(p->signature, "au")) {
+		bool wide = p->signature[1] == 't';
 		U64Array *a = field;
 		const void *v;
-		size_t size;
+		size_t size, n;
 		uint64_t *copy;
 
-		r = sd_bus_message_read_array(m, 't', &v, &size);
+		r = sd_bus_message_read_array(m, p->signature[1], &v, &size);
 		if (r < 0)
 			return r;
-		copy = malloc(size + sizeof(uint64_t));
+		n = size / (wide ? sizeof(uint64_t) : sizeof(uint32_t));
+		copy = calloc(n + 1, sizeof(uint64_t));
 		if (!copy)
 			return -ENOMEM;
-		if (size)
-			memcpy(copy, v, size);
+		for (size_t i = 0; i < n; i++)
+			copy[i] = wide ? ((const uint64_t *)v)[i] : ((const uint32_t *)v)[i];
 		free(a->v);
 		a->v = copy;
-		a->n = size / sizeof(uint64_t);
+		a->n = n;
 		return 0;
 	}
 	return -EINVAL;
@@ -281,6 +284,7 @@ typedef struct VmInfo {
 	char **devices;
 	U64Array hwpts;
 	uint64_t guest_memory_bytes;
+	U64Array state_memfds;
 	char *session;
 	char *last_error;
 	uint64_t generation;
@@ -297,6 +301,7 @@ static const PropMap vm_map[] = {
 	{ "Devices", "as", offsetof(VmInfo, devices) },
 	{ "HWPTs", "at", offsetof(VmInfo, hwpts) },
 	{ "GuestMemoryBytes", "t", offsetof(VmInfo, guest_memory_bytes) },
+	{ "StateMemfds", "au", offsetof(VmInfo, state_memfds) },
 	{ "Session", "s", offsetof(VmInfo, session) },
 	{ "LastError", "s", offsetof(VmInfo, last_error) },
 	{ "Generation", "t", offsetof(VmInfo, generation) },
@@ -314,6 +319,7 @@ static void vm_info_done(VmInfo *i)
 	free(i->state);
 	strv_free(i->devices);
 	free(i->hwpts.v);
+	free(i->state_memfds.v);
 	free(i->session);
 	free(i->last_error);
 	free(i->ineligible_reason);
@@ -543,6 +549,10 @@ static json_object *vm_to_json(const VmInfo *v)
 		json_object_array_add(a, json_object_new_uint64(v->hwpts.v[i]));
 	json_object_object_add(j, "HWPTs", a);
 	json_object_object_add(j, "GuestMemoryBytes", json_object_new_uint64(v->guest_memory_bytes));
+	a = json_object_new_array();
+	for (size_t i = 0; i < v->state_memfds.n; i++)
+		json_object_array_add(a, json_object_new_uint64(v->state_memfds.v[i]));
+	json_object_object_add(j, "StateMemfds", a);
 	json_object_object_add(j, "Session", json_string_or_empty(v->session));
 	json_object_object_add(j, "LastError", json_string_or_empty(v->last_error));
 	json_object_object_add(j, "Generation", json_object_new_uint64(v->generation));
@@ -711,6 +721,10 @@ static int verb_show(int argc, char **argv, sd_bus *bus)
 	for (size_t i = 0; i < v->hwpts.n; i++)
 		printf("%s%" PRIu64, i ? " " : "", v->hwpts.v[i]);
 	printf("\nGuestMemoryBytes=%" PRIu64 "\n", v->guest_memory_bytes);
+	printf("StateMemfds=");
+	for (size_t i = 0; i < v->state_memfds.n; i++)
+		printf("%s%" PRIu64, i ? " " : "", v->state_memfds.v[i]);
+	printf("\n");
 	printf("Session=%s\n", strempty(v->session));
 	printf("LastError=%s\n", strempty(v->last_error));
 	printf("Generation=%" PRIu64 "\n", v->generation);
@@ -1086,6 +1100,95 @@ static bool vm_survives(const VmInfo *v, char *why, size_t size)
 	return false;
 }
 
+/* A VM run by iommu-lud-qemu@NAME.service (vmm/qemu) survives only if its
+ * helper saves QEMU's device state in the kexec's shutdown: the unit must be
+ * running with the helper (its main process) as the VM's registered owner,
+ * and both of its memfds registered, guest RAM and the state memfd, and
+ * the helper must not have found it unsaveable (its StatusText says "cannot
+ * be saved for a live update": QEMU blocks migration, or the state memfd is
+ * too small).  After the kexec iommu-lud-qemu-resume.service starts the
+ * unit again when the VM's config is in IOMMULU_CONF_DIR/qemu/: until it
+ * registers the VM again, a restored VM with such a config is the unit's to
+ * resume, not the operator's to finish.  Adds to why, may turn ok off;
+ * *ret_unit is the VMM's unit (NULL if none or not found). */
+static bool qemu_vm_survives(sd_bus *bus, const VmInfo *v, bool ok, char *why, size_t size, char **ret_unit)
+{
+	_cleanup_free_ char *unit = NULL, *path = NULL, *active = NULL, *sub = NULL, *status = NULL;
+	char conf[512];
+	size_t len = strlen(why);
+	uint32_t main_pid = 0;
+	size_t ulen;
+
+	*ret_unit = NULL;
+	snprintf(conf, sizeof(conf), IOMMULU_CONF_DIR "/qemu/%s.conf", v->name);
+	if (v->owner_pid == 0 &&
+	    (streq_ptr(v->state, "restored") || streq_ptr(v->state, "verified") || streq_ptr(v->state, "retrieved")) &&
+	    access(conf, F_OK) == 0) {
+		char u[128];
+
+		snprintf(u, sizeof(u), "iommu-lud-qemu@%s.service", v->name);
+		unit = strdup(u);
+		if (!unit || sd_bus_path_encode("/org/freedesktop/systemd1/unit", unit, &path) < 0 ||
+		    sd_bus_get_property_string(bus, "org.freedesktop.systemd1", path, "org.freedesktop.systemd1.Unit",
+					       "ActiveState", NULL, &active) < 0)
+			active = NULL;
+		if (streq_ptr(active, "failed"))
+			snprintf(why, size, "restored from the last live update and %s; %s failed to resume it (its "
+				 "journal says why); if QEMU was not saved, `iommu-luctl finish %s` drops the preserved "
+				 "RAM and a new start of the unit boots the VM afresh", v->state, u, v->name);
+		else
+			snprintf(why, size, "restored from the last live update and %s; %s resumes it and registers it "
+				 "again (the unit is %s; do not finish the VM: that drops its preserved RAM)", v->state, u,
+				 active ? active : "not loaded");
+		*ret_unit = TAKE_PTR(unit);
+		return ok;
+	}
+	if (v->owner_pid == 0 || sd_pid_get_unit((pid_t)v->owner_pid, &unit) < 0)
+		return ok;
+	ulen = strlen(unit);
+	if (!startswith(unit, "iommu-lud-qemu@") || ulen < strlen(".service") ||
+	    !streq_ptr(unit + ulen - strlen(".service"), ".service")) {
+		*ret_unit = TAKE_PTR(unit);
+		return ok;
+	}
+	if (sd_bus_path_encode("/org/freedesktop/systemd1/unit", unit, &path) < 0 ||
+	    sd_bus_get_property_string(bus, "org.freedesktop.systemd1", path, "org.freedesktop.systemd1.Unit",
+				       "ActiveState", NULL, &active) < 0 ||
+	    sd_bus_get_property_string(bus, "org.freedesktop.systemd1", path, "org.freedesktop.systemd1.Unit",
+				       "SubState", NULL, &sub) < 0 ||
+	    sd_bus_get_property_trivial(bus, "org.freedesktop.systemd1", path, "org.freedesktop.systemd1.Service",
+					"MainPID", NULL, 'u', &main_pid) < 0 ||
+	    sd_bus_get_property_string(bus, "org.freedesktop.systemd1", path, "org.freedesktop.systemd1.Service",
+				       "StatusText", NULL, &status) < 0) {
+		snprintf(why, size, "its VMM unit %s cannot be queried: whether QEMU will be saved is unknown", unit);
+		ok = false;
+	} else if (!streq_ptr(active, "active") || !streq_ptr(sub, "running")) {
+		snprintf(why, size, "its VMM unit %s is %s (%s): QEMU's device state would not be saved", unit,
+			 strempty(active), strempty(sub));
+		ok = false;
+	} else if (main_pid != v->owner_pid) {
+		snprintf(why, size, "registered by pid %" PRIu32 ", not by %s's helper (pid %" PRIu32 "), which saves "
+			 "QEMU when the unit stops", v->owner_pid, unit, main_pid);
+		ok = false;
+	} else if (strstr(status, "cannot be saved for a live update")) {
+		snprintf(why, size, "%s: %s", unit, status);
+		ok = false;
+	} else if (v->memfds < 2) {
+		snprintf(why, size, "%s registered %" PRIu32 " memfd(s), not guest RAM and QEMU's state memfd: "
+			 "the device state would have nowhere to go", unit, v->memfds);
+		ok = false;
+	} else if (ok) {
+		if (access(conf, F_OK) == 0)
+			snprintf(why + len, size - len, "; %s saves QEMU in the kexec and is resumed after it (%s)",
+				 unit, conf);
+		else
+			snprintf(why + len, size - len, "; %s saves QEMU in the kexec, but no %s: start the unit by hand "
+				 "after it", unit, conf);
+	}
+	*ret_unit = TAKE_PTR(unit);
+	return ok;
+}
+
 /* /sys/kernel/kexec_loaded: 1 staged, 0 not, -errno unreadable. */
 static int kexec_loaded(void)
 {
@@ -1124,15 +1227,19 @@ static int verb_check(int argc, char **argv, sd_bus *bus)
 	if (r >= 0)
 		r = table_add(&t, "WHY");
 	for (size_t i = 0; r >= 0 && i < l.n; i++) {
+		_cleanup_free_ char *unit = NULL;
 		char why[2048];
 		bool ok = vm_survives(&l.vms[i], why, sizeof(why));
 		json_object *o = json_object_new_object();
+
+		ok = qemu_vm_survives(bus, &l.vms[i], ok, why, sizeof(why), &unit);
 
 		lost += !ok;
 		json_object_object_add(o, "name", json_object_new_string(l.vms[i].name));
 		json_object_object_add(o, "state", json_object_new_string(strempty(l.vms[i].state)));
 		json_object_object_add(o, "survives", json_object_new_boolean(ok));
 		json_object_object_add(o, "why", json_object_new_string(why));
+		json_object_object_add(o, "vmm_unit", unit ? json_object_new_string(unit) : NULL);
 		json_object_array_add(vms, o);
 		r = table_add(&t, l.vms[i].name);
 		if (r >= 0)

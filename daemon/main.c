@@ -30,19 +30,8 @@ static int on_sigterm(sd_event_source *s, const struct signalfd_siginfo *si, voi
 	 * bypasses it) this is the last moment before a kexec.  Preserved
 	 * VMs are skipped, so after logind's route this is a no-op. */
 	if (shutdown_kexec_pending(m)) {
-		char **res = NULL;
-		int r;
-
 		log_notice("Stopped for a kexec: preserving all registered VMs.");
-		r = manager_preserve_all(m, &res);
-		for (char **p = res; p && *p; p += 2)
-			log_vm(streq_ptr(p[1], "ok") ? LOG_INFO : LOG_ERR, LOG_VM(p[0]),
-			       "Before kexec, VM %s: %s", p[0], p[1]);
-		if (r > 0)
-			log_error("%d VM(s) could not be preserved before the kexec.", r);
-		for (char **p = res; p && *p; p++)
-			free(*p);
-		free(res);
+		(void)manager_preserve_all(m, "Before kexec");
 		/* Registrations are for this boot: systemd would otherwise try
 		 * to carry the VMs' files through the kexec in its own session
 		 * (guest RAM of VMs that were not preserved, too). */

@@ -53,23 +53,6 @@ const char *vm_state_to_string(VmState s)
 	return s < _VM_STATE_MAX ? vm_state_table[s] : NULL;
 }
 
-int bus_error_from_errno(sd_bus_error *error, int r, const char *message)
-{
-	r = abs(r);
-	switch (r) {
-	case ENOTTY:
-	case EOPNOTSUPP:
-	case ENOENT:
-		return sd_bus_error_setf(error, ERROR_KERNEL_UNSUPPORTED,
-					 "%s: the running kernel does not support this (%s)", message,
-					 strerror(r));
-	case EBUSY:
-		return sd_bus_error_setf(error, ERROR_BUSY, "%s: %s", message, strerror(r));
-	default:
-		return sd_bus_error_set_errnof(error, r, "%s: %s", message, strerror(r));
-	}
-}
-
 /* ---- VM objects ------------------------------------------------------ */
 
 void vm_close_files(Vm *v)
@@ -86,6 +69,9 @@ void vm_close_files(Vm *v)
 	free(v->bdfs);
 	free(v->hwpts);
 	free(v->snapshots);
+	free(v->state_memfds);
+	v->state_memfds = NULL;
+	v->n_state_memfds = 0;
 	v->memfds = NULL;
 	v->memfd_sizes = NULL;
 	v->devices = NULL;
@@ -94,6 +80,22 @@ void vm_close_files(Vm *v)
 	v->snapshots = NULL;
 	v->n_memfds = v->n_devices = v->n_hwpts = v->n_snapshots = 0;
 	v->has_fds = false;
+}
+
+bool vm_memfd_is_state(const Vm *v, size_t i)
+{
+	for (size_t k = 0; k < v->n_state_memfds; k++)
+		if (v->state_memfds[k] == i)
+			return true;
+	return false;
+}
+
+void vm_count_guest_memory(Vm *v)
+{
+	v->guest_memory_bytes = 0;
+	for (size_t i = 0; v->memfd_sizes && i < v->n_memfds; i++)
+		if (!vm_memfd_is_state(v, i))
+			v->guest_memory_bytes += v->memfd_sizes[i];
 }
 
 static int dup_fd(int fd)
@@ -109,10 +111,10 @@ int vm_add_files(Vm *v, const VmFiles *add, const iommulu_plan *plan)
 	size_t n_hwpt = v->n_hwpts + add->n_hwpts;
 	_cleanup_free_ int *memfds = NULL, *devices = NULL;
 	_cleanup_free_ uint64_t *sizes = NULL;
-	_cleanup_free_ uint32_t *hwpts = NULL;
+	_cleanup_free_ uint32_t *hwpts = NULL, *states = NULL;
 	_cleanup_free_ char(*bdfs)[IOMMULU_BDF_MAX] = NULL;
 	_cleanup_close_ int iommufd = -EBADF;
-	uint64_t bytes = 0;
+	size_t n_states = v->n_state_memfds + add->n_state_memfds;
 	size_t i;
 	int r = 0;
 
@@ -123,8 +125,13 @@ int vm_add_files(Vm *v, const VmFiles *add, const iommulu_plan *plan)
 	sizes = calloc(n_mem ?: 1, sizeof(uint64_t));
 	hwpts = calloc(n_hwpt ?: 1, sizeof(uint32_t));
 	bdfs = calloc(n_dev ?: 1, IOMMULU_BDF_MAX);
-	if (!memfds || !devices || !sizes || !hwpts || !bdfs)
+	states = calloc(n_states ?: 1, sizeof(uint32_t));
+	if (!memfds || !devices || !sizes || !hwpts || !bdfs || !states)
 		return -ENOMEM;
+	if (v->n_state_memfds)
+		memcpy(states, v->state_memfds, v->n_state_memfds * sizeof(uint32_t));
+	if (add->n_state_memfds)
+		memcpy(states + v->n_state_memfds, add->state_memfds, add->n_state_memfds * sizeof(uint32_t));
 	if (v->n_memfds)
 		memcpy(memfds, v->memfds, v->n_memfds * sizeof(int));
 	if (v->n_devices) {
@@ -154,10 +161,8 @@ int vm_add_files(Vm *v, const VmFiles *add, const iommulu_plan *plan)
 	}
 
 	/* Sizes and BDFs as the plan of all the VM's files found them. */
-	for (i = 0; i < plan->manifest->n_memfds && i < n_mem; i++) {
+	for (i = 0; i < plan->manifest->n_memfds && i < n_mem; i++)
 		sizes[i] = plan->manifest->memfds[i].size;
-		bytes += sizes[i];
-	}
 	for (i = 0; i < plan->n_steps; i++)
 		if (plan->steps[i].kind == IOMMULU_STEP_DEVICE && plan->steps[i].index < n_dev)
 			snprintf(bdfs[plan->steps[i].index], IOMMULU_BDF_MAX, "%s", plan->steps[i].bdf);
@@ -167,6 +172,9 @@ int vm_add_files(Vm *v, const VmFiles *add, const iommulu_plan *plan)
 	free(v->memfd_sizes);
 	free(v->hwpts);
 	free(v->bdfs);
+	free(v->state_memfds);
+	v->state_memfds = TAKE_PTR(states);
+	v->n_state_memfds = n_states;
 	v->memfds = TAKE_PTR(memfds);
 	v->devices = TAKE_PTR(devices);
 	v->memfd_sizes = TAKE_PTR(sizes);
@@ -177,7 +185,7 @@ int vm_add_files(Vm *v, const VmFiles *add, const iommulu_plan *plan)
 	v->n_hwpts = n_hwpt;
 	if (iommufd >= 0)
 		v->iommufd = TAKE_FD(iommufd);
-	v->guest_memory_bytes = bytes;
+	vm_count_guest_memory(v);
 	v->has_fds = true;
 	v->eligibility_stale = true;
 	return 0;
@@ -194,9 +202,12 @@ void vm_truncate_files(Vm *v, size_t n_memfds, size_t n_devices, size_t n_hwpts,
 	v->n_memfds = MIN(v->n_memfds, n_memfds);
 	v->n_devices = MIN(v->n_devices, n_devices);
 	v->n_hwpts = MIN(v->n_hwpts, n_hwpts);
-	v->guest_memory_bytes = 0;
-	for (size_t i = 0; i < v->n_memfds; i++)
-		v->guest_memory_bytes += v->memfd_sizes[i];
+	for (size_t i = 0; i < v->n_state_memfds;)
+		if (v->state_memfds[i] >= v->n_memfds)
+			v->state_memfds[i] = v->state_memfds[--v->n_state_memfds];
+		else
+			i++;
+	vm_count_guest_memory(v);
 	v->eligibility_stale = true;
 }
 
@@ -249,23 +260,50 @@ int vm_new(Manager *m, const char *name, Vm **ret)
 	return 0;
 }
 
-static void vm_emit(Vm *v, const char *first, ...)
-{
-	/* Only the names that changed; sd-bus builds the message from the
-	 * getters.  Errors here are not fatal for the daemon. */
-	Manager *m = v->manager;
-	char *props[16];
-	size_t n = 0;
-	va_list ap;
+/* By VmProperty bit. */
+static const char *const vm_property_names[] = {
+	"State", "Devices", "HWPTs", "GuestMemoryBytes", "StateMemfds", "Session", "LastError",
+	"Generation", "OwnerPID", "Memfds", "IneligibleReason", "RestoreNotes",
+};
 
-	if (!m->bus)
-		return;
-	va_start(ap, first);
-	for (const char *p = first; p && n < ELEMENTSOF(props) - 1; p = va_arg(ap, const char *))
-		props[n++] = (char *)p;
-	va_end(ap);
-	props[n] = NULL;
-	(void)sd_bus_emit_properties_changed_strv(m->bus, v->path, VM_IFACE, props);
+_Static_assert(ELEMENTSOF(vm_property_names) == __builtin_ctz(_VM_PROP_ALL + 1), "a name for each VmProperty");
+
+static int on_emit(sd_event_source *s, void *userdata)
+{
+	Manager *m = userdata;
+
+	for (size_t i = 0; i < m->n_vms; i++) {
+		Vm *v = m->vms[i];
+		char *props[ELEMENTSOF(vm_property_names) + 1];
+		size_t n = 0;
+
+		for (size_t b = 0; b < ELEMENTSOF(vm_property_names); b++)
+			if (v->changed & (1u << b))
+				props[n++] = (char *)vm_property_names[b];
+		props[n] = NULL;
+		v->changed = 0;
+		/* Errors here are not fatal for the daemon. */
+		if (n)
+			(void)sd_bus_emit_properties_changed_strv(m->bus, v->path, VM_IFACE, props);
+	}
+	return 0;
+}
+
+void vm_changed(Vm *v, unsigned props)
+{
+	Manager *m = v->manager;
+
+	if (!m->bus || !m->event)
+		return;	/* nobody to tell */
+	v->changed |= props;
+	if (!m->emit_source) {
+		if (sd_event_add_defer(m->event, &m->emit_source, on_emit, m) < 0)
+			return;
+		/* Before the bus's next message: a caller sees the signals of
+		 * its call before the reply to its next one. */
+		(void)sd_event_source_set_priority(m->emit_source, SD_EVENT_PRIORITY_NORMAL - 1);
+	}
+	(void)sd_event_source_set_enabled(m->emit_source, SD_EVENT_ONESHOT);
 }
 
 void vm_set_state(Vm *v, VmState s, const char *error)
@@ -284,8 +322,7 @@ void vm_set_state(Vm *v, VmState s, const char *error)
 	/* A state change may come with new files (restore), fewer files
 	 * (finish), a new session or owner: announce all that can move. */
 	if (changed)
-		vm_emit(v, "State", "LastError", "Session", "Generation", "Memfds", "Devices", "HWPTs",
-			"GuestMemoryBytes", "OwnerPID", "RestoreNotes", NULL);
+		vm_changed(v, _VM_PROP_ALL & ~VM_PROP_INELIGIBLE_REASON);
 	log_vm(s == VM_FAILED ? LOG_ERR : LOG_INFO, LOG_VM_SESSION(v->name, v->session_name[0] ? v->session_name : NULL),
 	       "VM %s is %s%s%s", v->name, vm_state_to_string(s), error ? ": " : "", strempty(error));
 }
@@ -495,23 +532,37 @@ static void plan_freep(iommulu_plan **p)
 	iommulu_plan_free(*p);
 }
 
+/* Fill e; returns -errnum (or -EIO when the outcome has no errno). */
+static int vm_fail(VmError *e, VmOutcome outcome, int errnum, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int vm_fail(VmError *e, VmOutcome outcome, int errnum, const char *fmt, ...)
+{
+	va_list ap;
+
+	e->outcome = outcome;
+	e->errnum = abs(errnum);
+	va_start(ap, fmt);
+	vsnprintf(e->message, sizeof(e->message), fmt, ap);
+	va_end(ap);
+	return e->errnum ? -e->errnum : -EIO;
+}
+
 /* v was just preserved, but systemd did not confirm that its fd store
  * holds the session (BARRIER=1 unanswered): a crash now would lose the
  * VM's preservation silently.  Undo it; the VM becomes failed, with its
  * files, and can be preserved again.  Fills msg with what happened. */
-static void vm_rollback_unconfirmed(Vm *v, int r, char *msg, size_t size)
+void vm_rollback_unconfirmed(Vm *v, int r, VmError *e)
 {
 	Manager *m = v->manager;
 	char session[IOMMULU_LUO_SESSION_NAME_MAX + 1];
 
 	snprintf(session, sizeof(session), "%s", v->session_name);
 	if (r == -ETIMEDOUT)
-		snprintf(msg, size, "VM %s: systemd did not confirm within %u s that its fd store holds "
-			 "session %s (BARRIER=1 unanswered); preservation rolled back", v->name,
-			 (unsigned)(FDSTORE_BARRIER_TIMEOUT_USEC / 1000000), session);
+		vm_fail(e, VM_OUTCOME_UNCONFIRMED, 0, "VM %s: systemd did not confirm within %u s that its fd store "
+			"holds session %s (BARRIER=1 unanswered); preservation rolled back", v->name,
+			(unsigned)(FDSTORE_BARRIER_TIMEOUT_USEC / 1000000), session);
 	else
-		snprintf(msg, size, "VM %s: waiting for systemd to take session %s into its fd store "
-			 "failed (%s); preservation rolled back", v->name, session, strerror(-r));
+		vm_fail(e, VM_OUTCOME_ERRNO, r, "VM %s: waiting for systemd to take session %s into its fd store "
+			"failed; preservation rolled back", v->name, session);
 	/* Should PID 1 process the store request late, it processes the
 	 * removal after it: the socket keeps the order. */
 	fdstore_remove(m, FDNAME_SESSION_PREFIX, session);
@@ -519,15 +570,15 @@ static void vm_rollback_unconfirmed(Vm *v, int r, char *msg, size_t size)
 	v->session_fd = safe_close(v->session_fd);	/* the kernel unpreserves everything */
 	v->record_fd = safe_close(v->record_fd);
 	v->session_name[0] = 0;
-	vm_set_state(v, VM_FAILED, msg);
-	log_vm_errno(LOG_ERR, r, LOG_VM_SESSION(v->name, session), "%s", msg);
+	vm_set_state(v, VM_FAILED, e->message);
+	log_vm_errno(LOG_ERR, r, LOG_VM_SESSION(v->name, session), "%s", e->message);
 	(void)vm_persist(v, false);
 	manager_save_state(m);
 }
 
-static int vm_preserve_one(Vm *v, sd_bus_error *error);
+static int vm_preserve_one(Vm *v, VmError *error);
 
-int vm_preserve(Vm *v, sd_bus_error *error)
+int vm_preserve(Vm *v, VmError *error)
 {
 	int r = vm_preserve_one(v, error);
 
@@ -539,7 +590,7 @@ int vm_preserve(Vm *v, sd_bus_error *error)
 	return r;
 }
 
-static int vm_preserve_one(Vm *v, sd_bus_error *error)
+static int vm_preserve_one(Vm *v, VmError *error)
 {
 	Manager *m = v->manager;
 	_cleanup_(plan_freep) iommulu_plan *plan = NULL;
@@ -559,28 +610,26 @@ static int vm_preserve_one(Vm *v, sd_bus_error *error)
 		return 0;
 	}
 	if (!vm_can_preserve(v))
-		return sd_bus_error_setf(error, ERROR_INVALID_STATE,
-					 "VM %s is %s; only a registered VM can be preserved", v->name,
-					 vm_state_to_string(v->state));
+		return vm_fail(error, VM_OUTCOME_INVALID_STATE, 0, "VM %s is %s; only a registered VM can be preserved",
+			       v->name, vm_state_to_string(v->state));
 
 	r = vm_build_plan(v, &plan, &reason, &e);
 	if (r == -EPERM || (r < 0 && reason != IOMMULU_REASON_NONE))
-		return sd_bus_error_setf(error, ERROR_NOT_ELIGIBLE, "VM %s: %s", v->name, e.message);
+		return vm_fail(error, VM_OUTCOME_NOT_ELIGIBLE, 0, "VM %s: %s", v->name, e.message);
 	if (r < 0)
-		return sd_bus_error_set_errnof(error, r, "VM %s: cannot plan preservation: %s", v->name,
-					       e.message[0] ? e.message : strerror(-r));
+		return vm_fail(error, VM_OUTCOME_ERRNO, r, "VM %s: cannot plan preservation%s%s", v->name,
+			       e.message[0] ? ": " : "", e.message);
 
 	luo = iommulu_luo_open(m->config.busy_timeout_ms);
 	if (luo == -ENOENT)
-		return sd_bus_error_setf(error, ERROR_KERNEL_UNSUPPORTED,
-					 "VM %s: /dev/liveupdate is not available: the running kernel "
-					 "has no Live Update Orchestrator (or liveupdate=off)", v->name);
+		return vm_fail(error, VM_OUTCOME_KERNEL_UNSUPPORTED, 0,
+			       "VM %s: /dev/liveupdate is not available: the running kernel "
+			       "has no Live Update Orchestrator (or liveupdate=off)", v->name);
 	if (luo == -EBUSY)
-		return sd_bus_error_setf(error, ERROR_BUSY,
-					 "VM %s: /dev/liveupdate stayed busy for %u ms", v->name,
-					 m->config.busy_timeout_ms);
+		return vm_fail(error, VM_OUTCOME_BUSY, 0, "VM %s: /dev/liveupdate stayed busy for %u ms", v->name,
+			       m->config.busy_timeout_ms);
 	if (luo < 0)
-		return bus_error_from_errno(error, luo, "Failed to open /dev/liveupdate");
+		return vm_fail(error, VM_OUTCOME_ERRNO, luo, "Failed to open /dev/liveupdate");
 
 	session_name_for(v, m->generation, name);
 	/* An unpreserved session of the same name goes away only when the
@@ -593,12 +642,9 @@ static int vm_preserve_one(Vm *v, sd_bus_error *error)
 	}
 	luo = safe_close(luo);	/* PID 1 needs it at shutdown; never keep it */
 	if (r == -EEXIST)
-		return sd_bus_error_setf(error, ERROR_BUSY, "VM %s: LUO session %s already exists",
-					 v->name, name);
-	if (r < 0) {
-		snprintf(msg, sizeof(msg), "VM %s: failed to create LUO session %s", v->name, name);
-		return bus_error_from_errno(error, r, msg);
-	}
+		return vm_fail(error, VM_OUTCOME_BUSY, 0, "VM %s: LUO session %s already exists", v->name, name);
+	if (r < 0)
+		return vm_fail(error, VM_OUTCOME_ERRNO, r, "VM %s: failed to create LUO session %s", v->name, name);
 
 	r = iommulu_plan_execute(plan, session, &done, &e);
 	if (r < 0) {
@@ -622,9 +668,9 @@ static int vm_preserve_one(Vm *v, sd_bus_error *error)
 		log_vm_errno(LOG_ERR, r, LOG_VM_SESSION(v->name, name),
 			     "Preserving VM %s failed, session rolled back: %s", v->name, msg);
 		if (v->kernel_refused)
-			return sd_bus_error_setf(error, ERROR_NOT_ELIGIBLE, "VM %s: %s", v->name, msg);
-		snprintf(msg, sizeof(msg), "VM %s: %s", v->name, e.message[0] ? e.message : "preservation failed");
-		return bus_error_from_errno(error, r, msg);
+			return vm_fail(error, VM_OUTCOME_NOT_ELIGIBLE, 0, "VM %s: %s", v->name, msg);
+		return vm_fail(error, VM_OUTCOME_ERRNO, r, "VM %s: %s", v->name,
+			       e.message[0] ? e.message : "preservation failed");
 	}
 	v->kernel_refused = false;
 
@@ -635,7 +681,7 @@ static int vm_preserve_one(Vm *v, sd_bus_error *error)
 	v->snapshots = calloc(v->n_devices ?: 1, sizeof(DeviceSnapshot));
 	if (!v->snapshots) {
 		v->n_snapshots = 0;
-		return -ENOMEM;
+		return vm_fail(error, VM_OUTCOME_ERRNO, ENOMEM, "VM %s", v->name);
 	}
 	v->n_snapshots = v->n_devices;
 	for (size_t i = 0; i < v->n_devices; i++)
@@ -653,7 +699,7 @@ static int vm_preserve_one(Vm *v, sd_bus_error *error)
 		v->session_name[0] = 0;
 		snprintf(msg, sizeof(msg), "VM %s: failed to preserve the daemon record", v->name);
 		vm_set_state(v, VM_FAILED, msg);
-		return bus_error_from_errno(error, r, msg);
+		return vm_fail(error, VM_OUTCOME_ERRNO, r, "%s", msg);
 	}
 
 	/* The record first: a SIGKILL between the two leaves a record
@@ -670,7 +716,7 @@ static int vm_preserve_one(Vm *v, sd_bus_error *error)
 		v->session_name[0] = 0;
 		snprintf(msg, sizeof(msg), "VM %s: failed to keep session %s in the fd store", v->name, name);
 		vm_set_state(v, VM_FAILED, msg);
-		return bus_error_from_errno(error, r, msg);
+		return vm_fail(error, VM_OUTCOME_ERRNO, r, "%s", msg);
 	}
 
 	v->session_fd = TAKE_FD(session);
@@ -683,8 +729,8 @@ static int vm_preserve_one(Vm *v, sd_bus_error *error)
 		 * PreserveAll waits once, after the last VM. */
 		r = fdstore_barrier(m);
 		if (r < 0) {
-			vm_rollback_unconfirmed(v, r, msg, sizeof(msg));
-			return bus_error_from_errno(error, r, msg);
+			vm_rollback_unconfirmed(v, r, error);
+			return r;
 		}
 	}
 
@@ -778,71 +824,6 @@ void vm_finish_session(Vm *v)
 	manager_save_state(m);
 }
 
-int manager_preserve_all(Manager *m, char ***ret_results)
-{
-	/* results: name, result, name, result, ..., NULL */
-	char **res = calloc(2 * m->n_vms + 1, sizeof(char *));
-	_cleanup_free_ bool *fresh = calloc(m->n_vms + 1, sizeof(bool));	/* by result index / 2 */
-	size_t n = 0;
-	int failed = 0, barrier;
-
-	if (!res || !fresh) {
-		free(res);
-		return -ENOMEM;
-	}
-	m->batch_barrier = true;
-	for (size_t i = 0; i < m->n_vms; i++) {
-		_cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-		Vm *v = m->vms[i];
-		char *r;
-
-		if (v->state == VM_PRESERVED)
-			r = strdup("ok");
-		else if (v->state == VM_FINISHED)
-			continue;
-		else if (vm_preserve(v, &error) >= 0) {
-			r = strdup("ok");
-			fresh[n / 2] = true;
-		} else {
-			if (!sd_bus_error_is_set(&error))
-				sd_bus_error_set_const(&error, SD_BUS_ERROR_FAILED, "out of memory");
-			failed++;
-			if (asprintf(&r, "%s: %s", error.name, error.message) < 0)
-				r = NULL;
-		}
-		res[n++] = strdup(v->name);
-		res[n++] = r;
-		if (!res[n - 1] || !res[n - 2]) {
-			for (size_t k = 0; k < n; k++)
-				free(res[k]);
-			free(res);
-			m->batch_barrier = false;
-			return -ENOMEM;
-		}
-	}
-	m->batch_barrier = false;
-	barrier = fdstore_barrier(m);
-	if (barrier < 0) {
-		/* None of this call's sessions is confirmed: undo them all. */
-		for (size_t i = 0; i < n / 2; i++) {
-			char msg[IOMMULU_ERROR_MAX + 192], *r;
-			Vm *v;
-
-			if (!fresh[i] || !(v = manager_find_vm(m, res[2 * i])))
-				continue;
-			vm_rollback_unconfirmed(v, barrier, msg, sizeof(msg));
-			failed++;
-			if (asprintf(&r, "%s: %s", barrier == -ETIMEDOUT ? SD_BUS_ERROR_TIMEOUT : SD_BUS_ERROR_FAILED,
-				     msg) < 0)
-				continue;	/* keeps "ok"; the VM's State says failed */
-			free(res[2 * i + 1]);
-			res[2 * i + 1] = r;
-		}
-	}
-	*ret_results = res;
-	return failed;
-}
-
 /* ---- restore after a restart or a kexec ------------------------------ */
 
 static int vm_note(Vm *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -879,12 +860,11 @@ static int vm_alloc_from_manifest(Vm *v)
 		return -ENOMEM;
 	v->n_memfds = mf->n_memfds;
 	v->n_devices = mf->n_devices;
-	v->guest_memory_bytes = 0;
 	for (size_t i = 0; i < mf->n_memfds; i++) {
 		v->memfds[i] = -EBADF;
 		v->memfd_sizes[i] = mf->memfds[i].size;
-		v->guest_memory_bytes += mf->memfds[i].size;
 	}
+	vm_count_guest_memory(v);
 	for (size_t i = 0; i < mf->n_devices; i++) {
 		v->devices[i] = -EBADF;
 		snprintf(v->bdfs[i], IOMMULU_BDF_MAX, "%s", mf->devices[i].bdf);
@@ -954,12 +934,15 @@ int manager_restore_incoming(Manager *m, int session_fd, const char *fdname)
 			v->n_snapshots = tmp.n_snapshots;
 			v->hwpts = TAKE_PTR(tmp.hwpts);
 			v->n_hwpts = tmp.n_hwpts;
+			v->state_memfds = TAKE_PTR(tmp.state_memfds);
+			v->n_state_memfds = tmp.n_state_memfds;
 		} else
 			log_vm_errno(LOG_WARNING, r, LOG_VM_SESSION(v->name, sname),
 				     "Ignoring unreadable daemon record in session %s: %m", sname);
 		iommulu_manifest_free(tmp.manifest);
 		free(tmp.snapshots);
 		free(tmp.hwpts);
+		free(tmp.state_memfds);
 	}
 
 	r = vm_alloc_from_manifest(v);
@@ -1022,6 +1005,8 @@ int manager_restore_outgoing(Manager *m, int session_fd, int record_fd, const ch
 				v->n_snapshots = tmp.n_snapshots;
 				v->hwpts = TAKE_PTR(tmp.hwpts);
 				v->n_hwpts = tmp.n_hwpts;
+				v->state_memfds = TAKE_PTR(tmp.state_memfds);
+				v->n_state_memfds = tmp.n_state_memfds;
 				v->generation = tmp.generation;
 			}
 		} else
@@ -1030,6 +1015,7 @@ int manager_restore_outgoing(Manager *m, int session_fd, int record_fd, const ch
 		iommulu_manifest_free(tmp.manifest);
 		free(tmp.snapshots);
 		free(tmp.hwpts);
+		free(tmp.state_memfds);
 		if (r < 0 && !session_vm_name(session_name))
 			return r;
 		if (r < 0)
@@ -1373,6 +1359,8 @@ Manager *manager_free(Manager *m)
 	if (!m)
 		return NULL;
 	m->trim_source = sd_event_source_disable_unref(m->trim_source);
+	m->emit_source = sd_event_source_disable_unref(m->emit_source);
+	manager_cancel_preserve_jobs(m);
 	shutdown_watch_done(m);
 	for (size_t i = 0; i < m->n_vms; i++)
 		vm_free(m->vms[i]);

@@ -47,6 +47,7 @@
 #define FDNAME_MAX 256
 
 typedef struct Manager Manager;
+typedef struct PreserveAllJob PreserveAllJob;
 
 typedef enum VmState {
 	VM_REGISTERED,
@@ -74,8 +75,27 @@ typedef struct VmCheck {
 	char detail[256];
 } VmCheck;
 
+/* VM properties, for PropertiesChanged: each a bit, in the vtable's order
+ * (vm_changed()). */
+typedef enum VmProperty {
+	VM_PROP_STATE = 1u << 0,
+	VM_PROP_DEVICES = 1u << 1,
+	VM_PROP_HWPTS = 1u << 2,
+	VM_PROP_GUEST_MEMORY_BYTES = 1u << 3,
+	VM_PROP_STATE_MEMFDS = 1u << 4,
+	VM_PROP_SESSION = 1u << 5,
+	VM_PROP_LAST_ERROR = 1u << 6,
+	VM_PROP_GENERATION = 1u << 7,
+	VM_PROP_OWNER_PID = 1u << 8,
+	VM_PROP_MEMFDS = 1u << 9,
+	VM_PROP_INELIGIBLE_REASON = 1u << 10,
+	VM_PROP_RESTORE_NOTES = 1u << 11,
+	_VM_PROP_ALL = (1u << 12) - 1,
+} VmProperty;
+
 typedef struct Vm {
 	Manager *manager;
+	unsigned changed;	/* VmProperty bits not announced yet */
 	char name[IOMMULU_VM_NAME_MAX + 1];
 	char *path;
 	VmState state;
@@ -98,7 +118,9 @@ typedef struct Vm {
 	DeviceSnapshot *snapshots;	/* matched by BDF */
 	size_t n_snapshots;
 	size_t n_devices;
-	uint64_t guest_memory_bytes;
+	uint64_t guest_memory_bytes;	/* of the memfds that are not state memfds */
+	uint32_t *state_memfds;	/* memfd numbers holding VMM state, not guest RAM */
+	size_t n_state_memfds;
 	char *restore_notes;	/* what the kernel did not hand back */
 
 	pid_t owner_pid;
@@ -140,6 +162,8 @@ typedef struct Registration {
 	size_t n_hwpts;
 	uint64_t *memfd_sizes;
 	size_t n_memfds;
+	uint32_t *state_memfds;
+	size_t n_state_memfds;
 	bool has_iommufd;
 	char (*bdfs)[IOMMULU_BDF_MAX];
 	size_t n_devices;
@@ -168,6 +192,8 @@ struct Manager {
 	bool live_updated;
 	bool fdstore;		/* running under systemd with a notify socket */
 	bool batch_barrier;	/* PreserveAll: one BARRIER=1 after the last VM */
+	PreserveAllJob *preserve_jobs;	/* running PreserveAll, then the queued ones */
+	PreserveAllJob *hook_job;	/* the one the logind hook started, while it runs */
 
 	/* logind */
 	bool have_logind;
@@ -177,6 +203,7 @@ struct Manager {
 	char *block_why;
 	sd_event_source *recheck_source;
 	sd_event_source *trim_source;
+	sd_event_source *emit_source;	/* announces the VMs' changed properties */
 	bool exiting;
 };
 
@@ -202,6 +229,8 @@ typedef struct VmFiles {
 	size_t n_devices;
 	const uint32_t *hwpts;
 	size_t n_hwpts;
+	const uint32_t *state_memfds;	/* memfd numbers of the VM (not of add) */
+	size_t n_state_memfds;
 } VmFiles;
 
 int vm_new(Manager *m, const char *name, Vm **ret);
@@ -210,15 +239,70 @@ int vm_new(Manager *m, const char *name, Vm **ret);
 int vm_add_files(Vm *v, const VmFiles *add, const iommulu_plan *plan);
 /* Undo vm_add_files(): keep the first n_* files and HWPTs. */
 void vm_truncate_files(Vm *v, size_t n_memfds, size_t n_devices, size_t n_hwpts, bool keep_iommufd);
+/* Whether memfd number i of v holds VMM state (StateMemfds), not guest RAM. */
+bool vm_memfd_is_state(const Vm *v, size_t i);
+/* GuestMemoryBytes: the sizes of v's memfds that are not state memfds. */
+void vm_count_guest_memory(Vm *v);
 Vm *vm_free(Vm *v);
 void vm_freep(Vm **v);
 void vm_close_files(Vm *v);
 const char *vm_state_to_string(VmState s);
 void vm_set_state(Vm *v, VmState s, const char *error);
+/* props (VmProperty bits) of v changed: one PropertiesChanged per VM
+ * announces all that changed in an event-loop iteration, before the next
+ * bus message is handled. */
+void vm_changed(Vm *v, unsigned props);
 
-/* Preservation; on failure fills error with a named bus error. */
-int vm_preserve(Vm *v, sd_bus_error *error);
-int manager_preserve_all(Manager *m, char ***ret_results);
+/*
+ * What a failed operation of the core tells its caller: an outcome, with a
+ * message for people.  The core names no D-Bus error; the bus layer maps
+ * each outcome to one (bus_error_set_vm(), one table in bus.c).
+ */
+typedef enum VmOutcome {
+	VM_OUTCOME_ERRNO,		/* a kernel or system call failed with errnum */
+	VM_OUTCOME_INVALID_STATE,	/* not in a state that allows it */
+	VM_OUTCOME_NOT_ELIGIBLE,	/* the VM's files cannot be preserved */
+	VM_OUTCOME_KERNEL_UNSUPPORTED,	/* no Live Update Orchestrator */
+	VM_OUTCOME_BUSY,		/* /dev/liveupdate or the session name is busy */
+	VM_OUTCOME_UNCONFIRMED,		/* systemd did not confirm its fd store in time */
+	_VM_OUTCOME_MAX,
+} VmOutcome;
+
+typedef struct VmError {
+	VmOutcome outcome;
+	int errnum;		/* > 0: the errno, whose text the message lacks */
+	char message[IOMMULU_ERROR_MAX + 256];
+} VmError;
+
+/* Preserve v; on failure fills e (and returns -errno). */
+int vm_preserve(Vm *v, VmError *e);
+/* v was just preserved but systemd did not confirm holding its session
+ * (r from the barrier): close the session, v becomes failed; e says why. */
+void vm_rollback_unconfirmed(Vm *v, int r, VmError *e);
+
+/* PreserveAll (preserve-all.c): one result per VM it went through. */
+typedef struct PreserveResult {
+	char *name;
+	bool ok;
+	VmError error;		/* unless ok */
+} PreserveResult;
+/* failed: how many VMs failed, or -errno (no results).  The results belong
+ * to the job. */
+typedef void (*preserve_all_done_t)(Manager *m, PreserveAllJob *j, const PreserveResult *results, size_t n_results,
+				    int failed, void *userdata);
+/* Preserve every VM, one per event-loop iteration, then one BARRIER=1
+ * without blocking; done is called at the end (never from within this
+ * call).  Jobs run one after the other.  *ret (optional): the job, valid
+ * until done is called. */
+int manager_preserve_all_async(Manager *m, preserve_all_done_t done, void *userdata, PreserveAllJob **ret);
+/* Preserve no further VM; the job still waits for its barrier and ends. */
+void preserve_all_job_cancel(PreserveAllJob *j);
+/* The same, blocking (the daemon is exiting), with the results logged
+ * under context; failed or -errno. */
+int manager_preserve_all(Manager *m, const char *context);
+/* End every job now, done called with -ECANCELED (the daemon is exiting). */
+void manager_cancel_preserve_jobs(Manager *m);
+void manager_log_preserve_results(const PreserveResult *results, size_t n, int failed, const char *context);
 
 /* Restore from the fd store or by name; verify. */
 int manager_restore_incoming(Manager *m, int session_fd, const char *fdname);
@@ -277,6 +361,9 @@ bool fdname_is_registration(const char *fdname);
 /* The VM (other than v) already holding fd's file: the same memfd (inode), or
  * the same open file description of anything else. */
 Vm *manager_find_file_holder(Manager *m, const Vm *v, int fd);
+/* Whether f names exactly v's files (the same memfds, iommufd and devices,
+ * in the same order) and HWPT ids: a retry of the call that registered v. */
+bool vm_has_files(const Vm *v, const VmFiles *f);
 
 /* bus.c: watch the VMM's pidfd (taken) */
 int vm_watch_owner(Vm *v, pid_t pid, int pidfd);
@@ -284,4 +371,6 @@ int vm_watch_owner(Vm *v, pid_t pid, int pidfd);
 /* Give freed heap back to the kernel shortly after a burst of calls. */
 void manager_schedule_trim(Manager *m);
 
+/* bus.c: the D-Bus error of a failure of the core. */
 int bus_error_from_errno(sd_bus_error *error, int r, const char *message);
+int bus_error_set_vm(sd_bus_error *error, const VmError *e);

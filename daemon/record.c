@@ -7,7 +7,8 @@
  * verify devices after a kexec (config-space snapshots).  It is a sealed
  * memfd holding JSON:
  *   {"version":1, "vm":..., "session":..., "generation":N,
- *    "guest_memory_bytes":N, "hwpts":[...], "manifest":"<manifest JSON>",
+ *    "guest_memory_bytes":N, "hwpts":[...], "state_memfds":[...] (if any),
+ *    "manifest":"<manifest JSON>",
  *    "devices":[{"bdf":..., "command":N, "bars":[6 x N]}]}
  * One copy goes into the LUO session (IOMMU_LUD_RECORD_TOKEN), another
  * into the service's fd store.
@@ -40,6 +41,15 @@ static void json_putp(json_object **p)
 
 static int text_to_sealed_memfd(const char *text, int *ret_fd);
 
+static json_object *u32_array(const uint32_t *a, size_t n)
+{
+	json_object *j = json_object_new_array();
+
+	for (size_t i = 0; j && i < n; i++)
+		json_object_array_add(j, json_object_new_int64(a[i]));
+	return j;
+}
+
 int record_to_memfd(const Vm *v, int *ret_fd)
 {
 	_cleanup_json_ json_object *root = NULL;
@@ -65,10 +75,9 @@ int record_to_memfd(const Vm *v, int *ret_fd)
 			       json_object_new_int64((int64_t)v->guest_memory_bytes));
 	json_object_object_add(root, "manifest", json_object_new_string(manifest_json));
 
-	a = json_object_new_array();
-	for (size_t i = 0; i < v->n_hwpts; i++)
-		json_object_array_add(a, json_object_new_int64(v->hwpts[i]));
-	json_object_object_add(root, "hwpts", a);
+	json_object_object_add(root, "hwpts", u32_array(v->hwpts, v->n_hwpts));
+	if (v->n_state_memfds)
+		json_object_object_add(root, "state_memfds", u32_array(v->state_memfds, v->n_state_memfds));
 
 	a = json_object_new_array();
 	for (size_t i = 0; i < v->n_devices; i++) {
@@ -161,6 +170,37 @@ static bool get_u64(json_object *o, const char *key, uint64_t *ret)
 	return true;
 }
 
+/* The array of numbers under key, if there is one (else nothing): at most
+ * max of them, each at most UINT32_MAX. */
+static int get_u32_array(json_object *o, const char *key, size_t max, uint32_t **ret, size_t *ret_n)
+{
+	json_object *a;
+	uint32_t *l;
+	size_t n;
+
+	if (!json_object_object_get_ex(o, key, &a) || !json_object_is_type(a, json_type_array))
+		return 0;
+	n = json_object_array_length(a);
+	if (n > max)
+		return -EBADMSG;
+	l = calloc(n ?: 1, sizeof(uint32_t));
+	if (!l)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		int64_t x = json_object_get_int64(json_object_array_get_idx(a, i));
+
+		if (x < 0 || x > UINT32_MAX) {
+			free(l);
+			return -EBADMSG;
+		}
+		l[i] = (uint32_t)x;
+	}
+	free(*ret);
+	*ret = l;
+	*ret_n = n;
+	return 0;
+}
+
 /* The record in fd as a JSON object of our version, with its VM's name. */
 static int record_read(int fd, json_object **ret_root, char name[static IOMMULU_VM_NAME_MAX + 1])
 {
@@ -219,17 +259,11 @@ int record_parse_fd(int fd, Vm *v)
 		return log_warning_errno(r, "Record of VM %s carries a bad manifest: %s", v->name,
 					 e.message);
 
-	if (json_object_object_get_ex(root, "hwpts", &a) && json_object_is_type(a, json_type_array)) {
-		n = json_object_array_length(a);
-		if (n > IOMMULU_PLAN_MAX_HWPTS)
-			return -EBADMSG;
-		v->hwpts = calloc(n ?: 1, sizeof(uint32_t));
-		if (!v->hwpts)
-			return -ENOMEM;
-		for (size_t i = 0; i < n; i++)
-			v->hwpts[i] = (uint32_t)json_object_get_int64(json_object_array_get_idx(a, i));
-		v->n_hwpts = n;
-	}
+	r = get_u32_array(root, "hwpts", IOMMULU_PLAN_MAX_HWPTS, &v->hwpts, &v->n_hwpts);
+	if (r >= 0)
+		r = get_u32_array(root, "state_memfds", IOMMULU_PLAN_MAX_MEMFDS, &v->state_memfds, &v->n_state_memfds);
+	if (r < 0)
+		return r;
 
 	if (json_object_object_get_ex(root, "devices", &a) && json_object_is_type(a, json_type_array)) {
 		n = json_object_array_length(a);
@@ -267,7 +301,7 @@ int record_parse_fd(int fd, Vm *v)
  * so that a restarted daemon registers the VM again:
  *   {"version":1, "kind":"registration", "vm":..., "boot_id":...,
  *    "state":"registering|registered|failed", "last_error":...,
- *    "kernel_refused":b, "owner_pid":N, "hwpts":[...],
+ *    "kernel_refused":b, "owner_pid":N, "hwpts":[...], "state_memfds":[...],
  *    "memfds":[size, ...], "iommufd":b, "devices":[bdf, ...]}
  * The text is also what the daemon compares to decide whether the stored
  * record is still current.
@@ -292,10 +326,9 @@ int registration_content(const Vm *v, const char *boot_id, char **ret)
 		json_object_object_add(root, "last_error", json_object_new_string(v->last_error));
 	json_object_object_add(root, "kernel_refused", json_object_new_boolean(v->kernel_refused));
 	json_object_object_add(root, "owner_pid", json_object_new_int64(v->owner_pid));
-	a = json_object_new_array();
-	for (size_t i = 0; i < v->n_hwpts; i++)
-		json_object_array_add(a, json_object_new_int64(v->hwpts[i]));
-	json_object_object_add(root, "hwpts", a);
+	json_object_object_add(root, "hwpts", u32_array(v->hwpts, v->n_hwpts));
+	if (v->n_state_memfds)
+		json_object_object_add(root, "state_memfds", u32_array(v->state_memfds, v->n_state_memfds));
 	a = json_object_new_array();
 	for (size_t i = 0; i < v->n_memfds; i++)
 		json_object_array_add(a, json_object_new_int64((int64_t)v->memfd_sizes[i]));
@@ -325,6 +358,7 @@ void registration_done(Registration *g)
 {
 	free(g->last_error);
 	free(g->hwpts);
+	free(g->state_memfds);
 	free(g->memfd_sizes);
 	free(g->bdfs);
 	*g = (Registration){};
@@ -369,16 +403,12 @@ int registration_parse_fd(int fd, Registration *ret)
 		if (!g.last_error)
 			goto oom;
 	}
-	if (json_object_object_get_ex(root, "hwpts", &a) && json_object_is_type(a, json_type_array)) {
-		n = json_object_array_length(a);
-		if (n > IOMMULU_PLAN_MAX_HWPTS)
-			goto bad;
-		g.hwpts = calloc(n ?: 1, sizeof(uint32_t));
-		if (!g.hwpts)
-			goto oom;
-		for (size_t i = 0; i < n; i++)
-			g.hwpts[i] = (uint32_t)json_object_get_int64(json_object_array_get_idx(a, i));
-		g.n_hwpts = n;
+	r = get_u32_array(root, "hwpts", IOMMULU_PLAN_MAX_HWPTS, &g.hwpts, &g.n_hwpts);
+	if (r >= 0)
+		r = get_u32_array(root, "state_memfds", IOMMULU_PLAN_MAX_MEMFDS, &g.state_memfds, &g.n_state_memfds);
+	if (r < 0) {
+		registration_done(&g);
+		return r;
 	}
 	if (!json_object_object_get_ex(root, "memfds", &a) || !json_object_is_type(a, json_type_array))
 		goto bad;

@@ -250,6 +250,38 @@ static bool files_conflict(int fd, const struct stat *st, int o_fd)
 	return same_open_file(fd, o_fd) > 0;
 }
 
+/* Whether a and b are the same file in the sense of files_conflict(). */
+static bool same_file(int a, int b)
+{
+	struct stat st;
+
+	return a >= 0 && b >= 0 && fstat(a, &st) >= 0 && files_conflict(a, &st, b);
+}
+
+bool vm_has_files(const Vm *v, const VmFiles *f)
+{
+	if (!v->has_fds || v->session_incoming || v->files_lost || f->n_memfds != v->n_memfds ||
+	    f->n_devices != v->n_devices || f->n_hwpts != v->n_hwpts || (f->iommufd >= 0) != (v->iommufd >= 0))
+		return false;
+	if (f->iommufd >= 0 && !same_file(f->iommufd, v->iommufd))
+		return false;
+	for (size_t i = 0; i < f->n_memfds; i++)
+		if (!same_file(f->memfds[i], v->memfds[i]))
+			return false;
+	for (size_t i = 0; i < f->n_devices; i++)
+		if (!same_file(f->devices[i], v->devices[i]))
+			return false;
+	for (size_t i = 0; i < f->n_hwpts; i++)
+		if (f->hwpts[i] != v->hwpts[i])
+			return false;
+	if (f->n_state_memfds != v->n_state_memfds)
+		return false;
+	for (size_t i = 0; i < f->n_state_memfds; i++)
+		if (!vm_memfd_is_state(v, f->state_memfds[i]))
+			return false;
+	return true;
+}
+
 Vm *manager_find_file_holder(Manager *m, const Vm *v, int fd)
 {
 	struct stat st;
@@ -326,6 +358,8 @@ static int restore_registration(Manager *m, Registration *g, uint64_t serial, St
 	v->n_devices = g->n_devices;
 	v->hwpts = TAKE_PTR(g->hwpts);
 	v->n_hwpts = g->n_hwpts;
+	v->state_memfds = TAKE_PTR(g->state_memfds);
+	v->n_state_memfds = g->n_state_memfds;
 	for (size_t i = 0; i < v->n_memfds; i++) {
 		struct stat st;
 
@@ -333,8 +367,8 @@ static int restore_registration(Manager *m, Registration *g, uint64_t serial, St
 		if (v->memfds[i] >= 0 && (fstat(v->memfds[i], &st) < 0 || (uint64_t)st.st_size != v->memfd_sizes[i]))
 			log_vm(LOG_WARNING, LOG_VM(v->name), "memfd #%zu of VM %s changed size while the daemon was away",
 			       i, v->name);
-		v->guest_memory_bytes += v->memfd_sizes[i];
 	}
+	vm_count_guest_memory(v);
 	for (size_t i = 0; i < v->n_devices; i++)
 		v->devices[i] = take_file(fds, n, FDNAME_DEVICE_PREFIX, (long long)i, v->name, lost, sizeof(lost));
 	if (g->has_iommufd)

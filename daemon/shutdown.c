@@ -94,30 +94,47 @@ bool shutdown_kexec_pending(Manager *m)
 	return found;
 }
 
+static void preserved_for_kexec(Manager *m, PreserveAllJob *j, const PreserveResult *results, size_t n_results,
+				int failed, void *userdata)
+{
+	/* Not the hook's job any more: the kexec was cancelled meanwhile. */
+	bool cancelled = m->hook_job != j;
+
+	if (!cancelled)
+		m->hook_job = NULL;
+	if (failed == -ECANCELED)
+		return;	/* the daemon is exiting */
+	for (size_t i = 0; i < m->n_vms; i++)
+		if (m->vms[i]->state != VM_PRESERVED)
+			m->vms[i]->preserved_by_hook = false;
+	manager_log_preserve_results(results, n_results, failed, "Before kexec");
+	if (failed > 0)
+		log_error("FailurePolicy=%s.", failure_policy_to_string(m->config.failure_policy));
+	shutdown_update_block(m);
+	/* Let logind go on, unless the kexec was cancelled meanwhile: then
+	 * the delay lock is the one for the next shutdown. */
+	if (!cancelled)
+		m->delay_fd = safe_close(m->delay_fd);
+}
+
+/* PreserveAll without blocking the event loop (preserve-all.c); logind
+ * waits for the delay lock, which goes when the job is done. */
 static void preserve_for_kexec(Manager *m, const char *why)
 {
-	char **res = NULL;
+	PreserveAllJob *j = NULL;
 	int r;
 
 	log_notice("%s: preserving all registered VMs.", why);
 	/* What this hook preserves, a cancelled kexec unpreserves again */
 	for (size_t i = 0; i < m->n_vms; i++)
 		m->vms[i]->preserved_by_hook = m->vms[i]->state != VM_PRESERVED;
-	r = manager_preserve_all(m, &res);
-	for (size_t i = 0; i < m->n_vms; i++)
-		if (m->vms[i]->state != VM_PRESERVED)
-			m->vms[i]->preserved_by_hook = false;
-	if (r < 0)
-		log_error_errno(r, "PreserveAll failed: %m");
-	for (char **p = res; p && *p; p += 2)
-		log_vm(streq_ptr(p[1], "ok") ? LOG_INFO : LOG_ERR, LOG_VM(p[0]), "Before kexec, VM %s: %s",
-		       p[0], p[1]);
-	if (r > 0)
-		log_error("%d VM(s) could not be preserved; FailurePolicy=%s.", r,
-			  failure_policy_to_string(m->config.failure_policy));
-	for (char **p = res; p && *p; p++)
-		free(*p);
-	free(res);
+	r = manager_preserve_all_async(m, preserved_for_kexec, NULL, &j);
+	if (r < 0) {
+		log_error_errno(r, "Failed to start preserving the VMs: %m");
+		m->delay_fd = safe_close(m->delay_fd);
+		return;
+	}
+	m->hook_job = j;
 }
 
 /*
@@ -148,6 +165,11 @@ static void unpreserve_after_cancel(Manager *m)
 static void on_prepare(Manager *m, bool start, const char *type)
 {
 	if (!start) {
+		if (m->hook_job) {
+			/* Still preserving: stop; its end keeps the delay lock. */
+			preserve_all_job_cancel(m->hook_job);
+			m->hook_job = NULL;
+		}
 		unpreserve_after_cancel(m);
 		/* Shutdown cancelled: arm again. */
 		if (m->have_logind && m->delay_fd < 0)
@@ -155,10 +177,12 @@ static void on_prepare(Manager *m, bool start, const char *type)
 					     &m->delay_fd);
 		return;
 	}
-	if (type ? streq_ptr(type, "kexec") : kexec_loaded())
-		preserve_for_kexec(m, "Kexec announced by logind");
-	else
-		log_info("Shutdown (%s) announced; not a kexec, nothing to preserve.", type ?: "unknown");
+	if (type ? streq_ptr(type, "kexec") : kexec_loaded()) {
+		if (!m->hook_job)
+			preserve_for_kexec(m, "Kexec announced by logind");	/* lets logind go on when done */
+		return;
+	}
+	log_info("Shutdown (%s) announced; not a kexec, nothing to preserve.", type ?: "unknown");
 	m->delay_fd = safe_close(m->delay_fd);	/* let logind go on */
 }
 
@@ -355,7 +379,7 @@ void shutdown_update_block(Manager *m)
 		if (!streq_ptr(reason[0] ? reason : NULL, v->ineligible)) {
 			free(v->ineligible);
 			v->ineligible = reason[0] ? strdup(reason) : NULL;
-			(void)sd_bus_emit_properties_changed(m->bus, v->path, VM_IFACE, "IneligibleReason", NULL);
+			vm_changed(v, VM_PROP_INELIGIBLE_REASON);
 		}
 compose:
 		if (v->ineligible) {

@@ -473,6 +473,14 @@ static int start_daemon(LudEnv *e, const LudEnvOptions *o, const int *listen_fds
 			setenv("FDSTORE", o->fdstore, 1);
 		else
 			unsetenv("FDSTORE");
+		unsetenv("WATCHDOG_PID");
+		if (o->watchdog_usec) {
+			char usec[32];
+
+			snprintf(usec, sizeof(usec), "%llu", (unsigned long long)o->watchdog_usec);
+			setenv("WATCHDOG_USEC", usec, 1);
+		} else
+			unsetenv("WATCHDOG_USEC");
 		if (o->nofile) {
 			struct rlimit rl = { .rlim_cur = o->nofile, .rlim_max = o->nofile };
 
@@ -647,6 +655,24 @@ void lud_env_answer_barriers(LudEnv *e, bool answer)
 		(void)unlink(path);
 	else
 		(void)write_file(path, "");
+}
+
+int lud_env_notify_count(LudEnv *e, const char *line)
+{
+	char path[128], *buf = NULL;
+	size_t size = 0;
+	int n = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/notify.log", e->dir);
+	f = fopen(path, "re");
+	if (!f)
+		return errno == ENOENT ? 0 : -errno;
+	while (getline(&buf, &size, f) >= 0)
+		n += strncmp(buf, line, strlen(line)) == 0;
+	free(buf);
+	fclose(f);
+	return n;
 }
 
 void lud_env_kill_after(LudEnv *e, int steps)

@@ -42,6 +42,7 @@ typedef struct LudEnvOptions {
 	const char *const *listen_names;
 	size_t n_listen;
 	LudNotify notify;
+	unsigned long long watchdog_usec;	/* $WATCHDOG_USEC of the daemon, 0 = none */
 } LudEnvOptions;
 
 #define LUD_LISTEN_MAX 512
@@ -54,6 +55,9 @@ int lud_env_reap_daemon(LudEnv *e, unsigned ms);
 /* Start the daemon again (after it died) with o's options and, as systemd
  * does, what the fake PID 1's fd store holds as $LISTEN_FDS/$LISTEN_FDNAMES. */
 int lud_env_restart_daemon(LudEnv *e, const LudEnvOptions *o);
+/* How many messages to the fake PID 1 so far begin with line (e.g.
+ * "WATCHDOG=1"), or -errno. */
+int lud_env_notify_count(LudEnv *e, const char *line);
 /* Whether the fake PID 1 answers BARRIER=1 from now on. */
 void lud_env_answer_barriers(LudEnv *e, bool answer);
 /* With fake_luo: the daemon SIGKILLs itself instead of doing its step

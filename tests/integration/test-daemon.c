@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -258,6 +259,22 @@ static void test_register(sd_bus *bus, pid_t daemon_pid)
 	check(r < 0 && error_is(&e, ERR("AlreadyExists")), "double registration: AlreadyExists (%s)",
 	      e.name ?: "none");
 	sd_bus_error_free(&e);
+	{
+		int swapped[2] = { memfd[1], memfd[0] };
+		char *again = NULL;
+
+		r = register_vm(bus, "vm-1.a_b", swapped, 2, NULL, 0, NULL, 0, &e, NULL);
+		check(r < 0 && error_is(&e, ERR("AlreadyExists")),
+		      "registration with the same memfds in another order: AlreadyExists (%s)", e.name ?: "none");
+		sd_bus_error_free(&e);
+		r = register_vm(bus, "vm-1.a_b", memfd, 2, NULL, 0, NULL, 0, &e, &again);
+		check(r >= 0 && again && path && strcmp(again, path) == 0 && count_vms(bus) == 1 &&
+			      settled_fds(daemon_pid, fds_before + 3) == fds_before + 3,
+		      "an identical retry of RegisterVM by its VMM succeeds, same VM, no new fds (%s)",
+		      e.message ?: again ?: "");
+		sd_bus_error_free(&e);
+		free(again);
+	}
 
 	/* Closing our copies must not matter: the daemon holds its own. */
 	close(memfd[0]);
@@ -1054,6 +1071,90 @@ static void test_barrier_unanswered(void)
 	close(fd);
 }
 
+static int on_async_reply(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	*(sd_bus_message **)userdata = sd_bus_message_ref(m);
+	return 0;
+}
+
+/* PreserveAll does not block the event loop: while it waits for a BARRIER=1
+ * PID 1 never answers, other calls are answered at once and the watchdog
+ * keeps being fed; then it rolls back as before. */
+static void test_preserve_all_async(void)
+{
+	LudEnv env;
+	sd_bus *bus = NULL, *other = NULL;
+	sd_bus_message *reply = NULL;
+	sd_bus_slot *slot = NULL;
+	int fds[2] = { -1, -1 }, r, wd0, wd1, n_timeout = 0;
+	struct timespec t0, t1, t2;
+	double list_s, all_s;
+
+	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = true, .fake_luo = true, .notify = LUD_NOTIFY_ACK,
+						   .watchdog_usec = 1000000 });
+	if (!check(r >= 0, "start a daemon with a fake LUO, fd store and WatchdogSec=1s (%s)", strerror(-r))) {
+		lud_env_stop(&env);
+		return;
+	}
+	lud_env_connect(&env, &bus);
+	lud_env_connect(&env, &other);
+	iommulu_memfd_create("wd1", 1 << 16, &fds[0]);
+	iommulu_memfd_create("wd2", 1 << 16, &fds[1]);
+	r = register_vm(bus, "wd1", &fds[0], 1, NULL, 0, NULL, 0, NULL, NULL);
+	if (r >= 0)
+		r = register_vm(bus, "wd2", &fds[1], 1, NULL, 0, NULL, 0, NULL, NULL);
+	check(r >= 0, "register wd1 and wd2");
+	lud_env_answer_barriers(&env, false);
+
+	wd0 = lud_env_notify_count(&env, "WATCHDOG=1");
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	r = sd_bus_call_method_async(bus, &slot, DEST, MPATH, MIFACE, "PreserveAll", on_async_reply, &reply, NULL);
+	if (r >= 0)
+		r = sd_bus_flush(bus);
+	msleep(300);	/* the daemon is waiting for the barrier by now */
+	r = r < 0 ? r : count_vms(other);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	list_s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9 - 0.3;
+	check(r == 2 && list_s < 1.0, "during a PreserveAll that waits for an unanswered barrier, ListVMs is answered "
+	      "at once (%.2f s, %d VMs)", list_s, r);
+
+	/* The reply, when the barrier has timed out. */
+	for (int i = 0; i < 2000 && !reply; i++)
+		if (sd_bus_process(bus, NULL) == 0)
+			(void)sd_bus_wait(bus, 10 * 1000);
+	sd_bus_slot_unref(slot);
+	clock_gettime(CLOCK_MONOTONIC, &t2);
+	all_s = (double)(t2.tv_sec - t0.tv_sec) + (double)(t2.tv_nsec - t0.tv_nsec) / 1e9;
+	wd1 = lud_env_notify_count(&env, "WATCHDOG=1");
+	if (reply) {
+		const char *name, *res;
+
+		r = sd_bus_message_enter_container(reply, 'a', "(ss)");
+		while (r >= 0 && sd_bus_message_read(reply, "(ss)", &name, &res) > 0)
+			n_timeout += strstr(res, SD_BUS_ERROR_TIMEOUT) && strstr(res, "rolled back");
+	}
+	check(reply && n_timeout == 2, "PreserveAll answers after the barrier's timeout (%.1f s): both VMs rolled back "
+	      "with Timeout (%d)", all_s, n_timeout);
+	check(wd1 - wd0 >= 3, "the daemon sent WATCHDOG=1 %d times meanwhile", wd1 - wd0);
+	check(vm_state_is(other, "wd1", "failed") && vm_state_is(other, "wd2", "failed") &&
+		      fdstore_settled(&env, 6, NULL) == 6,
+	      "both VMs failed, the fd store holds only their registrations");
+
+	lud_env_answer_barriers(&env, true);
+	reply = sd_bus_message_unref(reply);
+	r = sd_bus_call_method(bus, DEST, MPATH, MIFACE, "PreserveAll", NULL, &reply, NULL);
+	check(r >= 0 && vm_state_is(other, "wd1", "preserved") && vm_state_is(other, "wd2", "preserved") &&
+		      fdstore_settled(&env, 10, NULL) == 10,
+	      "with barriers answered again, PreserveAll preserves both");
+	sd_bus_message_unref(reply);
+
+	sd_bus_flush_close_unref(other);
+	sd_bus_flush_close_unref(bus);
+	lud_env_stop(&env);
+	close(fds[0]);
+	close(fds[1]);
+}
+
 /* Runs iommu-lud-vmm-client with args on env's bus; its exit status, its
  * standard output in out. */
 static int run_vmm_client(LudEnv *env, const char *const *args, char *out, size_t size)
@@ -1233,6 +1334,61 @@ static void test_register_parts(void)
 	for (int i = 0; i < 300 && count_vms(bus) != 2; i++)
 		msleep(10);
 	check(count_vms(bus) == 2, "its incomplete VM is dropped (%d VM(s) left)", count_vms(bus));
+
+	/* The last part changes the files and the state: one PropertiesChanged
+	 * announces both. */
+	{
+		sd_bus_slot *slot = NULL;
+		int signals = 0, first = -1, mem = -1;
+		char names[512] = "";
+		size_t len = 0;
+
+		iommulu_memfd_create("burst", 1 << 16, &first);
+		iommulu_memfd_create("burst", 1 << 16, &mem);
+		r = register_part(bus, "burst", &first, 1, false, &e);
+		if (r < 0)
+			printf("# RegisterVMPart burst: %s\n", e.message ?: strerror(-r));
+		sd_bus_error_free(&e);
+		/* A call after it: the daemon has announced the first part's
+		 * changes before it answers. */
+		if (r >= 0)
+			r = count_vms(bus);
+		if (r >= 0)
+			r = sd_bus_match_signal(bus, &slot, DEST, MPATH "/vm/burst", "org.freedesktop.DBus.Properties",
+						"PropertiesChanged", NULL, NULL);
+		if (r >= 0)
+			r = register_part(bus, "burst", &mem, 1, true, &e);
+		sd_bus_error_free(&e);
+		for (int i = 0; r >= 0 && i < 50; i++) {
+			sd_bus_message *m = NULL;
+			const char *iface, *prop;
+			int k = sd_bus_process(bus, &m);
+
+			if (k > 0 && m && sd_bus_message_is_signal(m, "org.freedesktop.DBus.Properties", "PropertiesChanged") &&
+			    sd_bus_message_read(m, "s", &iface) > 0) {
+				signals++;
+				if (sd_bus_message_enter_container(m, 'a', "{sv}") > 0) {
+					while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
+						if (sd_bus_message_read(m, "s", &prop) > 0 && len + strlen(prop) + 2 < sizeof(names))
+							len += (size_t)snprintf(names + len, sizeof(names) - len, "%s ", prop);
+						sd_bus_message_skip(m, "v");
+						sd_bus_message_exit_container(m);
+					}
+					sd_bus_message_exit_container(m);
+				}
+			}
+			sd_bus_message_unref(m);
+			if (k == 0)
+				sd_bus_wait(bus, 10000);
+		}
+		check(r >= 0 && signals == 1 && strstr(names, "State ") && strstr(names, "Memfds ") &&
+			      strstr(names, "GuestMemoryBytes "),
+		      "the last RegisterVMPart: one PropertiesChanged with State, Memfds and GuestMemoryBytes (%d: %s)",
+		      signals, names);
+		sd_bus_slot_unref(slot);
+		close(first);
+		close(mem);
+	}
 
 	sd_bus_flush_close_unref(bus);
 	lud_env_stop(&env);
@@ -1507,6 +1663,20 @@ static int kill_call_method(sd_bus *bus, const KillCase *c, const int *fds, sd_b
 	return call_s(bus, method, c->vm, e);
 }
 
+static int kill_call_preserve_all(sd_bus *bus, const KillCase *c, const int *fds, sd_bus_error *e)
+{
+	sd_bus_message *reply = NULL;
+	const char *name = NULL, *res = NULL;
+	int r = sd_bus_call_method(bus, DEST, MPATH, MIFACE, "PreserveAll", e, &reply, NULL);
+
+	if (r >= 0)
+		r = sd_bus_message_read(reply, "a(ss)", 1, &name, &res);
+	if (r >= 0 && (!res || strcmp(res, "ok") != 0))
+		r = -EBADE;
+	sd_bus_message_unref(reply);
+	return r;
+}
+
 /* After a restart: is vm in a consistent state, and which?  Consistent: as
  * registered, with all n (or, while registering, a whole number of parts
  * of) memfds, its memory, the test as its owner and exactly its files,
@@ -1568,7 +1738,15 @@ static bool kill_usable(LudEnv *env, sd_bus *bus, const KillCase *c, const int *
 	char now[32];
 	int r = 0;
 
-	if (strcmp(state, "registering") == 0) {
+	if (c->call == kill_call_register) {
+		/* The VMM got no answer (or got one just before the kill) and
+		 * retries: its own VM must not be AlreadyExists. */
+		r = c->call(bus, c, fds, &e);
+		if (r >= 0 && (!vm_consistent(env, bus, c->vm, c->n_memfds, now, sizeof(now)) ||
+			       strcmp(now, "registered") != 0))
+			r = -EBADE;
+		state = "registered";
+	} else if (strcmp(state, "registering") == 0) {
 		r = register_rest(bus, c->vm, fds, vm_u(bus, c->vm, "Memfds"), c->n_memfds, &e);
 		state = "registered";
 	} else if (strcmp(state, "preserved") == 0) {
@@ -1689,6 +1867,7 @@ static void test_kill_steps(void)
 		  kill_call_parts },
 		{ "UnregisterVM", "kunreg", 2, "registered", "absent", kill_register, kill_call_method },
 		{ "PreserveVM", "kpres", 2, "registered", "preserved", kill_register, kill_call_method },
+		{ "PreserveAll", "kpall", 2, "registered", "preserved", kill_register, kill_call_preserve_all },
 		{ "UnpreserveVM", "kunpres", 2, "preserved", "registered", kill_register_preserve, kill_call_method },
 	};
 	LudEnv env;
@@ -1730,12 +1909,250 @@ static void test_kill_steps(void)
 	sd_bus_error_free(&e);
 	kill_cleanup(&env, bus, "share1");
 
+	/* The same files from another process are not a retry. */
+	r = register_vm(bus, "mine", &fds[20], 2, NULL, 0, NULL, 0, &e, NULL);
+	sd_bus_error_free(&e);
+	{
+		pid_t pid = fork();
+		int status = -1;
+
+		if (pid == 0) {
+			sd_bus *b = NULL;
+			sd_bus_error ce = SD_BUS_ERROR_NULL;
+
+			if (lud_env_connect(&env, &b) < 0)
+				_exit(2);
+			_exit(register_vm(b, "mine", &fds[20], 2, NULL, 0, NULL, 0, &ce, NULL) < 0 &&
+					      error_is(&ce, ERR("AlreadyExists")) ? 0 : 1);
+		}
+		if (pid > 0)
+			waitpid(pid, &status, 0);
+		check(r >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0 && vm_u(bus, "mine", "OwnerPID") == (uint32_t)getpid(),
+		      "RegisterVM of a VM with its very files from another process: AlreadyExists, the owner stays");
+	}
+	kill_cleanup(&env, bus, "mine");
+
 	test_owner_exits_while_away(&env, bus, &fds[10]);
 
 	sd_bus_flush_close_unref(bus);
 	lud_env_stop(&env);
 	for (int i = 0; i < KILL_MEMFDS; i++)
 		close(fds[i]);
+}
+
+/* ---- RegisterVMWithOptions: an owner pidfd, state memfds ------------------ */
+
+/* RegisterVMWithOptions(name, memfds, [], [], [], options): options holds
+ * OwnerPIDFD if owner >= 0, StateMemfds if n_state, and one more entry
+ * "<key>" of type "s" if bad_key (an unknown option). */
+static int register_with_options(sd_bus *bus, const char *name, const int *memfds, size_t n, int owner,
+				 const uint32_t *state, size_t n_state, const char *bad_key, sd_bus_error *e)
+{
+	sd_bus_message *call = NULL;
+	int r;
+
+	r = sd_bus_message_new_method_call(bus, &call, DEST, MPATH, MIFACE, "RegisterVMWithOptions");
+	if (r >= 0)
+		r = sd_bus_message_append(call, "s", name);
+	APPEND_FDS(memfds, n);	/* register_vm()'s */
+	if (r >= 0)
+		r = sd_bus_message_append(call, "ahahat", 0, 0, 0);
+	if (r >= 0)
+		r = sd_bus_message_open_container(call, 'a', "{sv}");
+	if (r >= 0 && owner >= 0)
+		r = sd_bus_message_append(call, "{sv}", "OwnerPIDFD", "h", owner);
+	if (r >= 0 && n_state) {
+		r = sd_bus_message_open_container(call, 'e', "sv");
+		if (r >= 0)
+			r = sd_bus_message_append(call, "s", "StateMemfds");
+		if (r >= 0)
+			r = sd_bus_message_open_container(call, 'v', "au");
+		if (r >= 0)
+			r = sd_bus_message_append_array(call, 'u', state, n_state * sizeof(uint32_t));
+		if (r >= 0)
+			r = sd_bus_message_close_container(call);
+		if (r >= 0)
+			r = sd_bus_message_close_container(call);
+	}
+	if (r >= 0 && bad_key)
+		r = sd_bus_message_append(call, "{sv}", bad_key, "s", "x");
+	if (r >= 0)
+		r = sd_bus_message_close_container(call);
+	if (r >= 0)
+		r = sd_bus_call(bus, call, 0, e, NULL);
+	sd_bus_message_unref(call);
+	return r;
+}
+
+static char *vm_state_memfds(sd_bus *bus, const char *name)
+{
+	sd_bus_message *reply = NULL;
+	char path[128], *out = NULL;
+	const void *a = NULL;
+	size_t bytes = 0, len = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/vm/%s", MPATH, name);
+	if (sd_bus_get_property(bus, DEST, path, VIFACE, "StateMemfds", NULL, &reply, "au") < 0 ||
+	    sd_bus_message_read_array(reply, 'u', &a, &bytes) < 0) {
+		sd_bus_message_unref(reply);
+		return strdup("(unreadable)");
+	}
+	f = open_memstream(&out, &len);
+	for (size_t i = 0; f && i < bytes / sizeof(uint32_t); i++)
+		fprintf(f, "%s%" PRIu32, i ? "," : "", ((const uint32_t *)a)[i]);
+	if (f)
+		fclose(f);
+	sd_bus_message_unref(reply);
+	return out;
+}
+
+static uint64_t vm_t(sd_bus *bus, const char *name, const char *prop)
+{
+	char path[128];
+	uint64_t t = 0;
+
+	snprintf(path, sizeof(path), "%s/vm/%s", MPATH, name);
+	(void)sd_bus_get_property_trivial(bus, DEST, path, VIFACE, prop, NULL, 't', &t);
+	return t;
+}
+
+/* GuestMemoryBytes 1 MiB, StateMemfds "1", OwnerPID owner: the helper's VM. */
+static bool helped_vm_ok(sd_bus *bus, pid_t owner, const char *state)
+{
+	char *st = vm_state_memfds(bus, "helped");
+	bool ok = vm_state_is(bus, "helped", state) && vm_u(bus, "helped", "Memfds") == 2 &&
+		  vm_t(bus, "helped", "GuestMemoryBytes") == 1 << 20 && st && strcmp(st, "1") == 0 &&
+		  vm_u(bus, "helped", "OwnerPID") == (uint32_t)owner;
+
+	if (!ok)
+		printf("# helped: Memfds %u, GuestMemoryBytes %" PRIu64 ", StateMemfds %s, OwnerPID %u (want %d)\n",
+		       vm_u(bus, "helped", "Memfds"), vm_t(bus, "helped", "GuestMemoryBytes"), st ?: "",
+		       vm_u(bus, "helped", "OwnerPID"), (int)owner);
+	free(st);
+	return ok;
+}
+
+static void test_register_with_options(void)
+{
+	static const uint32_t state1[] = { 1 }, state0[] = { 0 }, state5[] = { 5 };
+	LudEnv env;
+	sd_bus *bus = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int fds[2] = { -1, -1 }, p[2] = { -1, -1 }, vmm_pidfd = -1, status = -1, r;
+	pid_t vmm, helper;
+
+	r = lud_env_start(&env, KILL_OPTIONS);
+	if (!check(r >= 0, "start a daemon with a fake LUO and fd store for RegisterVMWithOptions (%s)", strerror(-r))) {
+		lud_env_stop(&env);
+		return;
+	}
+	lud_env_connect(&env, &bus);
+	iommulu_memfd_create("ram", 1 << 20, &fds[0]);
+	iommulu_memfd_create("state", 1 << 16, &fds[1]);
+
+	/* The VMM: a process that lives until the pipe closes. */
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return;
+	vmm = fork();
+	if (vmm == 0) {
+		char c;
+
+		close(p[1]);
+		_exit(read(p[0], &c, 1) < 0);
+	}
+	close(p[0]);
+	vmm_pidfd = (int)syscall(SYS_pidfd_open, vmm, 0);
+
+	/* A helper registers the VM for it and exits. */
+	helper = fork();
+	if (helper == 0) {
+		sd_bus *b = NULL;
+		sd_bus_error ce = SD_BUS_ERROR_NULL;
+
+		if (lud_env_connect(&env, &b) < 0)
+			_exit(2);
+		r = register_with_options(b, "helped", fds, 2, vmm_pidfd, state1, 1, NULL, &ce);
+		if (r < 0)
+			printf("# helper: %s: %s\n", ce.name ?: "-", ce.message ?: strerror(-r));
+		_exit(r < 0);
+	}
+	waitpid(helper, &status, 0);
+	check(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	      "a helper registers VM helped with OwnerPIDFD of its VMM and StateMemfds [1], and exits");
+	msleep(200);
+	check(helped_vm_ok(bus, vmm, "registered"),
+	      "the VM stays after the helper exits: owner the VMM, GuestMemoryBytes 1 MiB without the 64 KiB state "
+	      "memfd, StateMemfds [1]");
+
+	r = register_with_options(bus, "helped", fds, 2, vmm_pidfd, state1, 1, NULL, &e);
+	check(r >= 0, "an identical RegisterVMWithOptions for the same owner is a retry: success (%s)", e.message ?: "");
+	sd_bus_error_free(&e);
+	r = register_with_options(bus, "helped", fds, 2, vmm_pidfd, NULL, 0, NULL, &e);
+	check(r < 0 && error_is(&e, ERR("AlreadyExists")), "the same files without StateMemfds: AlreadyExists (%s)",
+	      e.name ?: "none");
+	sd_bus_error_free(&e);
+
+	lud_env_kill_daemon(&env);
+	r = lud_env_restart_daemon(&env, KILL_OPTIONS);
+	check(r >= 0 && helped_vm_ok(bus, vmm, "registered"),
+	      "SIGKILL and restart: the VM comes back with its owner, StateMemfds and GuestMemoryBytes");
+	r = call_s(bus, "PreserveVM", "helped", &e);
+	sd_bus_error_free(&e);
+	lud_env_kill_daemon(&env);
+	if (r >= 0)
+		r = lud_env_restart_daemon(&env, KILL_OPTIONS);
+	check(r >= 0 && helped_vm_ok(bus, vmm, "preserved"), "preserved, SIGKILL and restart: the same");
+	(void)call_s(bus, "UnpreserveVM", "helped", NULL);
+
+	close(p[1]);	/* the VMM exits */
+	waitpid(vmm, &status, 0);
+	for (int i = 0; i < 300 && count_vms(bus) != 0; i++)
+		msleep(10);
+	check(count_vms(bus) == 0 && fdstore_settled(&env, 0, NULL) == 0,
+	      "the VMM named by OwnerPIDFD exits: its VM is dropped, the fd store empty");
+
+	/* Refusals. */
+	r = register_with_options(bus, "bad", fds, 2, vmm_pidfd, NULL, 0, NULL, &e);
+	check(r < 0 && error_is(&e, SD_BUS_ERROR_UNIX_PROCESS_ID_UNKNOWN),
+	      "OwnerPIDFD of a process that exited: UnixProcessIdUnknown (%s: %s)", e.name ?: "-", e.message ?: "");
+	sd_bus_error_free(&e);
+	r = register_with_options(bus, "bad", fds, 1, fds[1], NULL, 0, NULL, &e);
+	check(r < 0 && error_is(&e, SD_BUS_ERROR_INVALID_ARGS) && strstr(e.message, "not a pidfd"),
+	      "OwnerPIDFD that is a memfd: InvalidArgs (%s)", e.message ?: "");
+	sd_bus_error_free(&e);
+	r = register_with_options(bus, "bad", fds, 2, -1, state5, 1, NULL, &e);
+	check(r < 0 && error_is(&e, SD_BUS_ERROR_INVALID_ARGS) && strstr(e.message, "#5"),
+	      "StateMemfds naming a memfd the call does not have: InvalidArgs (%s)", e.message ?: "");
+	sd_bus_error_free(&e);
+	r = register_with_options(bus, "bad", fds, 1, -1, state0, 1, NULL, &e);
+	check(r < 0 && error_is(&e, SD_BUS_ERROR_INVALID_ARGS) && strstr(e.message, "guest-RAM"),
+	      "StateMemfds naming every memfd: InvalidArgs (%s)", e.message ?: "");
+	sd_bus_error_free(&e);
+	r = register_with_options(bus, "bad", fds, 1, -1, NULL, 0, "Colour", &e);
+	check(r < 0 && error_is(&e, SD_BUS_ERROR_INVALID_ARGS) && strstr(e.message, "Colour"),
+	      "an unknown option: InvalidArgs naming it (%s)", e.message ?: "");
+	sd_bus_error_free(&e);
+	r = register_with_options(bus, "bad", fds, 1, -1, NULL, 0, "Last", &e);
+	check(r < 0 && error_is(&e, SD_BUS_ERROR_INVALID_ARGS) && strstr(e.message, "type 'b'"),
+	      "an option of the wrong type: InvalidArgs (%s)", e.message ?: "");
+	sd_bus_error_free(&e);
+	check(count_vms(bus) == 0 && fdstore_settled(&env, 0, NULL) == 0, "... none of them kept anything");
+
+	/* Without options it is RegisterVM, owned by the caller. */
+	r = register_with_options(bus, "plain", fds, 2, -1, NULL, 0, NULL, &e);
+	check(r >= 0 && vm_u(bus, "plain", "OwnerPID") == (uint32_t)getpid() &&
+		      vm_t(bus, "plain", "GuestMemoryBytes") == (1 << 20) + (1 << 16),
+	      "RegisterVMWithOptions without options: the caller owns the VM, every memfd is guest RAM (%s)",
+	      e.message ?: "");
+	sd_bus_error_free(&e);
+	kill_cleanup(&env, bus, "plain");
+
+	close(vmm_pidfd);
+	close(fds[0]);
+	close(fds[1]);
+	sd_bus_flush_close_unref(bus);
+	lud_env_stop(&env);
 }
 
 /* A logind that hands out inhibitor fds (Inhibit), in a child process. */
@@ -1859,9 +2276,11 @@ int main(void)
 	test_preserve();
 	test_cancelled_kexec();
 	test_barrier_unanswered();
+	test_preserve_all_async();
 	test_owner_race();
 	test_register_parts();
 	test_kill_steps();
+	test_register_with_options();
 	test_restored_blocks();
 	test_retrieve_parts();
 	test_bad_config();

@@ -423,15 +423,15 @@ static void test_no_luo(void)
 	if (!check(run.status == 0 && strncmp(run.out, "Name=inel\nState=registered\nDevices=\nHWPTs=\n", 43) == 0 &&
 			   out_has("\nGuestMemoryBytes=65536\n") && out_has("\nMemfds=1\n") && out_has(want) &&
 			   out_has("\nIneligibleReason=the running kernel has no /dev/liveupdate\n") &&
-			   out_has("\nSession=\n") && out_has("\nRestoreNotes=\n"),
+			   out_has("\nSession=\n") && out_has("\nRestoreNotes=\n") && out_has("\nStateMemfds=\n"),
 		   "show: every property as Key=Value"))
 		dump();
 	LUCTL(&env, "show", "inel", "--json=pretty");
 	j = out_json();
-	check(run.status == 0 && json_object_is_type(j, json_type_object) && json_object_object_length(j) == 12 &&
+	check(run.status == 0 && json_object_is_type(j, json_type_object) && json_object_object_length(j) == 13 &&
 		      streq(jstr(j, "Name"), "inel") && jint(j, "Generation") >= 0 && strchr(run.out, '\n') !=
 		      strrchr(run.out, '\n'),
-	      "show --json=pretty: 12 properties, on several lines");
+	      "show --json=pretty: 13 properties, on several lines");
 	json_object_put(j);
 	LUCTL(&env, "show", "nosuch");
 	check(run.status == 4 && err_has("nosuch"), "show of an unknown VM: exit status 4, naming it (%d: %s)", run.status,

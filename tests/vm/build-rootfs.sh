@@ -248,6 +248,12 @@ for s in "$here"/scenarios/*/; do
 	if [ -d "$s/units" ]; then
 		cp -a "$s/units/." "$r/etc/systemd/system/"
 	fi
+	# Config a scenario ships (e.g. /etc/iommu-lud/qemu/NAME.conf) goes
+	# to /etc as on a host: it is there at every boot, before and after
+	# each kexec, for every scenario (names must be unique).
+	if [ -d "$s/etc" ]; then
+		cp -a "$s/etc/." "$r/etc/"
+	fi
 	# An executable "build" hook puts host-built files into the scenario's
 	# guest directory: `build KERNEL_DIR GUEST_DIR` (e.g. the kernel's
 	# selftests).  A failing hook must not break the image of the other

@@ -6,6 +6,7 @@
  * iommu-lud-qemu@NAME.service).
  *
  *   iommu-lud-qemu run NAME
+ *   iommu-lud-qemu resume
  *
  * Guest RAM is a sealed memfd (F_SEAL_GROW|F_SEAL_SHRINK|F_SEAL_SEAL) that
  * this helper creates and hands to QEMU as
@@ -31,6 +32,11 @@
  * blackout (QEMU stop to guest running again, VM= fields), finishes the
  * session and registers the VM again for the next update.  Otherwise it
  * boots the VM afresh.
+ *
+ * Resume (iommu-lud-qemu-resume.service, started with iommu-lud.service):
+ * after a live update, starts iommu-lud-qemu@NAME.service for each VM the
+ * daemon restored (restored or verified) that has a config in
+ * /etc/iommu-lud/qemu/, so that the VMs come back without the operator.
  *
  * Config: $IOMMULU_QEMU_CONFIG or /etc/iommu-lud/qemu/NAME.conf, lines
  * KEY=VALUE: MEMORY (guest RAM, e.g. 16M), STATE_SIZE (default 8M), QEMU
@@ -66,9 +72,14 @@
 
 #include <iommulu/iommulu.h>
 
+#include "config.h"
+
 #define BUS_NAME "org.iommulu.LiveUpdate1"
 #define MANAGER_PATH "/org/iommulu/LiveUpdate1"
 #define MANAGER_IFACE "org.iommulu.LiveUpdate1.Manager"
+
+/* Where the VMs' configs live: IOMMULU_CONF_DIR is $sysconfdir/iommu-lud. */
+#define QEMU_CONF_DIR IOMMULU_CONF_DIR "/qemu"
 
 #define STATE_MAGIC "IOMMULUQ"
 #define STATE_VERSION 1u
@@ -105,6 +116,10 @@ struct vm {
 	char qmp_buf[65536];
 	size_t qmp_len;
 	char qemu_version[64];
+	const char *how; /* "fresh boot" or "resumed after a live update" */
+	char blocked[1024]; /* why the VM cannot be saved, "" if it can */
+	uint64_t state_need; /* an upper bound of the device state's size, 0 unknown */
+	int64_t blockers_checked; /* CLOCK_MONOTONIC */
 	char line[LINE_MAX_]; /* the console line being received */
 	size_t line_len;
 	char tail[TAIL_MAX]; /* the last complete console lines */
@@ -173,7 +188,7 @@ static int load_config(struct vm *vm)
 	FILE *f;
 
 	if (!path || !*path) {
-		snprintf(def, sizeof(def), "/etc/iommu-lud/qemu/%s.conf", vm->name);
+		snprintf(def, sizeof(def), QEMU_CONF_DIR "/%s.conf", vm->name);
 		path = def;
 	}
 	f = fopen(path, "re");
@@ -269,9 +284,12 @@ static int daemon_register(struct vm *vm)
 	sd_bus_error e = SD_BUS_ERROR_NULL;
 	int r;
 
-	r = sd_bus_call_method(vm->bus, BUS_NAME, MANAGER_PATH, MANAGER_IFACE, "RegisterVM", &e, NULL,
-			       "sahahahat", vm->name, 2, vm->ram_fd, vm->state_fd, 0, 0, 0);
-	return r < 0 ? bus_fail(vm, "RegisterVM (guest RAM and state memfds)", &e, r) : 0;
+	/* memfd:1 holds QEMU's device state, not guest RAM: StateMemfds
+	 * keeps it out of the VM's GuestMemoryBytes. */
+	r = sd_bus_call_method(vm->bus, BUS_NAME, MANAGER_PATH, MANAGER_IFACE, "RegisterVMWithOptions", &e, NULL,
+			       "sahahahata{sv}", vm->name, 2, vm->ram_fd, vm->state_fd, 0, 0, 0,
+			       1, "StateMemfds", "au", 1, (uint32_t)1);
+	return r < 0 ? bus_fail(vm, "RegisterVMWithOptions (guest RAM and state memfds)", &e, r) : 0;
 }
 
 /* VerifyVM (every check must pass), then RetrieveVM: memfd:0 and memfd:1. */
@@ -638,6 +656,96 @@ static int qmp_wait_migration(struct vm *vm, const char *what, int timeout_ms)
 static const char set_caps[] = "{\"execute\":\"migrate-set-capabilities\",\"arguments\":{\"capabilities\":"
 			       "[{\"capability\":\"x-ignore-shared\",\"state\":true}]}}";
 
+/* QEMU's migration blockers (query-migrate's blocked-reasons), "; "
+ * separated into buf, "" if none; 0, or -1 if QEMU did not answer. */
+static int qemu_blockers(struct vm *vm, char *buf, size_t size)
+{
+	json_object *r = NULL, *a;
+	size_t len = 0;
+
+	buf[0] = 0;
+	if (qmp_exec(vm, "{\"execute\":\"query-migrate\"}", -1, &r, 10000) < 0)
+		return -1;
+	if (json_object_object_get_ex(r, "blocked-reasons", &a) && json_object_is_type(a, json_type_array))
+		for (size_t i = 0; i < json_object_array_length(a) && len + 1 < size; i++) {
+			int n = snprintf(buf + len, size - len, "%s%s", i ? "; " : "",
+					 json_object_get_string(json_object_array_get_idx(a, i)));
+
+			len = n < 0 ? len : len + (size_t)n >= size ? size - 1 : len + (size_t)n;
+		}
+	json_object_put(r);
+	return 0;
+}
+
+/* An upper bound of the device state QEMU will write into the state memfd:
+ * every RAM block but guest RAM (ROMs, firmware, video RAM: not shared, so
+ * x-ignore-shared copies them) in full, plus 1 MiB for the devices and the
+ * stream's page headers.  From x-query-ramblock, a table whose columns are
+ * the block's name, its page size ("4 KiB"), offset, used length, ...;
+ * 0 if QEMU does not answer it. */
+static uint64_t qemu_state_need(struct vm *vm)
+{
+	json_object *r = NULL, *t;
+	const char *text;
+	uint64_t need = 1u << 20;
+
+	if (qmp_exec(vm, "{\"execute\":\"x-query-ramblock\"}", -1, &r, 10000) < 0)
+		return 0;
+	text = json_object_object_get_ex(r, "human-readable-text", &t) ? json_object_get_string(t) : "";
+	for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+		char name[256];
+		unsigned long long used;
+
+		if (sscanf(l, "%255s %*s %*s %*s %llx", name, &used) == 2 && strcmp(name, "iommulu-ram") != 0)
+			need += used;
+	}
+	json_object_put(r);
+	return need > 1u << 20 ? need : 0;
+}
+
+/* The unit's status: why the VM cannot be saved in the kexec, if it
+ * cannot: QEMU's migration blockers, or a state memfd too small for the
+ * device state.  `iommu-luctl check` reads this StatusText: "cannot be
+ * saved for a live update" means the VM would be lost.  Logged (VM=,
+ * MIGRATION_BLOCKED=, STATE_NEED=) when it changes.  ready: the guest
+ * just started or resumed: sizes the device state and sends READY=1. */
+static void update_status(struct vm *vm, bool ready)
+{
+	char b[sizeof(vm->blocked) - 256], why[sizeof(vm->blocked)];
+	uint64_t room = vm->state_size - STATE_HDR;
+
+	vm->blockers_checked = now_ns(CLOCK_MONOTONIC);
+	if (ready)
+		vm->state_need = qemu_state_need(vm);
+	if (qemu_blockers(vm, b, sizeof(b)) < 0)
+		return;
+	why[0] = 0;
+	if (b[0])
+		snprintf(why, sizeof(why), "QEMU blocks migration: %s", b);
+	if (vm->state_need > room) {
+		size_t n = strlen(why);
+
+		snprintf(why + n, sizeof(why) - n, "%sSTATE_SIZE=%" PRIu64 " leaves %" PRIu64 " bytes for QEMU's "
+			 "device state, which may take up to %" PRIu64 " (its RAM blocks besides guest RAM: ROMs, "
+			 "video RAM): raise STATE_SIZE", n ? "; " : "", vm->state_size, room, vm->state_need);
+	}
+	if (ready || strcmp(why, vm->blocked) != 0) {
+		if (why[0])
+			sd_journal_send("MESSAGE=VM %s cannot be saved for a live update: %s", vm->name, why,
+					"PRIORITY=4", "VM=%s", vm->name, "MIGRATION_BLOCKED=%s", b,
+					"STATE_NEED=%" PRIu64, vm->state_need, "STATE_ROOM=%" PRIu64, room,
+					"SYSLOG_IDENTIFIER=iommu-lud-qemu", NULL);
+		else if (vm->blocked[0])
+			vm_log(vm, 5, "VM %s can be saved for a live update again", vm->name);
+	}
+	snprintf(vm->blocked, sizeof(vm->blocked), "%s", why);
+	if (why[0])
+		sd_notifyf(0, "%sSTATUS=VM %s running (%s), cannot be saved for a live update: %s",
+			   ready ? "READY=1\n" : "", vm->name, vm->how, why);
+	else
+		sd_notifyf(0, "%sSTATUS=VM %s running (%s)", ready ? "READY=1\n" : "", vm->name, vm->how);
+}
+
 /* ------------------------------------------------------------ save */
 
 static int clear_state_header(struct vm *vm)
@@ -773,7 +881,8 @@ static int start_fresh(struct vm *vm)
 		return -1;
 	vm_log(vm, 5, "VM %s booted afresh under QEMU %s: %" PRIu64 " MiB of guest RAM in a sealed memfd, registered with iommu-lud",
 	       vm->name, vm->qemu_version, vm->mem_size >> 20);
-	sd_notifyf(0, "READY=1\nSTATUS=VM %s running (fresh boot)", vm->name);
+	vm->how = "fresh boot";
+	update_status(vm, true);
 	return 0;
 }
 
@@ -869,7 +978,8 @@ static int start_restore(struct vm *vm)
 			"RESTORE_MS=%" PRId64, (t_run - t0) / 1000000, "QEMU_STOP_REALTIME_NS=%" PRId64, h->stop_ns,
 			"QEMU_RUN_REALTIME_NS=%" PRId64, t_run, "SYSLOG_IDENTIFIER=iommu-lud-qemu", NULL);
 	free(h);
-	sd_notifyf(0, "READY=1\nSTATUS=VM %s running (resumed after a live update)", vm->name);
+	vm->how = "resumed after a live update";
+	update_status(vm, true);
 
 	/* Done with this update: the next one gets a fresh session. */
 	if (daemon_call_name(vm, "FinishVM") < 0 || clear_state_header(vm) < 0 || daemon_register(vm) < 0)
@@ -938,6 +1048,9 @@ static int run(struct vm *vm)
 			qemu_exited(vm, 1000);
 			return log_err(vm, "VM %s: QEMU exited on its own; the VM is gone", vm->name);
 		}
+		/* A device added or removed on QMP may change them. */
+		if (!p[0].revents && now_ns(CLOCK_MONOTONIC) - vm->blockers_checked > 10 * INT64_C(1000000000))
+			update_status(vm, false);
 		if (p[0].revents) {
 			struct signalfd_siginfo si;
 
@@ -957,13 +1070,86 @@ static int run(struct vm *vm)
 	}
 }
 
+/* ------------------------------------------------------------ resume */
+
+/* After a live update: start iommu-lud-qemu@NAME.service for each VM that
+ * iommu-lud restored and that has a config of ours; its `run` resumes it.
+ * Other restored VMs belong to other VMMs and are left alone.  Returns 0,
+ * or -1 if the daemon could not be asked or a unit could not be started. */
+static int resume_all(void)
+{
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	sd_bus_message *reply = NULL;
+	sd_bus *bus = NULL;
+	const char *n, *s, *p;
+	unsigned started = 0, failed = 0, others = 0;
+	int r;
+
+	r = sd_bus_open_system(&bus);
+	if (r < 0) {
+		sd_journal_print(3, "cannot connect to the system bus: %s", strerror(-r));
+		return -1;
+	}
+	r = sd_bus_call_method(bus, BUS_NAME, MANAGER_PATH, MANAGER_IFACE, "ListVMs", &e, &reply, "");
+	if (r < 0) {
+		sd_journal_print(3, "cannot list iommu-lud's VMs (ListVMs): %s",
+				 sd_bus_error_is_set(&e) ? e.message : strerror(-r));
+		sd_bus_error_free(&e);
+		sd_bus_unref(bus);
+		return -1;
+	}
+	r = sd_bus_message_enter_container(reply, 'a', "(sso)");
+	while (r >= 0 && (r = sd_bus_message_read(reply, "(sso)", &n, &s, &p)) > 0) {
+		char conf[512], unit[128];
+		int k;
+
+		if (strcmp(s, "restored") != 0 && strcmp(s, "verified") != 0)
+			continue;
+		snprintf(conf, sizeof(conf), QEMU_CONF_DIR "/%s.conf", n);
+		if (!iommulu_vm_name_is_valid(n) || access(conf, F_OK) < 0) {
+			sd_journal_send("MESSAGE=VM %s is %s after the live update but has no %s: "
+					"not a VM of iommu-lud-qemu, left to its own VMM", n, s, conf,
+					"PRIORITY=6", "VM=%s", n, "SYSLOG_IDENTIFIER=iommu-lud-qemu", NULL);
+			others++;
+			continue;
+		}
+		snprintf(unit, sizeof(unit), "iommu-lud-qemu@%s.service", n);
+		/* Queued, not waited for: a resume takes as long as QEMU's
+		 * start and the device state's load. */
+		k = sd_bus_call_method(bus, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+				       "org.freedesktop.systemd1.Manager", "StartUnit", &e, NULL, "ss", unit, "replace");
+		if (k < 0) {
+			sd_journal_send("MESSAGE=VM %s: starting %s to resume it after the live update failed: %s", n,
+					unit, sd_bus_error_is_set(&e) ? e.message : strerror(-k), "PRIORITY=3", "VM=%s", n,
+					"UNIT_TO_RESUME=%s", unit, "SYSLOG_IDENTIFIER=iommu-lud-qemu", NULL);
+			sd_bus_error_free(&e);
+			failed++;
+			continue;
+		}
+		sd_journal_send("MESSAGE=VM %s was kept across the live update (%s in iommu-lud): starting %s to resume it",
+				n, s, unit, "PRIORITY=5", "VM=%s", n, "UNIT_TO_RESUME=%s", unit,
+				"SYSLOG_IDENTIFIER=iommu-lud-qemu", NULL);
+		started++;
+	}
+	if (r < 0)
+		sd_journal_print(3, "reading iommu-lud's ListVMs reply: %s", strerror(-r));
+	sd_bus_message_unref(reply);
+	sd_bus_unref(bus);
+	if (started || failed || others)
+		sd_journal_print(6, "after the live update: %u QEMU VM(s) being resumed, %u failed to start, "
+				 "%u restored VM(s) of other VMMs", started, failed, others);
+	return r < 0 || failed ? -1 : 0;
+}
+
 int main(int argc, char *argv[])
 {
 	struct vm vm = { .ram_fd = -1, .state_fd = -1, .qemu_pidfd = -1, .qmp_fd = -1, .con_rd = -1,
 			 .sig_fd = -1 };
 
+	if (argc == 2 && strcmp(argv[1], "resume") == 0)
+		return resume_all() < 0 ? 1 : 0;
 	if (argc != 3 || strcmp(argv[1], "run") != 0) {
-		fprintf(stderr, "usage: %s run NAME\n", argv[0]);
+		fprintf(stderr, "usage: %s run NAME\n       %s resume\n", argv[0], argv[0]);
 		return 2;
 	}
 	vm.name = argv[2];

@@ -35,6 +35,9 @@ lud_vmm() {
 }
 
 lud_fdstore() { systemctl show -P NFileDescriptorStore "$LUD_UNIT"; }
+# The FDNAMEs in the daemon's fd store (every entry of a VM ends in .VM:
+# session.*, record.*, memfd.N., vm.SERIAL., owner.).
+lud_fdstore_names() { systemd-analyze fdstore "$LUD_UNIT" 2>/dev/null | awk 'NR > 1 && NF { print $1 }'; }
 
 # lud_vm_u VM PROP: an unsigned property of a VM whose name needs no escaping.
 lud_vm_u() {
@@ -60,7 +63,7 @@ lud_journal() { journalctl -b -u "$LUD_UNIT" --no-pager -o cat | tail -n "${1:-4
 
 # After a kexec: the daemon must know it, verify the VM and hand it back.
 lud_after_kexec() {
-	local vm=$1 seed=$2 n lu others
+	local vm=$1 seed=$2 n lu names
 	n=$(lud_fdstore)
 	[ "$n" -ge 1 ] 2>/dev/null || fail "after kexec the fd store of $LUD_UNIT holds '$n' fds: systemd did not carry the session"
 	info "fd store of $LUD_UNIT holds $n fd(s) after the kexec"
@@ -74,11 +77,12 @@ lud_after_kexec() {
 	info "journal (VM=$vm): $(journalctl -b -u "$LUD_UNIT" VM="$vm" --no-pager -o cat | grep -m1 'Restored VM')"
 	"$LUD_CLIENT" retrieve "$vm" --seed="$seed" --finish || { lud_journal; fail "VerifyVM/RetrieveVM/FinishVM of $vm failed"; }
 	[ "$(lud_state "$vm")" = finished ] || fail "VM $vm is '$(lud_state "$vm")' after FinishVM"
-	# Only restored VMs not finished yet keep a session in the store (a
-	# VM of another scenario sharing this boot, e.g. qemu-memfd's).
-	others=$(busctl --system --json=short call "$LUD_DEST" "$LUD_PATH" "$LUD_IFACE" ListVMs |
-		jq '[.data[0][] | select(.[1] == "restored" or .[1] == "verified" or .[1] == "retrieved")] | length')
-	n=$(lud_fdstore)
-	[ "$n" = "$others" ] || fail "fd store holds $n fd(s) after FinishVM, $others other restored VM(s): a retrieved session would be lost on the next kexec"
-	info "VM $vm retrieved intact, session finished and removed from the fd store ($others other VM session(s) in it)"
+	# Nothing of this VM stays in the store (VMs of other scenarios
+	# sharing this boot, e.g. qemu-memfd's, come and go meanwhile: its
+	# unit resumes it and registers it again).
+	names=$(lud_fdstore_names)
+	[ -n "$names" ] || [ "$(lud_fdstore)" = 0 ] || fail "systemd-analyze fdstore $LUD_UNIT lists no entries, NFileDescriptorStore=$(lud_fdstore)"
+	n=$(grep -cE "\.$vm\$" <<< "$names" || true)
+	[ "$n" = 0 ] || fail "fd store holds $n fd(s) of VM $vm after FinishVM ($(grep -E "\.$vm\$" <<< "$names" | tr '\n' ' ')): a retrieved session would be lost on the next kexec"
+	info "VM $vm retrieved intact, session finished and removed from the fd store ($(lud_fdstore) fd(s) of other VMs in it)"
 }

@@ -4,6 +4,7 @@ UNIT=iommu-lud-qemu@$VM.service
 LUD_DEST=org.iommulu.LiveUpdate1
 LUD_PATH=/org/iommulu/LiveUpdate1
 LUD_IFACE=org.iommulu.LiveUpdate1.Manager
+RESUME_UNIT=iommu-lud-qemu-resume.service
 
 lud_start() {
 	check "iommu-lud.service started" systemctl start iommu-lud.service
@@ -39,3 +40,17 @@ wait_console() {
 
 # field LINE KEY: the value of KEY= in a console line.
 field() { sed -n "s/.*[ ]$2=\([^ ]*\).*/\1/p" <<< "$1"; }
+
+# luctl_check_vm: `iommu-luctl check` must say the VM survives a kexec now,
+# through its unit, and that the unit resumes it after the kexec.
+luctl_check_vm() {
+	local j why
+	j=$(iommu-luctl check --json=short | jq -c --arg vm "$VM" '.vms[] | select(.name == $vm)')
+	[ -n "$j" ] || fail "iommu-luctl check does not list VM $VM"
+	why=$(jq -r .why <<< "$j")
+	[ "$(jq -r .survives <<< "$j")" = true ] || fail "iommu-luctl check: VM $VM would not survive a kexec: $why"
+	[ "$(jq -r .vmm_unit <<< "$j")" = "$UNIT" ] || fail "iommu-luctl check: VM $VM's VMM unit is '$(jq -r .vmm_unit <<< "$j")', expected $UNIT"
+	[[ $why == *"$UNIT saves QEMU in the kexec and is resumed after it"* ]] ||
+		fail "iommu-luctl check: VM $VM survives, but not through $UNIT's save and resume: $why"
+	info "iommu-luctl check: $VM $(jq -r .state <<< "$j"), survives: $why"
+}

@@ -1,0 +1,410 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The daemon's registry and VM state machine (daemon/manager.c,
+ * registration.c, record.c, preserve-all.c) without a bus: a Manager with
+ * no bus connection and no fd store, real sealed memfds, and the fake
+ * /dev/liveupdate of the integration tests (tests/integration/fake-luo.c,
+ * preloaded by meson) standing in for the kernel's LUO.
+ */
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../../daemon/log.h"
+#include "../../daemon/manager.h"
+#include "../../daemon/util.h"
+
+static char dir[] = "/tmp/iommulu-registry-XXXXXX";
+static char luo_dev[64];
+
+static int setup_env(void **state)
+{
+	char statedir[64];
+	FILE *f;
+
+	if (!mkdtemp(dir))
+		return -1;
+	snprintf(luo_dev, sizeof(luo_dev), "%s/liveupdate", dir);
+	snprintf(statedir, sizeof(statedir), "%s/state", dir);
+	if (mkdir(statedir, 0700) < 0 || !(f = fopen(luo_dev, "we")))
+		return -1;
+	fclose(f);
+	setenv("IOMMULU_LIVEUPDATE_DEV", luo_dev, 1);
+	setenv("IOMMU_LUD_STATE_DIR", statedir, 1);
+	unsetenv("NOTIFY_SOCKET");
+	log_setup();
+	return 0;
+}
+
+static int teardown_env(void **state)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static Manager *new_manager(void)
+{
+	Manager *m = NULL;
+
+	assert_int_equal(manager_new(&m, "/nonexistent"), 0);
+	assert_false(m->fdstore);
+	m->config.max_vms = 16;
+	m->config.max_fds_per_vm = 16;
+	m->config.busy_timeout_ms = 100;
+	return m;
+}
+
+/* Registers a memfd-only VM of n memfds of sizes[i] bytes, the ones in
+ * state[] being state memfds, as RegisterVM does after its checks. */
+static Vm *add_vm(Manager *m, const char *name, const uint64_t *sizes, size_t n, const uint32_t *state,
+		  size_t n_state, int *ret_fds)
+{
+	iommulu_plan *plan = NULL;
+	iommulu_error e = {};
+	int fds[8];
+	Vm *v = NULL;
+
+	assert_true(n <= 8);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(iommulu_memfd_create(name, sizes[i], &fds[i]), 0);
+	assert_int_equal(iommulu_plan_build(&(iommulu_vm_fds){ .name = name, .memfds = fds, .n_memfds = n,
+							      .iommufd = -1 },
+					    m->generation, &plan, NULL, &e), 0);
+	assert_int_equal(vm_new(m, name, &v), 0);
+	assert_int_equal(vm_add_files(v, &(VmFiles){ .memfds = fds, .n_memfds = n, .iommufd = -1,
+						      .state_memfds = state, .n_state_memfds = n_state },
+				      plan), 0);
+	iommulu_plan_free(plan);
+	v->state = VM_REGISTERED;
+	assert_int_equal(manager_add_vm(m, v), 0);
+	for (size_t i = 0; i < n; i++) {
+		if (ret_fds)
+			ret_fds[i] = fds[i];
+		else
+			close(fds[i]);
+	}
+	return v;
+}
+
+static void test_state_names(void **state)
+{
+	static const char *const names[] = { "registered", "preserved", "restored", "verified",
+					     "retrieved", "finished", "failed", "registering" };
+
+	for (VmState s = 0; s < _VM_STATE_MAX; s++)
+		assert_string_equal(vm_state_to_string(s), names[s]);
+	assert_null(vm_state_to_string(_VM_STATE_MAX));
+}
+
+/* GuestMemoryBytes leaves out state memfds; a retry is recognised by its
+ * files, their order, the HWPTs and the state memfds. */
+static void test_files_and_memory(void **state)
+{
+	static const uint64_t sizes[] = { 64 << 10, 128 << 10, 4 << 10 };
+	static const uint32_t st2[] = { 2 }, st1[] = { 1 };
+	Manager *m = new_manager();
+	int fds[3], swapped[3];
+	Vm *v = add_vm(m, "files", sizes, 3, st2, 1, fds);
+
+	assert_int_equal(v->n_memfds, 3);
+	assert_int_equal(v->guest_memory_bytes, 192 << 10);
+	assert_true(vm_memfd_is_state(v, 2));
+	assert_false(vm_memfd_is_state(v, 0));
+
+	assert_true(vm_has_files(v, &(VmFiles){ .memfds = fds, .n_memfds = 3, .iommufd = -1,
+						 .state_memfds = st2, .n_state_memfds = 1 }));
+	assert_false(vm_has_files(v, &(VmFiles){ .memfds = fds, .n_memfds = 3, .iommufd = -1 }));
+	assert_false(vm_has_files(v, &(VmFiles){ .memfds = fds, .n_memfds = 3, .iommufd = -1,
+						  .state_memfds = st1, .n_state_memfds = 1 }));
+	assert_false(vm_has_files(v, &(VmFiles){ .memfds = fds, .n_memfds = 2, .iommufd = -1,
+						  .state_memfds = st2, .n_state_memfds = 1 }));
+	swapped[0] = fds[1];
+	swapped[1] = fds[0];
+	swapped[2] = fds[2];
+	assert_false(vm_has_files(v, &(VmFiles){ .memfds = swapped, .n_memfds = 3, .iommufd = -1,
+						  .state_memfds = st2, .n_state_memfds = 1 }));
+	assert_false(vm_has_files(v, &(VmFiles){ .memfds = fds, .n_memfds = 3, .iommufd = -1,
+						  .hwpts = st1, .n_hwpts = 1, .state_memfds = st2,
+						  .n_state_memfds = 1 }));
+	/* Another open of nothing the VM holds. */
+	{
+		int other = -1;
+
+		assert_int_equal(iommulu_memfd_create("other", 64 << 10, &other), 0);
+		swapped[0] = other;
+		swapped[1] = fds[1];
+		assert_false(vm_has_files(v, &(VmFiles){ .memfds = swapped, .n_memfds = 3, .iommufd = -1,
+							  .state_memfds = st2, .n_state_memfds = 1 }));
+		close(other);
+	}
+
+	/* A part rolled back takes its state memfds with it. */
+	vm_truncate_files(v, 2, 0, 0, false);
+	assert_int_equal(v->n_state_memfds, 0);
+	assert_int_equal(v->guest_memory_bytes, 192 << 10);
+	vm_truncate_files(v, 1, 0, 0, false);
+	assert_int_equal(v->guest_memory_bytes, 64 << 10);
+
+	for (size_t i = 0; i < 3; i++)
+		close(fds[i]);
+	manager_free(m);
+}
+
+static void test_preserve_cycle(void **state)
+{
+	static const uint64_t sizes[] = { 64 << 10 };
+	VmError e = {};
+	Manager *m = new_manager();
+	Vm *v = add_vm(m, "cyc", sizes, 1, NULL, 0, NULL);
+
+	assert_int_equal(vm_preserve(v, &e), 0);
+	assert_int_equal(v->state, VM_PRESERVED);
+	assert_string_equal(v->session_name, "iommulu.1.cyc");
+	assert_true(v->session_fd >= 0);
+	assert_non_null(v->manifest);
+
+	/* Idempotent: asking again changes nothing. */
+	assert_int_equal(vm_preserve(v, &e), 0);
+	assert_string_equal(v->session_name, "iommulu.1.cyc");
+
+	assert_int_equal(vm_unpreserve(v), 0);
+	assert_int_equal(v->state, VM_REGISTERED);
+	assert_string_equal(v->session_name, "");
+	assert_true(v->session_fd < 0);
+	assert_true(v->has_fds);
+
+	/* No /dev/liveupdate: KernelUnsupported, and the VM stays registered. */
+	assert_int_equal(unlink(luo_dev), 0);
+	assert_true(vm_preserve(v, &e) < 0);
+	assert_int_equal(e.outcome, VM_OUTCOME_KERNEL_UNSUPPORTED);
+	assert_non_null(strstr(e.message, "/dev/liveupdate"));
+	assert_int_equal(v->state, VM_REGISTERED);
+	{
+		FILE *f = fopen(luo_dev, "we");
+
+		assert_non_null(f);
+		fclose(f);
+	}
+
+	/* Only a registered (or failed) VM is preserved. */
+	v->state = VM_REGISTERING;
+	assert_true(vm_preserve(v, &e) < 0);
+	assert_int_equal(e.outcome, VM_OUTCOME_INVALID_STATE);
+	assert_non_null(strstr(e.message, "registering"));
+	v->state = VM_REGISTERED;
+
+	/* The failed state keeps its error, and a failed VM can be retried. */
+	vm_set_state(v, VM_FAILED, "boom");
+	assert_string_equal(v->last_error, "boom");
+	assert_int_equal(vm_preserve(v, &e), 0);
+	assert_int_equal(v->state, VM_PRESERVED);
+	assert_null(v->last_error);
+	manager_free(m);
+}
+
+/* The records carry what a restart and a kexec need, StateMemfds too. */
+static void test_records(void **state)
+{
+	static const uint64_t sizes[] = { 64 << 10, 8 << 10 };
+	static const uint32_t st1[] = { 1 };
+	VmError e = {};
+	Manager *m = new_manager();
+	Vm *v = add_vm(m, "rec", sizes, 2, st1, 1, NULL);
+	Registration g = {};
+	char *content = NULL;
+	int fd = -1;
+
+	v->owner_pid = 4242;
+	assert_int_equal(registration_content(v, "boot", &content), 0);
+	assert_int_equal(registration_to_memfd(content, &fd), 0);
+	assert_int_equal(registration_parse_fd(fd, &g), 0);
+	assert_string_equal(g.name, "rec");
+	assert_string_equal(g.boot_id, "boot");
+	assert_int_equal(g.state, VM_REGISTERED);
+	assert_int_equal(g.owner_pid, 4242);
+	assert_int_equal(g.n_memfds, 2);
+	assert_int_equal(g.memfd_sizes[1], 8 << 10);
+	assert_int_equal(g.n_state_memfds, 1);
+	assert_int_equal(g.state_memfds[0], 1);
+	registration_done(&g);
+	close(fd);
+	free(content);
+
+	assert_int_equal(vm_preserve(v, &e), 0);
+	assert_int_equal(record_to_memfd(v, &fd), 0);
+	{
+		Vm tmp = { .session_fd = -EBADF };
+
+		assert_int_equal(record_parse_fd(fd, &tmp), 0);
+		assert_string_equal(tmp.name, "rec");
+		assert_string_equal(tmp.session_name, "iommulu.1.rec");
+		assert_int_equal(tmp.guest_memory_bytes, 64 << 10);
+		assert_int_equal(tmp.n_state_memfds, 1);
+		assert_int_equal(tmp.state_memfds[0], 1);
+		iommulu_manifest_free(tmp.manifest);
+		free(tmp.snapshots);
+		free(tmp.hwpts);
+		free(tmp.state_memfds);
+	}
+	close(fd);
+	manager_free(m);
+}
+
+static void test_preserve_all(void **state)
+{
+	static const uint64_t sizes[] = { 64 << 10 };
+	Manager *m = new_manager();
+	Vm *fin;
+
+	add_vm(m, "a1", sizes, 1, NULL, 0, NULL);
+	add_vm(m, "a2", sizes, 1, NULL, 0, NULL);
+	fin = add_vm(m, "a3", sizes, 1, NULL, 0, NULL);
+	fin->state = VM_FINISHED;
+
+	assert_int_equal(manager_preserve_all(m, "test"), 0);
+	assert_int_equal(manager_find_vm(m, "a1")->state, VM_PRESERVED);
+	assert_int_equal(manager_find_vm(m, "a2")->state, VM_PRESERVED);
+	assert_int_equal(fin->state, VM_FINISHED);
+
+	/* Again: everything is preserved already. */
+	assert_int_equal(manager_preserve_all(m, "test"), 0);
+
+	/* One that cannot be: counted, the others unharmed. */
+	add_vm(m, "a4", sizes, 1, NULL, 0, NULL)->state = VM_REGISTERING;
+	assert_int_equal(manager_preserve_all(m, "test"), 1);
+	assert_int_equal(manager_find_vm(m, "a1")->state, VM_PRESERVED);
+	manager_free(m);
+}
+
+typedef struct Done {
+	bool called;
+	int failed;
+	size_t n_results;
+	char first[IOMMULU_ERROR_MAX + 512];
+} Done;
+
+static void on_done(Manager *m, PreserveAllJob *j, const PreserveResult *results, size_t n, int failed,
+		    void *userdata)
+{
+	Done *d = userdata;
+
+	d->called = true;
+	d->failed = failed;
+	d->n_results = n;
+	if (n)
+		snprintf(d->first, sizeof(d->first), "%s=%s", results[0].name,
+			 results[0].ok ? "ok" : results[0].error.message);
+}
+
+/* The asynchronous job: one VM per event-loop iteration, done only from
+ * the loop, and a VM removed while it runs is skipped. */
+static void test_preserve_all_async(void **state)
+{
+	static const uint64_t sizes[] = { 64 << 10 };
+	Manager *m = new_manager();
+	Done d = {};
+
+	assert_int_equal(sd_event_new(&m->event), 0);
+	add_vm(m, "b1", sizes, 1, NULL, 0, NULL);
+	add_vm(m, "b2", sizes, 1, NULL, 0, NULL);
+	assert_int_equal(manager_preserve_all_async(m, on_done, &d, NULL), 0);
+	assert_false(d.called);
+	assert_int_equal(manager_find_vm(m, "b1")->state, VM_REGISTERED);	/* nothing done before the loop runs */
+
+	assert_true(sd_event_run(m->event, 1000 * 1000) > 0);	/* first step: b1 */
+	assert_false(d.called);
+	assert_int_equal(manager_find_vm(m, "b1")->state, VM_PRESERVED);
+	assert_int_equal(manager_find_vm(m, "b2")->state, VM_REGISTERED);
+	manager_remove_vm(m, manager_find_vm(m, "b2"));	/* gone while the job runs */
+
+	for (int i = 0; i < 10 && !d.called; i++)
+		assert_true(sd_event_run(m->event, 1000 * 1000) >= 0);
+	assert_true(d.called);
+	assert_int_equal(d.failed, 0);
+	assert_int_equal(d.n_results, 1);
+	assert_string_equal(d.first, "b1=ok");
+	assert_null(m->preserve_jobs);
+	manager_free(m);
+}
+
+/* A job left running when the daemon exits ends with the manager: its
+ * caller is told (-ECANCELED), the queued one too. */
+static void test_preserve_all_async_freed(void **state)
+{
+	static const uint64_t sizes[] = { 64 << 10 };
+	Manager *m = new_manager();
+	Done d1 = {}, d2 = {};
+
+	assert_int_equal(sd_event_new(&m->event), 0);
+	add_vm(m, "c1", sizes, 1, NULL, 0, NULL);
+	assert_int_equal(manager_preserve_all_async(m, on_done, &d1, NULL), 0);
+	assert_int_equal(manager_preserve_all_async(m, on_done, &d2, NULL), 0);	/* queued */
+	assert_non_null(m->preserve_jobs);
+	manager_free(m);
+	assert_true(d1.called);
+	assert_int_equal(d1.failed, -ECANCELED);
+	assert_true(d2.called);
+	assert_int_equal(d2.failed, -ECANCELED);
+}
+
+/* The bus layer's one table: each outcome of the core to its D-Bus error. */
+static void test_error_table(void **state)
+{
+	static const struct {
+		VmOutcome outcome;
+		int errnum;
+		const char *name;
+	} cases[] = {
+		{ VM_OUTCOME_INVALID_STATE, 0, ERROR_INVALID_STATE },
+		{ VM_OUTCOME_NOT_ELIGIBLE, 0, ERROR_NOT_ELIGIBLE },
+		{ VM_OUTCOME_KERNEL_UNSUPPORTED, 0, ERROR_KERNEL_UNSUPPORTED },
+		{ VM_OUTCOME_BUSY, 0, ERROR_BUSY },
+		{ VM_OUTCOME_UNCONFIRMED, 0, SD_BUS_ERROR_TIMEOUT },
+		{ VM_OUTCOME_ERRNO, ENOTTY, ERROR_KERNEL_UNSUPPORTED },
+		{ VM_OUTCOME_ERRNO, EOPNOTSUPP, ERROR_KERNEL_UNSUPPORTED },
+		{ VM_OUTCOME_ERRNO, EBUSY, ERROR_BUSY },
+		{ VM_OUTCOME_ERRNO, ETIMEDOUT, SD_BUS_ERROR_TIMEOUT },
+		{ VM_OUTCOME_ERRNO, ENOMEM, SD_BUS_ERROR_NO_MEMORY },
+		{ VM_OUTCOME_ERRNO, EINVAL, SD_BUS_ERROR_INVALID_ARGS },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		_cleanup_(sd_bus_error_free) sd_bus_error b = SD_BUS_ERROR_NULL;
+		VmError e = { .outcome = cases[i].outcome, .errnum = cases[i].errnum };
+
+		snprintf(e.message, sizeof(e.message), "VM x: what happened");
+		assert_true(bus_error_set_vm(&b, &e) < 0);
+		assert_string_equal(b.name, cases[i].name);
+		assert_non_null(strstr(b.message, "VM x: what happened"));
+		if (cases[i].errnum)
+			assert_non_null(strstr(b.message, strerror(cases[i].errnum)));
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_state_names),
+		cmocka_unit_test(test_error_table),
+		cmocka_unit_test(test_files_and_memory),
+		cmocka_unit_test(test_preserve_cycle),
+		cmocka_unit_test(test_records),
+		cmocka_unit_test(test_preserve_all),
+		cmocka_unit_test(test_preserve_all_async),
+		cmocka_unit_test(test_preserve_all_async_freed),
+	};
+
+	return cmocka_run_group_tests(tests, setup_env, teardown_env);
+}
