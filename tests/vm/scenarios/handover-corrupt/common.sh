@@ -107,7 +107,7 @@ expected_lines() {
 # and a stray DMA to physical addresses leaves a fill buffer intact.  Then
 # the session is finished, with the removed device's claim still recorded.
 check_hotadd() {
-	local bdf d short type pa n out
+	local bdf d short type n out
 	info "checking a device hot-added at the address of a preserved one"
 	dmesg | grep -aq 'adopted the preserved root table' ||
 		fail "hotadd: the intact handover was not adopted"
@@ -145,11 +145,7 @@ check_hotadd() {
 			setpci -s "$bdf" COMMAND=0x0006:0x0006
 	done
 	stray_probe $(edu_bdfs)
-	for pa in $STRAY_PAS; do
-		dmesg | grep -aqE "DMAR: \[DMA Write[^]]*\] Request device \[[0-9a-f:.]+\] fault addr $pa " ||
-			fail "hotadd: no DMAR fault for the stray probe's DMA to $pa"
-	done
-	info "hotadd: stray DMA to physical addresses faulted, fill buffer intact"
+	stray_faulted hotadd
 
 	restore_check_fails hotadd "the rescanned device DMAed through the preserved translation"
 	out=$VMM_OUT
@@ -162,12 +158,7 @@ check_hotadd() {
 		info "hotadd: $bdf: DMA to the preserved IOVA faulted: $(dmesg | grep -aE "Request device \[($bdf|$short)\]" | tail -n 1)"
 	done
 	check_no_bad_lines
-	check "hotadd: clean the fd store (LUO finishes the session)" \
-		systemctl clean --what=fdstore "$UNIT"
-	n=$(systemctl show -P NFileDescriptorStore "$UNIT")
-	[ "$n" = 0 ] || fail "hotadd: fd store still holds '$n' fds"
-	sleep 1
-	check_no_bad_lines
+	finish_session hotadd
 	info "hotadd: not reserved, not translating through the preserved tables, guest RAM intact, session finished"
 }
 
@@ -203,6 +194,29 @@ check_no_bad_lines() {
 	local bad
 	bad=$(dmesg | grep -aE "$BAD_RE" | head -n 5)
 	[ -z "$bad" ] || fail "kernel log has: $bad"
+}
+
+# stray_faulted WHAT: each DMA of the last stray probe raised a DMAR fault
+# at its address.
+stray_faulted() {
+	local pa
+	for pa in $STRAY_PAS; do
+		dmesg | grep -aqE "DMAR: \[DMA Write[^]]*\] Request device \[[0-9a-f:.]+\] fault addr $pa " ||
+			fail "$1: no DMAR fault for the stray probe's DMA to $pa"
+		info "$1: stray DMA to physical $pa faulted, fill buffer intact"
+	done
+}
+
+# finish_session WHAT: systemd closes the fd store, LUO finishes the
+# session, and nothing in the kernel log complains.
+finish_session() {
+	local n
+	check "$1: clean the fd store (LUO finishes the session)" \
+		systemctl clean --what=fdstore "$UNIT"
+	n=$(systemctl show -P NFileDescriptorStore "$UNIT")
+	[ "$n" = 0 ] || fail "$1: fd store still holds '$n' fds"
+	sleep 1
+	check_no_bad_lines
 }
 
 vmm_env() {
@@ -250,7 +264,7 @@ check_refused() {
 	# Refused translation: a DMA to physical addresses must not land (the
 	# device got the blocking domain, not its default one, which is an
 	# identity domain under iommu=pt).
-	local pa type
+	local type
 	stray_probe $(edu_bdfs)
 	for bdf in $(edu_bdfs); do
 		dmesg | grep -aqE "$bdf: live update: blocked instead of its default domain" ||
@@ -262,11 +276,7 @@ check_refused() {
 		fi
 		info "$mode: $bdf: blocked instead of its default domain ($type)"
 	done
-	for pa in $STRAY_PAS; do
-		dmesg | grep -aqE "DMAR: \[DMA Write[^]]*\] Request device \[[0-9a-f:.]+\] fault addr $pa " ||
-			fail "$mode: no DMAR fault for the stray probe's DMA to $pa"
-		info "$mode: stray DMA to physical $pa faulted, fill buffer intact"
-	done
+	stray_faulted "$mode"
 
 	n=$(systemctl show -P NFileDescriptorStore "$UNIT")
 	[ "$n" = 1 ] || fail "$mode: after kexec the fd store of $UNIT holds '$n' fds, expected 1"
@@ -285,13 +295,7 @@ check_refused() {
 	done
 	check_no_bad_lines
 
-	# Finish the session: systemd closes the fd store, LUO finishes it.
-	check "$mode: clean the fd store (LUO finishes the session)" \
-		systemctl clean --what=fdstore "$UNIT"
-	n=$(systemctl show -P NFileDescriptorStore "$UNIT")
-	[ "$n" = 0 ] || fail "$mode: fd store still holds '$n' fds"
-	sleep 1
-	check_no_bad_lines
+	finish_session "$mode"
 	info "$mode: refused, translation kept on, device blocked, memfd intact, session finished"
 }
 
