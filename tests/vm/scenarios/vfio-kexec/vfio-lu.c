@@ -17,6 +17,7 @@
  *   vfio-lu refuse BDF
  *       the errnos for devices that cannot be preserved, and no half state:
  *       a device fd from a VFIO group -> EBADFD, an unbound cdev -> EBADFD; a
+ *       bound cdev in low power (LOW_POWER_ENTRY) -> EBUSY; a
  *       bound cdev while the IOMMU has no memory to keep its DMA blocked
  *       (debugfs iommu_liveupdate/fail_prepare armed) -> ENOMEM;
  *       a session that preserved the bound cdev and is closed releases it
@@ -550,6 +551,36 @@ static void refuse_without_iommu_memory(int session, int dev)
 	close(fd);
 }
 
+/* VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY (@entry) or _EXIT: 0 or -errno */
+static int low_power(int dev, int entry)
+{
+	struct vfio_device_feature f = {
+		.argsz = sizeof(f),
+		.flags = VFIO_DEVICE_FEATURE_SET |
+			 (entry ? VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY :
+				  VFIO_DEVICE_FEATURE_LOW_POWER_EXIT),
+	};
+
+	return ioctl(dev, VFIO_DEVICE_FEATURE, &f) < 0 ? -errno : 0;
+}
+
+/*
+ * A device in a low power state could lose its state on the way back to D0
+ * in the next kernel: preserving it is refused with EBUSY until it is awake.
+ */
+static void refuse_in_low_power(int session, int dev)
+{
+	int r = low_power(dev, 1);
+
+	if (r)
+		FAIL("VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY: %s", strerror(-r));
+	expect_errno("preserve a device in low power (LOW_POWER_ENTRY)",
+		     preserve_fd(session, dev, 4), EBUSY);
+	r = low_power(dev, 0);
+	if (r)
+		FAIL("VFIO_DEVICE_FEATURE_LOW_POWER_EXIT: %s", strerror(-r));
+}
+
 static int cmd_refuse(const char *bdf)
 {
 	int session, dev, iommufd, r;
@@ -571,6 +602,7 @@ static int cmd_refuse(const char *bdf)
 	r = bind_iommufd(dev, &iommufd);
 	if (r)
 		FAIL("BIND_IOMMUFD: %s", strerror(-r));
+	refuse_in_low_power(session, dev);
 	refuse_without_iommu_memory(session, dev);
 	r = preserve_fd(session, dev, 3);
 	if (r)
