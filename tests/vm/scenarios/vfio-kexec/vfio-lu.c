@@ -675,17 +675,18 @@ static int fdstore_session(void)
 }
 
 /*
- * A plainly opened cdev does not open @bdf, nor (@group) does a device fd from
- * its group.
+ * A plainly opened cdev does not open @bdf (@err: EBUSY while nothing has it
+ * open, EINVAL while the retrieved file does), nor (@group) does a device fd
+ * from its group.
  */
-static void others_refused(const char *bdf, const char *when, int group)
+static void others_refused(const char *bdf, const char *when, int err, int group)
 {
 	char what[160];
 	int plain, iommufd, dev;
 
 	plain = open_cdev(bdf);
 	snprintf(what, sizeof(what), "BIND_IOMMUFD on a plainly opened cdev %s", when);
-	expect_errno(what, bind_iommufd(plain, &iommufd), EBUSY);
+	expect_errno(what, bind_iommufd(plain, &iommufd), err);
 	close(plain);
 	close(iommufd);
 	if (!group)
@@ -748,7 +749,7 @@ static int cmd_check(const char *bdf, const char *name, int fdstore, int finish)
 	 * Only the retrieved file opens the device without a reset: another
 	 * cdev or a device fd from the group cannot open it first.
 	 */
-	others_refused(bdf, "after retrieve, before the retrieved cdev is bound", 1);
+	others_refused(bdf, "after retrieve, before the retrieved cdev is bound", EBUSY, 1);
 	r = bind_iommufd(dev, &iommufd);
 	if (r)
 		FAIL("BIND_IOMMUFD on the retrieved cdev: %s", strerror(-r));
@@ -775,14 +776,14 @@ static int cmd_check(const char *bdf, const char *name, int fdstore, int finish)
 
 	if (finish) {
 		/*
-		 * Nor once our fd of the retrieved file is closed (the session
-		 * holds the file until FINISH; its bound cdev keeps the group
-		 * from being opened at all).
+		 * Nor once our fd of the retrieved file is closed: the session
+		 * holds the file, bound, until FINISH (vfio's one open per
+		 * cdev: EINVAL; the bound cdev keeps the group closed).
 		 */
 		close(dev);
 		close(iommufd);
 		dev = iommufd = -1;
-		others_refused(bdf, "after the retrieved cdev was closed, before FINISH", 0);
+		others_refused(bdf, "after the retrieved cdev was closed, before FINISH", EINVAL, 0);
 		session_finish(session);
 		say("ok: session finished");
 		plain = open_cdev(bdf);
