@@ -10,6 +10,8 @@
 #include <string.h>
 #include <poll.h>
 #include <sys/epoll.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -152,6 +154,10 @@ static void manager_emit(Manager *m, const char *prop)
 
 /* ---- the VMM's pid ----------------------------------------------------- */
 
+#ifndef PIDFS_MAGIC
+#define PIDFS_MAGIC 0x50494446
+#endif
+
 static int on_owner_exit(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 {
 	Vm *v = userdata;
@@ -217,6 +223,23 @@ static int pidfd_get_pid(int pidfd, pid_t *ret)
 }
 
 /*
+ * Do pidfds a and b name the same process?  Only pidfs (Linux 6.9) can
+ * tell: every pidfd of a process is a file on its one inode there.  Without
+ * pidfs all pidfds share one anonymous inode, and the answer is false.
+ */
+static bool pidfd_same_process(int a, int b)
+{
+	struct statfs sfs;
+	struct stat sa, sb;
+
+	if (fstatfs(a, &sfs) < 0 || sfs.f_type != PIDFS_MAGIC)
+		return false;
+	if (fstat(a, &sa) < 0 || fstat(b, &sb) < 0)
+		return false;
+	return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/*
  * A pidfd for the sender of msg, whose pid the bus reported as pid.
  *
  * Race-free where the bus offers it: a bus that took the caller's pidfd
@@ -224,6 +247,10 @@ static int pidfd_get_pid(int pidfd, pid_t *ret)
  * GetConnectionCredentials (dbus-broker, dbus-daemon >= 1.15.?); libsystemd
  * 252 has no SD_BUS_CREDS_PIDFD to ask for it, so the daemon calls the
  * bus itself.  Our own SO_PEERPIDFD would name the bus, not the caller.
+ * The pidfd kept is always one the daemon opened itself, checked against
+ * the bus's (pidfd_same_process()): a copy of the bus's would be the same
+ * file for every VM the caller registers, and systemd's fd store keeps one
+ * entry per file, so all but one of those VMs would lose their owner there.
  *
  * Fallback (dbus-daemon 1.14, Debian 12): pidfd_open() on the pid, which
  * races with the caller exiting (and its pid being reused) after the
@@ -265,16 +292,11 @@ static int open_sender_pidfd(sd_bus_message *msg, pid_t pid, int *ret_fd)
 			r = sd_bus_message_read(reply, "v", "u", &again);
 		else if (r >= 0 && streq_ptr(key, "ProcessFD")) {
 			r = sd_bus_message_read(reply, "v", "h", &pfd);
-			if (r >= 0 && pidfd_get_pid(pfd, &of) >= 0 && of == pid) {
-				/* The bus's pidfd of the caller: no race. */
-				int copy = fcntl(pfd, F_DUPFD_CLOEXEC, 3);
-
-				if (copy >= 0) {
-					safe_close(fd);
-					fd = copy;
-					again = (uint32_t)pid;
-					break;
-				}
+			if (r >= 0 && pidfd_get_pid(pfd, &of) >= 0 && of == pid &&
+			    pidfd_same_process(fd, pfd)) {
+				/* Ours names the bus's caller: no race. */
+				again = (uint32_t)pid;
+				break;
 			}
 		} else if (r >= 0)
 			r = sd_bus_message_skip(reply, "v");
