@@ -107,7 +107,7 @@ expected_lines() {
 # and a stray DMA to physical addresses leaves a fill buffer intact.  Then
 # the session is finished, with the removed device's claim still recorded.
 check_hotadd() {
-	local bdf d short type n out
+	local bdf d type n
 	info "checking a device hot-added at the address of a preserved one"
 	dmesg | grep -aq 'adopted the preserved root table' ||
 		fail "hotadd: the intact handover was not adopted"
@@ -147,16 +147,8 @@ check_hotadd() {
 	stray_probe $(edu_bdfs)
 	stray_faulted hotadd
 
-	restore_check_fails hotadd "the rescanned device DMAed through the preserved translation"
-	out=$VMM_OUT
-	for bdf in $(edu_bdfs); do
-		echo "$out" | grep -qF "$bdf: DMA after kexec did not land in the preserved memfd" ||
-			fail "hotadd: $bdf: restore-check did not end at the blocked DMA"
-		short=${bdf#0000:}
-		dmesg | grep -aqE "DMAR: \[DMA (Read|Write)[^]]*\] Request device \[($bdf|$short)\] fault addr 0x10[0-9a-f]{5} " ||
-			fail "hotadd: no DMAR fault logged for $bdf at the preserved IOVA"
-		info "hotadd: $bdf: DMA to the preserved IOVA faulted: $(dmesg | grep -aE "Request device \[($bdf|$short)\]" | tail -n 1)"
-	done
+	restore_dma_blocked hotadd "the rescanned device DMAed through the preserved translation" \
+		'0x10[0-9a-f]{5}'
 	check_no_bad_lines
 	finish_session hotadd
 	info "hotadd: not reserved, not translating through the preserved tables, guest RAM intact, session finished"
@@ -247,9 +239,28 @@ restore_check_fails() {
 		fail "$1: the preserved memfd was not retrieved intact"
 }
 
+# restore_dma_blocked WHAT WHY [ADDR_RE]: restore-check retrieves the
+# preserved memfd intact and ends at the edu DMA to the preserved IOVA,
+# which does not land (WHY says what its success would mean); a DMAR fault
+# names each device (at an address matching ADDR_RE, if given).
+restore_dma_blocked() {
+	local bdf short at=
+	[ -n "${3:-}" ] && at=" fault addr $3 "
+	restore_check_fails "$1" "$2"
+	for bdf in $(edu_bdfs); do
+		echo "$VMM_OUT" | grep -qF "$bdf: DMA after kexec did not land in the preserved memfd" ||
+			fail "$1: $bdf: restore-check did not end at the blocked DMA"
+		short=${bdf#0000:}
+		# 7.3 names the device with its segment ([0000:00:01.0])
+		dmesg | grep -aqE "DMAR: \[DMA (Read|Write)[^]]*\] Request device \[($bdf|$short)\]$at" ||
+			fail "$1: no DMAR fault logged for $bdf${3:+ at the preserved IOVA}"
+		info "$1: $bdf: blocked: $(dmesg | grep -aE "Request device \[($bdf|$short)\]" | tail -n 1)"
+	done
+}
+
 # check_refused MODE: the checks after the kexec (see the top).
 check_refused() {
-	local mode=$1 re out bdf short n
+	local mode=$1 re bdf n
 	info "checking the refusal of the corrupt handover ($mode)"
 	while read -r re; do
 		dmesg | grep -aqE "$re" || fail "$mode: no kernel log line matching '$re'"
@@ -280,16 +291,8 @@ check_refused() {
 
 	n=$(systemctl show -P NFileDescriptorStore "$UNIT")
 	[ "$n" = 1 ] || fail "$mode: after kexec the fd store of $UNIT holds '$n' fds, expected 1"
-	restore_check_fails "$mode" "device DMA reached the preserved memory through refused state"
-	out=$VMM_OUT
+	restore_dma_blocked "$mode" "device DMA reached the preserved memory through refused state"
 	for bdf in $(edu_bdfs); do
-		echo "$out" | grep -qF "$bdf: DMA after kexec did not land in the preserved memfd" ||
-			fail "$mode: $bdf: restore-check did not end at the blocked DMA"
-		short=${bdf#0000:}
-		# 7.3 names the device with its segment ([0000:00:01.0])
-		dmesg | grep -aqE "DMAR: \[DMA (Read|Write)[^]]*\] Request device \[($bdf|$short)\]" ||
-			fail "$mode: no DMAR fault logged for $bdf"
-		info "$mode: $bdf: blocked: $(dmesg | grep -aE "Request device \[($bdf|$short)\]" | tail -n 1)"
 		[ "$(basename "$(readlink "/sys/bus/pci/devices/$bdf/driver")")" = vfio-pci ] ||
 			fail "$mode: $bdf is not bound to vfio-pci"
 	done
