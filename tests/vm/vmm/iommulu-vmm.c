@@ -52,6 +52,17 @@
  *   --chain (restore-check, restore-again): after FINISH, preserve the VM
  *       again right away, with the files taken over and the new HWPT
  *       marked, into a new session in the fd store: the next live update.
+ *   --irq (preserve, restore-check, restore-again): edu #1's MSI stays armed
+ *       across the live update.  Before preserving, an interrupt raised by
+ *       the device must reach the eventfd exactly once; after the session is
+ *       in the fd store a DMA with completion interrupt is started and left
+ *       unacknowledged.  After the kexec, before the device file is
+ *       retrieved, another one is raised: the device still has MSI enabled
+ *       and its message goes to a remapping entry the kernel keeps parked.
+ *       After the takeover the VMM arms the vector again with a new eventfd,
+ *       which must be signalled exactly once (the replay), and the handler
+ *       must find the DMA completion in edu's interrupt status; then a fresh
+ *       interrupt must be delivered exactly once.
  *
  *   iommulu-vmm register NAME --device BDF ... [options]
  *       the daemon path: as probe (one round trip per device), fill guest
@@ -91,12 +102,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/vfio.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -146,12 +160,18 @@ struct vmm_ioas_unmap {
 #define EDU_REG_FACTORIAL 0x08
 #define EDU_REG_STATUS 0x20
 #define EDU_STATUS_COMPUTING 0x01
+#define EDU_REG_IRQ_STATUS 0x24
+#define EDU_REG_IRQ_RAISE 0x60
+#define EDU_REG_IRQ_ACK 0x64
+#define EDU_IRQ_TEST 0x1     /* the cause this VMM raises through 0x60 */
+#define EDU_IRQ_DMA 0x100    /* raised by a DMA with EDU_DMA_IRQ */
 #define EDU_REG_DMA_SRC 0x80
 #define EDU_REG_DMA_DST 0x88
 #define EDU_REG_DMA_COUNT 0x90
 #define EDU_REG_DMA_CMD 0x98
 #define EDU_DMA_START 0x1
 #define EDU_DMA_TO_RAM 0x2
+#define EDU_DMA_IRQ 0x4
 #define EDU_BUFFER 0x40000
 #define EDU_DMA_MASK ((1ull << 28) - 1)
 #define EDU_XFER_MAX 2048
@@ -181,12 +201,13 @@ struct device {
 	uint32_t dev_id;
 	volatile uint8_t *bar0;
 	size_t bar0_size;
+	int irq_efd;	/* --irq: eventfd of MSI vector 0, -1 until armed */
 };
 
 struct vmm {
 	uint64_t mem, iova, xfer, seed, anon;
 	const char *session_name, *fdname;
-	int corrupt, rebind, crash, chain, dma_loop, punch_hole;
+	int corrupt, rebind, crash, chain, dma_loop, punch_hole, irq;
 	/* edu state written before the kexec by preserve_session() */
 	int kept;
 	int memfd, iommufd;
@@ -475,7 +496,7 @@ static pthread_mutex_t edu_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t edu_dma_mask = EDU_DMA_MASK;
 
 static int edu_dma_locked(const struct device *d, uint64_t src, uint64_t dst, uint64_t count,
-			  int to_ram);
+			  int to_ram, int irq);
 
 /* One edu DMA; waits for the device to clear the start bit. */
 static int edu_dma(const struct device *d, uint64_t src, uint64_t dst, uint64_t count,
@@ -484,13 +505,13 @@ static int edu_dma(const struct device *d, uint64_t src, uint64_t dst, uint64_t 
 	int r;
 
 	pthread_mutex_lock(&edu_lock);
-	r = edu_dma_locked(d, src, dst, count, to_ram);
+	r = edu_dma_locked(d, src, dst, count, to_ram, 0);
 	pthread_mutex_unlock(&edu_lock);
 	return r;
 }
 
 static int edu_dma_locked(const struct device *d, uint64_t src, uint64_t dst, uint64_t count,
-			  int to_ram)
+			  int to_ram, int irq)
 {
 	double t0 = now_s();
 
@@ -504,7 +525,8 @@ static int edu_dma_locked(const struct device *d, uint64_t src, uint64_t dst, ui
 	wr64(d, EDU_REG_DMA_SRC, src);
 	wr64(d, EDU_REG_DMA_DST, dst);
 	wr64(d, EDU_REG_DMA_COUNT, count);
-	wr64(d, EDU_REG_DMA_CMD, EDU_DMA_START | (to_ram ? EDU_DMA_TO_RAM : 0));
+	wr64(d, EDU_REG_DMA_CMD,
+	     EDU_DMA_START | (to_ram ? EDU_DMA_TO_RAM : 0) | (irq ? EDU_DMA_IRQ : 0));
 	/* edu runs the transfer from a 100 ms timer (virtual clock). */
 	while (rd64(d, EDU_REG_DMA_CMD) & EDU_DMA_START) {
 		if (now_s() - t0 > 10.0)
@@ -704,6 +726,135 @@ static int dma_unmapped(struct vmm *v, const struct device *d, uint64_t seed)
 }
 
 /*
+ * --irq.  A VMM arms edu's MSI vector 0 with an eventfd, as QEMU does for a
+ * guest's MSI; the eventfd's count is the number of interrupts the guest
+ * would see.
+ */
+static int msi_arm(const struct device *d, int efd)
+{
+	char buf[sizeof(struct vfio_irq_set) + sizeof(int32_t)];
+	struct vfio_irq_set *set = (struct vfio_irq_set *)buf;
+
+	memset(buf, 0, sizeof(buf));
+	set->argsz = sizeof(buf);
+	set->flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
+	set->index = VFIO_PCI_MSI_IRQ_INDEX;
+	set->count = 1;
+	memcpy(set->data, &efd, sizeof(int32_t));
+	if (ioctl(d->fd, VFIO_DEVICE_SET_IRQS, set) < 0)
+		return fail("%s: VFIO_DEVICE_SET_IRQS (MSI vector 0): %m", d->bdf);
+	return 0;
+}
+
+/* What the eventfd counted within @timeout_s seconds; 0 if nothing came. */
+static uint64_t efd_wait(int efd, double timeout_s)
+{
+	struct pollfd p = { .fd = efd, .events = POLLIN };
+	uint64_t n;
+
+	if (poll(&p, 1, (int)(timeout_s * 1000)) <= 0 || read(efd, &n, sizeof(n)) != sizeof(n))
+		return 0;
+	return n;
+}
+
+/* Raise an interrupt through edu's register: it must be delivered once. */
+static int irq_fire_check(const struct device *d, const char *when)
+{
+	uint64_t n;
+
+	wr32(d, EDU_REG_IRQ_RAISE, EDU_IRQ_TEST);
+	n = efd_wait(d->irq_efd, 5.0);
+	wr32(d, EDU_REG_IRQ_ACK, EDU_IRQ_TEST);
+	if (n != 1)
+		return fail("%s: %s an interrupt raised by the device counted %" PRIu64
+			    " on the eventfd, expected 1", d->bdf, when, n);
+	n = efd_wait(d->irq_efd, 0.3);
+	if (n)
+		return fail("%s: %s the interrupt was delivered again (%" PRIu64 ")", d->bdf, when,
+			    n);
+	say("%s: %s an interrupt raised by the device was delivered exactly once", d->bdf, when);
+	return 0;
+}
+
+/* Before preserving: MSI vector 0 armed (once), and an interrupt delivered. */
+static int irq_before_preserve(struct vmm *v)
+{
+	struct device *d = &v->dev[0];
+	int efd;
+
+	if (d->irq_efd < 0) {
+		efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		if (efd < 0)
+			return fail("eventfd: %m");
+		if (msi_arm(d, efd) < 0)
+			return -1;
+		d->irq_efd = efd;
+		say("%s: MSI vector 0 armed with an eventfd", d->bdf);
+	}
+	return irq_fire_check(d, "before preserving,");
+}
+
+/*
+ * A DMA whose completion raises an interrupt, left unacknowledged: edu keeps
+ * the cause in its interrupt status until a handler acknowledges it.  After
+ * the kexec and before the re-arm the device's MSI goes to a parked
+ * remapping entry, which must drop it.
+ */
+static int irq_pending_dma(struct vmm *v, const struct device *d, const char *when)
+{
+	uint32_t status;
+	int r;
+
+	pthread_mutex_lock(&edu_lock);
+	r = edu_dma_locked(d, v->iova, EDU_BUFFER, 64, 0, 1);
+	pthread_mutex_unlock(&edu_lock);
+	if (r < 0)
+		return -1;
+	status = rd32(d, EDU_REG_IRQ_STATUS);
+	if (!(status & EDU_IRQ_DMA))
+		return fail("%s: %s edu's interrupt status %#x lacks the DMA completion", d->bdf,
+			    when, status);
+	say("%s: %s a DMA completed with an interrupt nobody acknowledges (status %#x)", d->bdf,
+	    when, status);
+	return 0;
+}
+
+/*
+ * After the takeover: arm MSI vector 0 again with a new eventfd.  The kernel
+ * signals it once (the replay), and the handler finds the DMA completions
+ * raised across the kexec in edu's interrupt status.  Then a fresh
+ * interrupt is delivered exactly once.
+ */
+static int irq_rearm(struct device *d)
+{
+	uint32_t status;
+	uint64_t n;
+	int efd;
+
+	efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (efd < 0)
+		return fail("eventfd: %m");
+	if (msi_arm(d, efd) < 0)
+		return -1;
+	d->irq_efd = efd;
+	n = efd_wait(efd, 5.0);
+	if (n != 1)
+		return fail("%s: re-arming MSI vector 0 after the kexec counted %" PRIu64
+			    " on its eventfd, expected 1 (the replay)", d->bdf, n);
+	status = rd32(d, EDU_REG_IRQ_STATUS);
+	if (!(status & EDU_IRQ_DMA))
+		return fail("%s: after the replay edu's interrupt status %#x lacks the DMA "
+			    "completion raised across the kexec", d->bdf, status);
+	wr32(d, EDU_REG_IRQ_ACK, status);
+	say("%s: MSI vector 0 re-armed: signalled once (replay); the handler finds the DMA "
+	    "completion raised across the kexec (status %#x) and acknowledges it", d->bdf, status);
+	n = efd_wait(efd, 0.3);
+	if (n)
+		return fail("%s: the re-armed vector was signalled again (%" PRIu64 ")", d->bdf, n);
+	return irq_fire_check(d, "after the re-arm,");
+}
+
+/*
  * The device file retrieved after the kexec comes back bound to the
  * retrieved iommufd under its old device ID and attached to its old HWPT:
  * the new VMM makes no bind and no attach call.  Check that, with config
@@ -747,6 +898,8 @@ static int device_takeover(struct vmm *v, struct device *d)
 	if (device_enable(d) < 0)
 		return -1;
 	if (v->kept && edu_check_kept(d, "through the retrieved cdev,") < 0)
+		return -1;
+	if (v->irq && d == &v->dev[0] && irq_rearm(d) < 0)
 		return -1;
 	if (dma_round_trip(v, d, 0x5000, 0x6000, v->seed ^ 0xbeef) < 0)
 		return -1;
@@ -937,6 +1090,8 @@ static int preserve_session(struct vmm *v)
 	for (unsigned i = 0; i < v->n_dev; i++)
 		if (edu_set_kept(&v->dev[i]) < 0)
 			return -1;
+	if (v->irq && irq_before_preserve(v) < 0)
+		return -1;
 
 	r = iommulu_iommufd_hwpt_mark_preserve(v->iommufd, v->hwpt_id, HWPT_TOKEN);
 	if (r < 0)
@@ -975,6 +1130,16 @@ static int preserve_session(struct vmm *v)
 	return 0;
 }
 
+/* Preserve, then (--irq) leave a DMA completion interrupt pending. */
+static int preserve_and_pend(struct vmm *v)
+{
+	if (preserve_session(v) < 0)
+		return -1;
+	if (v->irq && irq_pending_dma(v, &v->dev[0], "after preserving,") < 0)
+		return -1;
+	return 0;
+}
+
 static int cmd_preserve(struct vmm *v)
 {
 	if (setup_vm(v) < 0)
@@ -985,7 +1150,9 @@ static int cmd_preserve(struct vmm *v)
 	pattern_fill(v->ram, v->mem, v->seed, 0);
 	if (dma_loop_start(v, "before preserving") < 0 || preserve_session(v) < 0)
 		return 1;
-	return dma_loop_stop("with the session in the fd store") < 0;
+	if (dma_loop_stop("with the session in the fd store") < 0)
+		return 1;
+	return v->irq && irq_pending_dma(v, &v->dev[0], "after preserving,") < 0;
 }
 
 /*
@@ -1222,6 +1389,10 @@ static int cmd_restore_check(struct vmm *v)
 			return fail("%s: DMA after kexec did not land in the preserved memfd "
 				    "(byte %zu)", d->bdf, bad), 1;
 		say("%s: device DMA after kexec landed in preserved guest RAM: OK", d->bdf);
+		if (v->irq && i == 0 &&
+		    irq_pending_dma(v, d, "after the kexec, before the re-arm (MSI to a parked "
+				    "remapping entry),") < 0)
+			return 1;
 		/* DMA ownership stays claimed: a second iommufd cannot take the device. */
 		{
 			int fd2 = -1, ifd2 = -1;
@@ -1283,7 +1454,7 @@ static int cmd_restore_check(struct vmm *v)
 	say("session finished and removed from the fd store");
 	/* Right after the update, with the device on the new HWPT: the next one. */
 	if (v->chain)
-		return preserve_session(v) < 0;
+		return preserve_and_pend(v) < 0;
 	if (v->n_dev && after_finish(v) < 0)
 		return 1;
 	return 0;
@@ -1457,6 +1628,10 @@ static int cmd_restore_again(struct vmm *v)
 
 		if (device_enable_sysfs(d) < 0 || edu_check_kept(d, "after the crash") < 0)
 			return 1;
+		if (v->irq && i == 0 &&
+		    irq_pending_dma(v, d, "after the crash, before the re-arm (MSI to a parked "
+				    "remapping entry),") < 0)
+			return 1;
 		if (dma_round_trip(v, d, 0xa000, 0xc000, v->seed ^ 0xa9a1) < 0)
 			return 1;
 		bad = canary_mismatch(canary, canary_len);
@@ -1479,7 +1654,7 @@ static int cmd_restore_again(struct vmm *v)
 	munmap(canary, canary_len);
 	close(canary_fd);
 	if (v->chain)
-		return preserve_session(v) < 0;
+		return preserve_and_pend(v) < 0;
 	return 0;
 }
 
@@ -1717,6 +1892,7 @@ int main(int argc, char **argv)
 		{ "dma-loop", no_argument, NULL, 'L' },
 		{ "dma-mask", required_argument, NULL, 'M' },
 		{ "punch-hole", no_argument, NULL, 'H' },
+		{ "irq", no_argument, NULL, 'I' },
 		{}
 	};
 	struct vmm v = {
@@ -1738,7 +1914,7 @@ int main(int argc, char **argv)
 		case 'd':
 			if (v.n_dev == MAX_DEVICES || !iommulu_bdf_is_valid(optarg))
 				goto usage;
-			v.dev[v.n_dev++] = (struct device){ .bdf = optarg, .fd = -1 };
+			v.dev[v.n_dev++] = (struct device){ .bdf = optarg, .fd = -1, .irq_efd = -1 };
 			break;
 		case 'm': if (parse_u64(optarg, &v.mem) < 0) goto usage; break;
 		case 'i': if (parse_u64(optarg, &v.iova) < 0) goto usage; break;
@@ -1754,6 +1930,7 @@ int main(int argc, char **argv)
 		case 'L': v.dma_loop = 1; break;
 		case 'M': if (parse_u64(optarg, &edu_dma_mask) < 0) goto usage; break;
 		case 'H': v.punch_hole = 1; break;
+		case 'I': v.irq = 1; break;
 		default: goto usage;
 		}
 	}
@@ -1792,6 +1969,6 @@ usage:
 			"       options: "
 			"[--mem BYTES] [--iova ADDR] [--xfer BYTES] [--seed N] [--session NAME] "
 			"[--fdname NAME] [--corrupt] [--anon BYTES] [--rebind] [--crash] [--chain] "
-			"[--dma-loop] [--dma-mask MASK] [--punch-hole]\n");
+			"[--dma-loop] [--dma-mask MASK] [--punch-hole] [--irq]\n");
 	return 2;
 }

@@ -5,13 +5,17 @@
  * scenario (kernel series part 1, issue 5).
  *
  *   vfio-lu preserve BDF [--fdstore|--hold] [--session NAME] [--value V]
- *                        [--dma-probe]
+ *                        [--dma-probe] [--msix BDF2]
  *       create session NAME; bind the device cdev to an iommufd; write V to
  *       edu's liveness register (0x04, reads back as ~V); set bus mastering;
- *       check that preserving fails with EBUSY while MSI is enabled; preserve
- *       the cdev (token 1) and a memfd with the device's BARs and V
- *       (token 2); then push the session into the service's fd store
- *       (--fdstore) or leave a child process holding it (--hold).
+ *       check that preserving fails with EBUSY while INTx is enabled; arm
+ *       MSI vector 0; preserve the cdev (token 1), with MSI armed, and a
+ *       memfd with the device's BARs and V (token 2); then push the session
+ *       into the service's fd store (--fdstore) or leave a child process
+ *       holding it (--hold).
+ *       --msix: also bind BDF2's cdev (any device with MSI-X, bound to
+ *       vfio-pci) to an iommufd, arm every MSI-X vector and preserve it
+ *       (token 3).
  *       --dma-probe: aim an edu DMA, 100 ms later, at a page of that memfd;
  *       check verifies the page is untouched (DMA blocked, never untranslated).
  *   vfio-lu refuse BDF
@@ -33,8 +37,14 @@
  *       neither a plain cdev nor a device fd from the group opens the
  *       device before the retrieved cdev (EBUSY); bind the retrieved cdev
  *       to a new iommufd, read edu's identification register and the
- *       liveness register (still ~V: no reset); close it: still no plain
- *       cdev open until FINISH; FINISH the session; then a plain cdev binds.
+ *       liveness register (still ~V: no reset); arm MSI vector 0 again:
+ *       its eventfd is signalled exactly once (the replay of what the device
+ *       may have raised across the kexec); close it: still no plain cdev
+ *       open until FINISH; FINISH the session; then a plainly opened cdev
+ *       binds.
+ *       --msix BDF2: before FINISH, BDF2 still has MSI-X enabled and masked
+ *       (sysfs config); retrieve it, bind it, arm every MSI-X vector again:
+ *       each eventfd is signalled exactly once.
  *
  * Exit status 0 on success; every failure prints "IOMMULU-FAIL: ..." and
  * exits 1.
@@ -65,6 +75,8 @@
 #define EDU_ID_LOW	0xed
 #define TOKEN_DEV	1
 #define TOKEN_STATE	2
+#define TOKEN_MSIX	3
+#define MSIX_MAX	32
 #define FDNAME		"vfio-lu"
 
 struct state {
@@ -73,6 +85,7 @@ struct state {
 	uint32_t bars[6];
 	uint32_t dma_page;	/* memfd page a stray DMA was aimed at, or ~0 */
 	uint64_t dma_addr;	/* its physical address */
+	uint32_t msix_vectors;	/* --msix: vectors armed on BDF2, 0 without */
 };
 
 #define STATE_PAGES	64
@@ -292,26 +305,111 @@ static void cfg_write16(int dev, uint64_t cfg, int reg, uint16_t v)
 		FAIL("config write %#x: %s", reg, strerror(errno));
 }
 
-/* 0 or -errno: enable (efd >= 0) or disable (efd < 0) MSI vector 0 */
-static int set_msi(int dev, int efd)
+/*
+ * 0 or -errno: arm vectors 0..n-1 of an interrupt index with the eventfds
+ * in @efds, or disable the index (n == 0)
+ */
+static int set_irqs(int dev, unsigned int index, const int *efds, unsigned int n)
 {
-	char buf[sizeof(struct vfio_irq_set) + sizeof(int32_t)];
+	char buf[sizeof(struct vfio_irq_set) + MSIX_MAX * sizeof(int32_t)];
 	struct vfio_irq_set *s = (struct vfio_irq_set *)buf;
 
 	memset(buf, 0, sizeof(buf));
-	s->argsz = sizeof(buf);
-	s->index = VFIO_PCI_MSI_IRQ_INDEX;
+	s->argsz = sizeof(*s) + n * sizeof(int32_t);
+	s->index = index;
 	s->start = 0;
-	if (efd >= 0) {
-		s->flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
-		s->count = 1;
-		memcpy(s->data, &efd, sizeof(efd));
-	} else {
-		s->argsz = sizeof(*s);
-		s->flags = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER;
-		s->count = 0;
-	}
+	s->count = n;
+	s->flags = VFIO_IRQ_SET_ACTION_TRIGGER |
+		   (n ? VFIO_IRQ_SET_DATA_EVENTFD : VFIO_IRQ_SET_DATA_NONE);
+	memcpy(s->data, efds, n * sizeof(int32_t));
 	return ioctl(dev, VFIO_DEVICE_SET_IRQS, s) < 0 ? -errno : 0;
+}
+
+/* 0 or -errno: enable (efd >= 0) or disable (efd < 0) MSI vector 0 */
+static int set_msi(int dev, int efd)
+{
+	return set_irqs(dev, VFIO_PCI_MSI_IRQ_INDEX, &efd, efd >= 0);
+}
+
+/* Number of vectors of an interrupt index */
+static unsigned int irq_count(int dev, unsigned int index)
+{
+	struct vfio_irq_info info = { .argsz = sizeof(info), .index = index };
+
+	if (ioctl(dev, VFIO_DEVICE_GET_IRQ_INFO, &info) < 0)
+		FAIL("VFIO_DEVICE_GET_IRQ_INFO %u: %s", index, strerror(errno));
+	return info.count;
+}
+
+/* New non-blocking eventfds */
+static void new_eventfds(int *efds, unsigned int n)
+{
+	for (unsigned int i = 0; i < n; i++) {
+		efds[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (efds[i] < 0)
+			FAIL("eventfd: %s", strerror(errno));
+	}
+}
+
+/* What an eventfd counted within @ms milliseconds */
+static uint64_t efd_count(int efd, int ms)
+{
+	uint64_t n = 0;
+
+	for (int t = 0; t <= ms; t += 10) {
+		if (read(efd, &n, sizeof(n)) == sizeof(n))
+			return n;
+		usleep(10000);
+	}
+	return 0;
+}
+
+/*
+ * Arm vectors 0..n-1 of @index with new eventfds: after a live update each
+ * must be signalled exactly once (the replay), then stay quiet.
+ */
+static void rearm_replayed(int dev, unsigned int index, unsigned int n, const char *what)
+{
+	int efds[MSIX_MAX], r;
+	uint64_t c;
+
+	new_eventfds(efds, n);
+	r = set_irqs(dev, index, efds, n);
+	if (r)
+		FAIL("arm %u %s vector(s) again: %s", n, what, strerror(-r));
+	for (unsigned int i = 0; i < n; i++) {
+		c = efd_count(efds[i], 2000);
+		if (c != 1)
+			FAIL("%s vector %u re-armed after the kexec: its eventfd counted %" PRIu64
+			     ", expected 1 (the replay)", what, i, c);
+	}
+	for (unsigned int i = 0; i < n; i++) {
+		c = efd_count(efds[i], i ? 0 : 300);
+		if (c)
+			FAIL("%s vector %u signalled again after the replay (%" PRIu64 ")", what, i,
+			     c);
+		close(efds[i]);
+	}
+	say("ok: %u %s vector(s) re-armed, each signalled exactly once (replay)", n, what);
+}
+
+/* MSI-X Message Control of @bdf through sysfs, 0 if it has no MSI-X */
+static uint16_t sysfs_msix_ctrl(const char *bdf)
+{
+	uint8_t cfg[256];
+	char path[PATH_MAX];
+	unsigned int pos, n = 0;
+	int fd;
+
+	sysfs_path(path, sizeof(path), bdf, "config");
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || pread(fd, cfg, sizeof(cfg), 0) != sizeof(cfg))
+		FAIL("read %s: %s", path, strerror(errno));
+	close(fd);
+	for (pos = cfg[0x34] & ~3u; pos && n < 48; pos = cfg[pos + 1] & ~3u, n++)
+		if (cfg[pos] == 0x11)
+			return cfg16(cfg, pos + 2);
+	return 0;
 }
 
 static void expect_errno(const char *what, int got, int want)
@@ -391,8 +489,58 @@ static void aim_dma(int dev, uint64_t bar0, int mfd, struct state *st)
 	    EDU_DMA_LEN, st->dma_page, pa);
 }
 
+/* --msix: a device with MSI-X, every vector armed, preserved as token 3 */
+static unsigned int preserve_msix(int session, const char *bdf)
+{
+	int dev, iommufd, efds[MSIX_MAX], r;
+	unsigned int n;
+
+	dev = open_cdev(bdf);
+	r = bind_iommufd(dev, &iommufd);
+	if (r)
+		FAIL("%s: BIND_IOMMUFD: %s", bdf, strerror(-r));
+	n = irq_count(dev, VFIO_PCI_MSIX_IRQ_INDEX);
+	if (n == 0 || n > MSIX_MAX)
+		FAIL("%s has %u MSI-X vectors (1..%d wanted)", bdf, n, MSIX_MAX);
+	new_eventfds(efds, n);
+	r = set_irqs(dev, VFIO_PCI_MSIX_IRQ_INDEX, efds, n);
+	if (r)
+		FAIL("%s: arm %u MSI-X vectors: %s", bdf, n, strerror(-r));
+	for (unsigned int i = 0; i < n; i++)
+		close(efds[i]);
+	r = preserve_fd(session, dev, TOKEN_MSIX);
+	if (r)
+		FAIL("%s: preserve with %u MSI-X vectors armed: %s", bdf, n, strerror(-r));
+	say("ok: %s preserved with its %u MSI-X vectors armed (token %d)", bdf, n, TOKEN_MSIX);
+	return n;
+}
+
+/* --msix after the kexec: still enabled and masked; re-armed, replayed */
+static void check_msix(int session, const char *bdf, unsigned int n)
+{
+	uint16_t ctrl = sysfs_msix_ctrl(bdf);
+	int dev, iommufd, r;
+
+	if (!(ctrl & 0x8000))
+		FAIL("%s: MSI-X was disabled across the kexec (control %#x)", bdf, ctrl);
+	if (!(ctrl & 0x4000))
+		FAIL("%s: MSI-X is not masked after the kexec (control %#x)", bdf, ctrl);
+	say("ok: %s kept MSI-X enabled and masked across the kexec (control %#x)", bdf, ctrl);
+	dev = retrieve_fd(session, TOKEN_MSIX);
+	r = bind_iommufd(dev, &iommufd);
+	if (r)
+		FAIL("%s: BIND_IOMMUFD on the retrieved cdev: %s", bdf, strerror(-r));
+	rearm_replayed(dev, VFIO_PCI_MSIX_IRQ_INDEX, n, "MSI-X");
+	ctrl = sysfs_msix_ctrl(bdf);
+	if ((ctrl & 0xc000) != 0x8000)
+		FAIL("%s: after the re-arm MSI-X control is %#x, expected enabled, unmasked", bdf,
+		     ctrl);
+	close(dev);
+	close(iommufd);
+}
+
 static int cmd_preserve(const char *bdf, const char *name, uint32_t value,
-			int fdstore, int hold, int dma_probe)
+			int fdstore, int hold, int dma_probe, const char *msix_bdf)
 {
 	struct state st = { 0 };
 	uint64_t bar0, cfg;
@@ -427,23 +575,29 @@ static int cmd_preserve(const char *bdf, const char *name, uint32_t value,
 	say("%s: edu id %#x, liveness %#x, command %#x", bdf,
 	    dev_read32(dev, bar0 + EDU_ID_REG), v, cfg16(sysfs_cfg, 0x04));
 
-	/* Interrupts enabled: refused, nothing preserved */
-	efd = eventfd(0, EFD_CLOEXEC);
-	if (efd < 0)
-		FAIL("eventfd: %s", strerror(errno));
-	r = set_msi(dev, efd);
+	/* INTx cannot be carried over: refused, nothing preserved */
+	new_eventfds(&efd, 1);
+	r = set_irqs(dev, VFIO_PCI_INTX_IRQ_INDEX, &efd, 1);
 	if (r)
-		FAIL("enable MSI: %s", strerror(-r));
-	expect_errno("preserve with MSI enabled", preserve_fd(session, dev, TOKEN_DEV), EBUSY);
-	r = set_msi(dev, -1);
+		FAIL("enable INTx: %s", strerror(-r));
+	expect_errno("preserve with INTx enabled", preserve_fd(session, dev, TOKEN_DEV), EBUSY);
+	r = set_irqs(dev, VFIO_PCI_INTX_IRQ_INDEX, NULL, 0);
 	if (r)
-		FAIL("disable MSI: %s", strerror(-r));
+		FAIL("disable INTx: %s", strerror(-r));
 	close(efd);
 
+	/* MSI is carried over armed; the kernel keeps the eventfd */
+	new_eventfds(&efd, 1);
+	r = set_msi(dev, efd);
+	if (r)
+		FAIL("arm MSI vector 0: %s", strerror(-r));
+	close(efd);
 	r = preserve_fd(session, dev, TOKEN_DEV);
 	if (r)
-		FAIL("preserve device cdev: %s", strerror(-r));
-	say("ok: device cdev preserved (token %d)", TOKEN_DEV);
+		FAIL("preserve device cdev with MSI armed: %s", strerror(-r));
+	say("ok: device cdev preserved with MSI vector 0 armed (token %d)", TOKEN_DEV);
+	if (msix_bdf)
+		st.msix_vectors = preserve_msix(session, msix_bdf);
 
 	/* What stage 2 compares with */
 	memcpy(st.magic, state_magic, sizeof(st.magic));
@@ -698,7 +852,8 @@ static void others_refused(const char *bdf, const char *when, int err, int group
 	expect_errno(what, dev < 0 ? dev : 0, EBUSY);
 }
 
-static int cmd_check(const char *bdf, const char *name, int fdstore, int finish)
+static int cmd_check(const char *bdf, const char *name, int fdstore, int finish,
+		     const char *msix_bdf)
 {
 	uint8_t cfg_before[64], cfg_after[64];
 	struct state st;
@@ -773,6 +928,12 @@ static int cmd_check(const char *bdf, const char *name, int fdstore, int finish)
 		FAIL("bus mastering cleared by BIND_IOMMUFD of the retrieved fd");
 	read_sysfs_config(bdf, cfg_after);
 	say("ok: command register %#x after bind", cfg16(cfg_after, 0x04));
+	rearm_replayed(dev, VFIO_PCI_MSI_IRQ_INDEX, 1, "MSI");
+	if (st.msix_vectors) {
+		if (!msix_bdf)
+			FAIL("stage 1 preserved an MSI-X device: pass --msix");
+		check_msix(session, msix_bdf, st.msix_vectors);
+	}
 
 	if (finish) {
 		/*
@@ -810,7 +971,7 @@ static int cmd_check(const char *bdf, const char *name, int fdstore, int finish)
 
 int main(int argc, char **argv)
 {
-	const char *name = "vfio-lu", *cmd, *bdf;
+	const char *name = "vfio-lu", *cmd, *bdf, *msix_bdf = NULL;
 	uint32_t value = 0x1c0ffee5;
 	int fdstore = 0, hold = 0, finish = 1, dma_probe = 0, i;
 
@@ -832,17 +993,19 @@ int main(int argc, char **argv)
 			name = argv[++i];
 		else if (!strcmp(argv[i], "--value") && i + 1 < argc)
 			value = strtoul(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--msix") && i + 1 < argc)
+			msix_bdf = argv[++i];
 		else
 			FAIL("unknown argument %s", argv[i]);
 	}
 
 	if (!strcmp(cmd, "preserve"))
-		return cmd_preserve(bdf, name, value, fdstore, hold, dma_probe);
+		return cmd_preserve(bdf, name, value, fdstore, hold, dma_probe, msix_bdf);
 	if (!strcmp(cmd, "refuse"))
 		return cmd_refuse(bdf);
 	if (!strcmp(cmd, "refuse-unpreservable"))
 		return cmd_refuse_unpreservable(bdf);
 	if (!strcmp(cmd, "check"))
-		return cmd_check(bdf, name, fdstore, finish);
+		return cmd_check(bdf, name, fdstore, finish, msix_bdf);
 	FAIL("unknown command %s", cmd);
 }
