@@ -479,6 +479,7 @@ static const char *session_vm_name(const char *session_name)
 
 static void snapshot_device(const char *bdf, DeviceSnapshot *s)
 {
+	iommulu_pci_irqs irqs;
 	uint8_t cfg[0x28];
 
 	memset(s, 0, sizeof(*s));
@@ -493,6 +494,11 @@ static void snapshot_device(const char *bdf, DeviceSnapshot *s)
 			     (uint32_t)p[3] << 24;
 	}
 	s->valid = true;
+	if (iommulu_pci_irqs_read(bdf, &irqs) >= 0) {
+		s->irq_known = true;
+		s->irq_type = irqs.type;
+		s->irq_vectors = irqs.set_up;
+	}
 }
 
 static int vm_build_plan(Vm *v, iommulu_plan **ret, iommulu_reason *ret_reason, iommulu_error *e)
@@ -1141,6 +1147,17 @@ static void verify_hwpt(Vm *v, const iommulu_manifest_hwpt *h)
 			  created ? "" : " (created when its device is retrieved)");
 }
 
+static bool verify_device_irqs(const char *bdf, const DeviceSnapshot *snap, char *detail,
+			       size_t size)
+{
+	iommulu_pci_irqs now = {};
+	int r;
+
+	r = iommulu_pci_irqs_read(bdf, &now);
+	return verify_irqs(snap && snap->irq_known, snap ? snap->irq_type : IOMMULU_PCI_IRQ_NONE,
+			   snap ? snap->irq_vectors : 0, r, &now, detail, size);
+}
+
 static void verify_device(Vm *v, size_t i)
 {
 	const char *bdf = v->bdfs[i];
@@ -1213,6 +1230,8 @@ static void verify_device(Vm *v, size_t i)
 		} else
 			APPEND("no config snapshot to compare BARs with");
 	}
+	if (!verify_device_irqs(bdf, snap, detail, sizeof(detail)))
+		ok = false;
 done:
 	check_add(v, bdf, ok, "%s", detail);
 	log_vm(ok ? LOG_INFO : LOG_ERR, LOG_VM_DEV(v->name, bdf), "VM %s device %s: %s: %s", v->name,

@@ -67,6 +67,10 @@ typedef struct DeviceSnapshot {
 	bool valid;
 	uint16_t command;
 	uint32_t bars[6];
+	/* MSI or MSI-X enabled at preservation: a live update carries it over */
+	bool irq_known;
+	iommulu_pci_irq_type irq_type;
+	unsigned irq_vectors;		/* vectors the kernel had set up */
 } DeviceSnapshot;
 
 typedef struct VmCheck {

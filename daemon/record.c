@@ -9,7 +9,7 @@
  *   {"version":1, "vm":..., "session":..., "generation":N,
  *    "guest_memory_bytes":N, "hwpts":[...], "state_memfds":[...] (if any),
  *    "manifest":"<manifest JSON>",
- *    "devices":[{"bdf":..., "command":N, "bars":[6 x N]}]}
+ *    "devices":[{"bdf":..., "command":N, "bars":[6 x N], "irq":N, "irq_vectors":N}]}
  * One copy goes into the LUO session (IOMMU_LUD_RECORD_TOKEN), another
  * into the service's fd store.
  */
@@ -85,12 +85,19 @@ int record_to_memfd(const Vm *v, int *ret_fd)
 
 		json_object_object_add(d, "bdf", json_object_new_string(v->bdfs[i]));
 		if (v->snapshots && i < v->n_snapshots && v->snapshots[i].valid) {
+			const DeviceSnapshot *sn = &v->snapshots[i];
+
 			json_object_object_add(d, "command",
 					       json_object_new_int(v->snapshots[i].command));
 			for (size_t b = 0; b < 6; b++)
 				json_object_array_add(bars,
 						      json_object_new_int64(v->snapshots[i].bars[b]));
 			json_object_object_add(d, "bars", bars);
+			if (sn->irq_known) {
+				json_object_object_add(d, "irq", json_object_new_int(sn->irq_type));
+				json_object_object_add(d, "irq_vectors",
+						       json_object_new_int64(sn->irq_vectors));
+			}
 		} else
 			json_object_put(bars);
 		json_object_array_add(a, d);
@@ -289,6 +296,13 @@ int record_parse_fd(int fd, Vm *v)
 					s->bars[b] = (uint32_t)json_object_get_int64(
 						json_object_array_get_idx(bars, b));
 				s->valid = true;
+				/* Absent in records of older versions: unknown */
+				if (get_u64(d, "irq", &u) && u <= IOMMULU_PCI_IRQ_MSIX) {
+					s->irq_known = true;
+					s->irq_type = (iommulu_pci_irq_type)u;
+				}
+				if (get_u64(d, "irq_vectors", &u) && u <= 2048)
+					s->irq_vectors = (unsigned)u;
 			}
 		}
 	}

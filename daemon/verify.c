@@ -35,3 +35,36 @@ bool verify_dma_ownership(int open_r, int bind_r, bool restored_bound, char *det
 	}
 	return ok;
 }
+
+bool verify_irqs(bool known, iommulu_pci_irq_type before, unsigned before_set_up, int read_r,
+		 const iommulu_pci_irqs *now, char *detail, size_t size)
+{
+	size_t n = strlen(detail);
+	const char *was = iommulu_pci_irq_type_to_string(before);
+	const char *is;
+
+	if (read_r < 0) {
+		snprintf(detail + n, size - n, "interrupt state unreadable (%s); ", strerror(-read_r));
+		return false;
+	}
+	is = iommulu_pci_irq_type_to_string(now->type);
+	if (known && before != now->type) {
+		snprintf(detail + n, size - n,
+			 "interrupts: %s at preservation, %s now: not carried over as they were; ",
+			 was, is);
+		return false;
+	}
+	if (now->type == IOMMULU_PCI_IRQ_NONE) {
+		snprintf(detail + n, size - n, "no MSI/MSI-X enabled; ");
+		return true;
+	}
+	if (known)
+		snprintf(detail + n, size - n,
+			 "%s kept enabled%s, %u vector(s) set up before the kexec, %u now: arm "
+			 "them again, each fires once; ",
+			 is, now->masked ? " and masked" : "", before_set_up, now->set_up);
+	else
+		snprintf(detail + n, size - n, "%s enabled%s, %u vector(s) set up now; ", is,
+			 now->masked ? " and masked" : "", now->set_up);
+	return true;
+}

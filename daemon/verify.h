@@ -10,6 +10,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "iommulu/pci.h"
+
 /*
  * DMA ownership of a restored device, judged from a probe: open_r is the
  * result of opening the device's vfio cdev and a fresh iommufd, bind_r the
@@ -26,3 +28,15 @@
  */
 bool verify_dma_ownership(int open_r, int bind_r, bool restored_bound, char *detail,
 			  size_t size);
+
+/*
+ * Interrupts of a restored device.  known: a snapshot taken at preservation
+ * says which of MSI and MSI-X was enabled then (before) and how many vectors
+ * the kernel had set up (before_set_up); read_r and now: reading the device
+ * now.  A live update carries MSI and MSI-X over enabled, so the same one
+ * must still be enabled; the VMM arms the vectors again on the retrieved
+ * device, and each vector armed before the kexec then fires once.  Fails on
+ * an unreadable state or a different one.  Appends what was seen to detail.
+ */
+bool verify_irqs(bool known, iommulu_pci_irq_type before, unsigned before_set_up, int read_r,
+		 const iommulu_pci_irqs *now, char *detail, size_t size);

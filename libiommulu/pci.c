@@ -8,6 +8,7 @@
  * then the device directory (-ENODEV), then the attribute itself.
  */
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -146,6 +147,86 @@ _public_ int iommulu_pci_iommu_group(const char *bdf, int *ret_group)
 	if (errno != 0 || *end != '\0' || group > INT_MAX)
 		return -EBADMSG;
 	*ret_group = (int)group;
+	return 0;
+}
+
+_public_ const char *iommulu_pci_irq_type_to_string(iommulu_pci_irq_type type)
+{
+	switch (type) {
+	case IOMMULU_PCI_IRQ_NONE:
+		return "none";
+	case IOMMULU_PCI_IRQ_MSI:
+		return "MSI";
+	case IOMMULU_PCI_IRQ_MSIX:
+		return "MSI-X";
+	}
+	return NULL;
+}
+
+/* Entries of the device's msi_irqs/ directory: the vectors set up. */
+static int count_msi_irqs(const char *bdf, unsigned *ret)
+{
+	char path[PATH_MAX];
+	struct dirent *de;
+	unsigned n = 0;
+	DIR *d;
+	int r;
+
+	r = pci_device_path(bdf, "msi_irqs", path, sizeof(path));
+	if (r < 0)
+		return r;
+	d = opendir(path);
+	if (!d) {
+		if (errno != ENOENT)
+			return negative_errno();
+		*ret = 0;
+		return 0;
+	}
+	while ((de = readdir(d)))
+		if (de->d_name[0] >= '0' && de->d_name[0] <= '9')
+			n++;
+	closedir(d);
+	*ret = n;
+	return 0;
+}
+
+#define PCI_STATUS_CAP_LIST 0x10
+#define PCI_CAP_ID_MSI 0x05
+#define PCI_CAP_ID_MSIX 0x11
+
+_public_ int iommulu_pci_irqs_read(const char *bdf, iommulu_pci_irqs *ret)
+{
+	iommulu_pci_irqs irqs = {};
+	uint8_t cfg[256];
+	unsigned pos, hops = 0;
+	int r;
+
+	if (!ret)
+		return -EINVAL;
+	r = iommulu_pci_config_read(bdf, 0, cfg, sizeof(cfg));
+	if (r < 0)
+		return r;
+	if (cfg[0x06] & PCI_STATUS_CAP_LIST) {
+		for (pos = cfg[0x34] & ~3u; pos; pos = cfg[pos + 1] & ~3u) {
+			uint16_t ctrl;
+
+			if (pos < 0x40 || pos > sizeof(cfg) - 4 || ++hops > 48)
+				return -EBADMSG;
+			ctrl = (uint16_t)(cfg[pos + 2] | cfg[pos + 3] << 8);
+			if (cfg[pos] == PCI_CAP_ID_MSI && (ctrl & 0x0001)) {
+				irqs.type = IOMMULU_PCI_IRQ_MSI;
+				irqs.vectors = 1u << ((ctrl >> 4) & 7);
+			} else if (cfg[pos] == PCI_CAP_ID_MSIX && (ctrl & 0x8000)) {
+				irqs.type = IOMMULU_PCI_IRQ_MSIX;
+				irqs.vectors = (ctrl & 0x7ff) + 1u;
+				irqs.masked = ctrl & 0x4000;
+			}
+		}
+	}
+	r = count_msi_irqs(bdf, &irqs.set_up);
+	if (r < 0)
+		return r;
+	*ret = irqs;
 	return 0;
 }
 

@@ -36,6 +36,33 @@ int iommulu_pci_sriov(const char *bdf, bool *ret_is_pf, bool *ret_is_vf);
  * conventional PCI, 4096 for PCIe, 64 for unprivileged readers). */
 int iommulu_pci_config_read(const char *bdf, uint32_t offset, void *buf, size_t len);
 
+/*
+ * Interrupts of a device as a live update carries them over: which of MSI
+ * and MSI-X is enabled in its config space, how many vectors that enables
+ * (MSI: Multiple Message Enable; MSI-X: the table size), whether MSI-X is
+ * masked as a whole, and how many vectors the running kernel has set up
+ * (its msi_irqs/ directory; 0 after a live update until the owner arms the
+ * vectors again).  INTx is not visible here.  -EBADMSG for a capability
+ * list that loops or leaves config space.
+ */
+typedef enum iommulu_pci_irq_type {
+	IOMMULU_PCI_IRQ_NONE,
+	IOMMULU_PCI_IRQ_MSI,
+	IOMMULU_PCI_IRQ_MSIX,
+} iommulu_pci_irq_type;
+
+typedef struct iommulu_pci_irqs {
+	iommulu_pci_irq_type type;
+	unsigned vectors;
+	unsigned set_up;
+	bool masked;
+} iommulu_pci_irqs;
+
+int iommulu_pci_irqs_read(const char *bdf, iommulu_pci_irqs *ret);
+
+/* "none", "MSI", "MSI-X"; NULL for anything else. */
+const char *iommulu_pci_irq_type_to_string(iommulu_pci_irq_type type);
+
 /* driver_override ("" or NULL clears it), bind, unbind.
  * bind: -ENOENT if no driver of that name is registered; the kernel
  * answers -EBUSY if the device already has a driver and -ENODEV if the

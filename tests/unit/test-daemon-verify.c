@@ -67,11 +67,51 @@ static void test_appends(void **state)
 	assert_int_equal(strlen(d), sizeof(d) - 1);
 }
 
+/* A live update carries MSI and MSI-X over enabled: the same one must be. */
+static void test_irqs(void **state)
+{
+	iommulu_pci_irqs msi = { .type = IOMMULU_PCI_IRQ_MSI, .vectors = 1 };
+	iommulu_pci_irqs msix = { .type = IOMMULU_PCI_IRQ_MSIX, .vectors = 5, .masked = true };
+	iommulu_pci_irqs none = { .type = IOMMULU_PCI_IRQ_NONE };
+	char d[256];
+
+	(void)state;
+	d[0] = 0;
+	assert_true(verify_irqs(true, IOMMULU_PCI_IRQ_MSI, 1, 0, &msi, d, sizeof(d)));
+	assert_non_null(strstr(d, "MSI kept enabled, 1 vector(s) set up before the kexec, 0 now"));
+	assert_non_null(strstr(d, "each fires once"));
+
+	d[0] = 0;
+	assert_true(verify_irqs(true, IOMMULU_PCI_IRQ_MSIX, 5, 0, &msix, d, sizeof(d)));
+	assert_non_null(strstr(d, "MSI-X kept enabled and masked"));
+
+	/* lost, or another one */
+	d[0] = 0;
+	assert_false(verify_irqs(true, IOMMULU_PCI_IRQ_MSI, 1, 0, &none, d, sizeof(d)));
+	assert_non_null(strstr(d, "MSI at preservation, none now"));
+	d[0] = 0;
+	assert_false(verify_irqs(true, IOMMULU_PCI_IRQ_MSI, 1, 0, &msix, d, sizeof(d)));
+
+	/* unreadable */
+	d[0] = 0;
+	assert_false(verify_irqs(true, IOMMULU_PCI_IRQ_MSI, 1, -EACCES, &none, d, sizeof(d)));
+	assert_non_null(strstr(d, "interrupt state unreadable"));
+
+	/* no snapshot (a record of an older version): only what is seen now */
+	d[0] = 0;
+	assert_true(verify_irqs(false, IOMMULU_PCI_IRQ_NONE, 0, 0, &msi, d, sizeof(d)));
+	assert_non_null(strstr(d, "MSI enabled, 0 vector(s) set up now"));
+	d[0] = 0;
+	assert_true(verify_irqs(true, IOMMULU_PCI_IRQ_NONE, 0, 0, &none, d, sizeof(d)));
+	assert_string_equal(d, "no MSI/MSI-X enabled; ");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_dma_ownership),
 		cmocka_unit_test(test_appends),
+		cmocka_unit_test(test_irqs),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

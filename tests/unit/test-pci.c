@@ -74,6 +74,34 @@ static void assert_file(const char *rel, const char *want)
 	assert_string_equal(buf, want);
 }
 
+/*
+ * A device whose config space has a vendor capability at 0x40 and the
+ * capability @id at 0x50 with control word @ctrl, and @set_up entries in
+ * msi_irqs/.
+ */
+static void irq_device(const char *bdf, uint8_t id, uint16_t ctrl, unsigned set_up)
+{
+	uint8_t config[256] = { 0 };
+	char rel[128], name[8];
+
+	add_device(bdf, "");
+	config[0x06] = 0x10;		/* capability list */
+	config[0x34] = 0x40;
+	config[0x40] = 0x09;		/* vendor specific, next 0x50 */
+	config[0x41] = 0x50;
+	config[0x50] = id;
+	config[0x52] = ctrl & 0xff;
+	config[0x53] = ctrl >> 8;
+	snprintf(rel, sizeof(rel), "devices/pci0000:00/%s/config", bdf);
+	write_sys_bytes(rel, config, sizeof(config));
+	if (set_up)
+		fake_mkdir(root, "sys/devices/pci0000:00/%s/msi_irqs", bdf);
+	for (unsigned i = 0; i < set_up; i++) {
+		snprintf(name, sizeof(name), "%u", 30 + i);
+		fake_write(root, "msi\n", "sys/devices/pci0000:00/%s/msi_irqs/%s", bdf, name);
+	}
+}
+
 static int setup(void **state)
 {
 	uint8_t config[256];
@@ -116,6 +144,19 @@ static int setup(void **state)
 	add_device("0000:03:00.0", "");
 	add_file("0000:03:00.0", "", "sriov_totalvfs", "lots\n");
 	add_link("0000:03:00.0", "", "iommu_group", "../../../kernel/iommu_groups/abc");
+
+	/* Interrupts: MSI enabled with 4 vectors (2 set up), MSI-X enabled
+	 * and masked with 5, none, and a capability list that loops. */
+	irq_device("0000:05:00.0", 0x05, 0x0021, 2);
+	irq_device("0000:06:00.0", 0x11, 0xc004, 0);
+	irq_device("0000:07:00.0", 0x05, 0x0000, 0);
+	irq_device("0000:08:00.0", 0x05, 0x0001, 0);
+	memset(config, 0, sizeof(config));
+	config[0x06] = 0x10;
+	config[0x34] = 0x40;
+	config[0x40] = 0x09;
+	config[0x41] = 0x40;	/* points at itself */
+	write_sys_bytes("devices/pci0000:00/0000:08:00.0/config", config, sizeof(config));
 
 	*state = NULL;
 	return 0;
@@ -259,6 +300,36 @@ static void test_sriov(void **state)
 	assert_true(pf && vf);	/* untouched on failure */
 }
 
+static void test_irqs_read(void **state)
+{
+	iommulu_pci_irqs irqs;
+
+	assert_int_equal(iommulu_pci_irqs_read("0000:05:00.0", &irqs), 0);
+	assert_int_equal(irqs.type, IOMMULU_PCI_IRQ_MSI);
+	assert_int_equal(irqs.vectors, 4);
+	assert_int_equal(irqs.set_up, 2);
+	assert_false(irqs.masked);
+
+	assert_int_equal(iommulu_pci_irqs_read("0000:06:00.0", &irqs), 0);
+	assert_int_equal(irqs.type, IOMMULU_PCI_IRQ_MSIX);
+	assert_int_equal(irqs.vectors, 5);
+	assert_int_equal(irqs.set_up, 0);
+	assert_true(irqs.masked);
+
+	/* MSI present but disabled */
+	assert_int_equal(iommulu_pci_irqs_read("0000:07:00.0", &irqs), 0);
+	assert_int_equal(irqs.type, IOMMULU_PCI_IRQ_NONE);
+	assert_int_equal(irqs.vectors, 0);
+
+	assert_int_equal(iommulu_pci_irqs_read("0000:08:00.0", &irqs), -EBADMSG);
+	assert_int_equal(iommulu_pci_irqs_read("0000:05:00.0", NULL), -EINVAL);
+	assert_int_equal(iommulu_pci_irqs_read("0000:0a:00.0", &irqs), -ENODEV);
+
+	assert_string_equal(iommulu_pci_irq_type_to_string(IOMMULU_PCI_IRQ_NONE), "none");
+	assert_string_equal(iommulu_pci_irq_type_to_string(IOMMULU_PCI_IRQ_MSIX), "MSI-X");
+	assert_null(iommulu_pci_irq_type_to_string((iommulu_pci_irq_type)7));
+}
+
 static void test_config_read(void **state)
 {
 	uint8_t buf[16];
@@ -373,6 +444,7 @@ int main(void)
 		cmocka_unit_test(test_driver_override),
 		cmocka_unit_test(test_driver_override_invalid_name),
 		cmocka_unit_test(test_bind),
+		cmocka_unit_test(test_irqs_read),
 		cmocka_unit_test(test_unbind),
 		cmocka_unit_test(test_sysfs_root_default),
 	};
