@@ -75,6 +75,8 @@
  *       edu DMA into the preserved IOVA and check it landed, then check
  *       that it came back bound and attached (as restore-check does);
  *       FinishVM.
+ *       --irq (register, retrieve): as for preserve and restore-check, with
+ *       VerifyVM reporting edu #1's MSI kept enabled.
  *       --rebind: then drop the retrieved device and iommufd files and
  *       attach each device afresh (new iommufd and HWPT mapping the
  *       retrieved memfd), with a DMA round trip: after FINISH the device
@@ -1685,6 +1687,10 @@ static int cmd_register(struct vmm *v, const char *name)
 			return 1;
 	pattern_fill(v->ram, v->mem, v->seed, 0);
 	say("guest RAM filled with pattern %#" PRIx64, v->seed);
+	/* --irq: the VM runs with MSI armed; iommu-lud preserves it so */
+	if (v->irq && v->n_dev &&
+	    (irq_before_preserve(v) < 0 || irq_pending_dma(v, &v->dev[0], "before registering,") < 0))
+		return 1;
 
 	r = sd_bus_open_system(&bus);
 	if (r < 0)
@@ -1788,6 +1794,11 @@ static int cmd_retrieve(struct vmm *v, const char *name)
 		say("VerifyVM %s: %s: %s", what, ok ? "ok" : "FAILED", detail);
 		n_checks++;
 		n_failed += !ok;
+		if (v->irq && v->n_dev && strcmp(what, v->dev[0].bdf) == 0 &&
+		    !strstr(detail, "MSI kept enabled")) {
+			fail("VerifyVM %s: %s does not report MSI kept enabled", name, what);
+			n_failed++;
+		}
 	}
 	if (r < 0 || n_failed)
 		return fail("VerifyVM %s: %u of %u checks failed", name, n_failed, n_checks), 1;
