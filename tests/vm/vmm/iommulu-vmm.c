@@ -748,6 +748,23 @@ static int msi_arm(const struct device *d, int efd)
 	return 0;
 }
 
+/* Arm MSI vector 0 with a new eventfd, which becomes d->irq_efd. */
+static int msi_arm_new(struct device *d)
+{
+	int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+
+	if (efd < 0)
+		return fail("eventfd: %m");
+	if (msi_arm(d, efd) < 0) {
+		close(efd);
+		return -1;
+	}
+	if (d->irq_efd >= 0)
+		close(d->irq_efd);
+	d->irq_efd = efd;
+	return 0;
+}
+
 /* What the eventfd counted within @timeout_s seconds; 0 if nothing came. */
 static uint64_t efd_wait(int efd, double timeout_s)
 {
@@ -782,15 +799,10 @@ static int irq_fire_check(const struct device *d, const char *when)
 static int irq_before_preserve(struct vmm *v)
 {
 	struct device *d = &v->dev[0];
-	int efd;
 
 	if (d->irq_efd < 0) {
-		efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-		if (efd < 0)
-			return fail("eventfd: %m");
-		if (msi_arm(d, efd) < 0)
+		if (msi_arm_new(d) < 0)
 			return -1;
-		d->irq_efd = efd;
 		say("%s: MSI vector 0 armed with an eventfd", d->bdf);
 	}
 	return irq_fire_check(d, "before preserving,");
@@ -831,15 +843,12 @@ static int irq_rearm(struct device *d)
 {
 	uint32_t status;
 	uint64_t n;
-	int efd;
 
-	efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (efd < 0)
-		return fail("eventfd: %m");
-	if (msi_arm(d, efd) < 0)
+	/* The eventfd armed before the kexec is the old kernel's, gone */
+	d->irq_efd = -1;
+	if (msi_arm_new(d) < 0)
 		return -1;
-	d->irq_efd = efd;
-	n = efd_wait(efd, 5.0);
+	n = efd_wait(d->irq_efd, 5.0);
 	if (n != 1)
 		return fail("%s: re-arming MSI vector 0 after the kexec counted %" PRIu64
 			    " on its eventfd, expected 1 (the replay)", d->bdf, n);
@@ -850,7 +859,7 @@ static int irq_rearm(struct device *d)
 	wr32(d, EDU_REG_IRQ_ACK, status);
 	say("%s: MSI vector 0 re-armed: signalled once (replay); the handler finds the DMA "
 	    "completion raised across the kexec (status %#x) and acknowledges it", d->bdf, status);
-	n = efd_wait(efd, 0.3);
+	n = efd_wait(d->irq_efd, 0.3);
 	if (n)
 		return fail("%s: the re-armed vector was signalled again (%" PRIu64 ")", d->bdf, n);
 	return irq_fire_check(d, "after the re-arm,");
