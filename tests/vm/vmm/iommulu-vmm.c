@@ -844,8 +844,6 @@ static int irq_rearm(struct device *d)
 	uint32_t status;
 	uint64_t n;
 
-	/* The eventfd armed before the kexec is the old kernel's, gone */
-	d->irq_efd = -1;
 	if (msi_arm_new(d) < 0)
 		return -1;
 	n = efd_wait(d->irq_efd, 5.0);
