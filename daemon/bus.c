@@ -134,6 +134,8 @@ static const char *const vm_outcome_errors[_VM_OUTCOME_MAX] = {
 	[VM_OUTCOME_KERNEL_UNSUPPORTED] = ERROR_KERNEL_UNSUPPORTED,
 	[VM_OUTCOME_BUSY] = ERROR_BUSY,
 	[VM_OUTCOME_UNCONFIRMED] = SD_BUS_ERROR_TIMEOUT,
+	[VM_OUTCOME_KERNEL_NOT_CHECKED] = ERROR_KERNEL_NOT_CHECKED,
+	[VM_OUTCOME_KERNEL_INCOMPATIBLE] = ERROR_KERNEL_INCOMPATIBLE,
 };
 
 int bus_error_set_vm(sd_bus_error *error, const VmError *e)
@@ -983,6 +985,86 @@ static int method_preserve_all(sd_bus_message *msg, void *userdata, sd_bus_error
 	return 1;
 }
 
+/* Zero or one fd of an "ah" argument: -1 for none. */
+static int read_optional_fd(sd_bus_message *msg, const char *what, int *ret, sd_bus_error *error)
+{
+	_cleanup_free_ int *fds = NULL;
+	size_t n = 0;
+	int r;
+
+	r = read_fd_array(msg, &fds, &n);
+	if (r < 0)
+		return r;
+	if (n > 1)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "At most one %s fd, got %zu", what, n);
+	*ret = n ? fds[0] : -1;
+	return 0;
+}
+
+static int method_stage_kernel(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+	Manager *m = userdata;
+	const char *cmdline, *name = NULL;
+	int kernel_fd, initrd_fd, config_fd, r;
+	VmError e = {};
+
+	if ((r = check_root(msg, "StageKernel", error)) < 0)
+		return r;
+	r = sd_bus_message_read(msg, "h", &kernel_fd);
+	if (r < 0)
+		return r;
+	if ((r = read_optional_fd(msg, "initrd", &initrd_fd, error)) < 0 ||
+	    (r = read_optional_fd(msg, "config", &config_fd, error)) < 0)
+		return r;
+	r = sd_bus_message_read(msg, "s", &cmdline);
+	if (r < 0)
+		return r;
+	r = sd_bus_message_enter_container(msg, 'a', "{sv}");
+	while (r > 0) {
+		const char *key;
+
+		r = sd_bus_message_enter_container(msg, 'e', "sv");
+		if (r <= 0)
+			break;
+		r = sd_bus_message_read(msg, "s", &key);
+		if (r < 0)
+			return r;
+		if (streq_ptr(key, "Name")) {
+			r = sd_bus_message_read(msg, "v", "s", &name);
+			if (r < 0)
+				return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+							 "Option Name must be a string (s)");
+		} else
+			return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown option %s", key);
+		r = sd_bus_message_exit_container(msg);
+		if (r < 0)
+			return r;
+	}
+	if (r < 0)
+		return r;
+	if (strlen(cmdline) >= 4096)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Command line of %zu bytes exceeds 4095",
+					 strlen(cmdline));
+	r = manager_stage_kernel(m, name, kernel_fd, initrd_fd, config_fd, cmdline, &e);
+	if (r < 0)
+		return bus_error_set_vm(error, &e);
+	return sd_bus_reply_method_return(msg, "ss", m->staged->verdict.release,
+					  m->staged->verdict.devices ? "devices" : "memfds");
+}
+
+static int method_unstage_kernel(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+	Manager *m = userdata;
+	int r;
+
+	if ((r = check_root(msg, "UnstageKernel", error)) < 0)
+		return r;
+	r = manager_unstage_kernel(m);
+	if (r < 0)
+		return bus_error_from_errno(error, r, "Failed to unload the staged kernel");
+	return sd_bus_reply_method_return(msg, NULL);
+}
+
 static int method_list_vms(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
@@ -1212,6 +1294,17 @@ static int property_get_manager(sd_bus *bus, const char *path, const char *inter
 		return sd_bus_message_append(reply, "b", (int)m->fdstore);
 	if (streq_ptr(property, "ShutdownBlockedBy"))
 		return sd_bus_message_append(reply, "s", strempty(m->block_why));
+	if (streq_ptr(property, "StagedKernel")) {
+		_cleanup_free_ char *s = NULL;
+
+		if (m->staged && asprintf(&s, "%s (%s)", m->staged->name, m->staged->verdict.release) < 0)
+			return -ENOMEM;
+		return sd_bus_message_append(reply, "s", strempty(s));
+	}
+	if (streq_ptr(property, "StagedKernelAdopts"))
+		return sd_bus_message_append(reply, "s", !m->staged ? "" : m->staged->verdict.devices ? "devices" : "memfds");
+	if (streq_ptr(property, "StagedKernelProblem"))
+		return sd_bus_message_append(reply, "s", m->staged ? m->staged->verdict.devices_problem : "");
 	return -EINVAL;
 }
 
@@ -1225,6 +1318,9 @@ static const sd_bus_vtable manager_vtable[] = {
 	SD_BUS_PROPERTY("MaxFdsPerVM", "u", property_get_manager, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
 	SD_BUS_PROPERTY("FdStore", "b", property_get_manager, 0, SD_BUS_VTABLE_PROPERTY_CONST),
 	SD_BUS_PROPERTY("ShutdownBlockedBy", "s", property_get_manager, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+	SD_BUS_PROPERTY("StagedKernel", "s", property_get_manager, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+	SD_BUS_PROPERTY("StagedKernelAdopts", "s", property_get_manager, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+	SD_BUS_PROPERTY("StagedKernelProblem", "s", property_get_manager, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
 
 	SD_BUS_METHOD_WITH_ARGS("RegisterVM",
 				SD_BUS_ARGS("s", name, "ah", memfds, "ah", iommufd, "ah", devices, "at", hwpt_ids),
@@ -1256,6 +1352,12 @@ static const sd_bus_vtable manager_vtable[] = {
 				SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD_WITH_ARGS("FinishVM", SD_BUS_ARGS("s", name), SD_BUS_NO_RESULT,
 				method_finish_vm, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("StageKernel",
+				SD_BUS_ARGS("h", kernel, "ah", initrd, "ah", config, "s", cmdline, "a{sv}", options),
+				SD_BUS_RESULT("s", release, "s", adopts), method_stage_kernel,
+				SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("UnstageKernel", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_unstage_kernel,
+				SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_VTABLE_END
 };
 
