@@ -395,7 +395,7 @@ void kimage_verdict(const char *config, const char *config_source, const uint8_t
 
 	/* Devices: LUO, the options, the IOMMU on, the series in the image */
 	if (!ret->luo)
-		problem_add(ret->devices_problem, "it cannot adopt LUO sessions");
+		problem_add(ret->devices_problem, "it cannot adopt LUO sessions (%s)", ret->luo_problem);
 	if (config) {
 		require_options(ret->devices_problem, config, config_source, dev_opts, ELEMENTSOF(dev_opts), false);
 		require_options(ret->devices_problem, config, config_source, dev_mod_opts, ELEMENTSOF(dev_mod_opts),

@@ -223,14 +223,16 @@ static bool verdict_adopts(const StagedKernel *k, const Vm *v, VmError *e)
 {
 	const KernelVerdict *kv = &k->verdict;
 
-	if (vm_needs_series(v) && !kv->devices) {
-		stage_fail(e, VM_OUTCOME_KERNEL_INCOMPATIBLE, 0,
-			   "VM %s: kernel %s (%s) staged for kexec cannot adopt its %s: %s", v->name, k->name, kv->release, v->n_devices ? "devices" : "iommufd", kv->devices_problem);
-		return false;
-	}
 	if (!kv->luo) {
 		stage_fail(e, VM_OUTCOME_KERNEL_INCOMPATIBLE, 0,
-			   "VM %s: kernel %s (%s) staged for kexec cannot adopt LUO sessions: %s", v->name, k->name, kv->release, kv->luo_problem);
+			   "VM %s: kernel %s (%s) for the kexec cannot adopt LUO sessions: %s", v->name, k->name,
+			   kv->release, kv->luo_problem);
+		return false;
+	}
+	if (vm_needs_series(v) && !kv->devices) {
+		stage_fail(e, VM_OUTCOME_KERNEL_INCOMPATIBLE, 0,
+			   "VM %s: kernel %s (%s) for the kexec cannot adopt its %s: %s", v->name, k->name,
+			   kv->release, v->n_devices ? "devices" : "iommufd", kv->devices_problem);
 		return false;
 	}
 	return true;
