@@ -24,13 +24,34 @@
 
 /* ---- helpers ---------------------------------------------------------- */
 
-/* The caller must be uid 0; optionally also report its pid (one bus round
- * trip for both: with dbus-daemon, sd-bus asks GetConnectionCredentials). */
-static int check_root_pid(sd_bus_message *msg, const char *what, sd_bus_error *error, pid_t *ret_pid)
+/* The uid of a process, from its /proc directory (owned by its euid). */
+static uid_t process_uid(pid_t pid)
+{
+	char path[32];
+	struct stat st;
+
+	if (pid <= 0)
+		return UID_INVALID_VALUE;
+	snprintf(path, sizeof(path), "/proc/%d", (int)pid);
+	return stat(path, &st) < 0 ? UID_INVALID_VALUE : st.st_uid;
+}
+
+/*
+ * May the caller of msg do what (a method, for messages) under polkit's
+ * action on VM vm (NULL: not about one VM)?  Root may, without polkit;
+ * anyone else if polkit authorizes the action (polkit.c), and, for a VM
+ * that exists, only if the VM's VMM runs under the caller's uid.  1:
+ * allowed (*ret_pid: the caller's pid, optional); 0: polkit was asked, the
+ * call is dispatched again when it answers (the handler returns 1); <0:
+ * refused, error set.
+ */
+static int check_access(Manager *m, sd_bus_message *msg, const char *action, const char *vm, const char *what,
+			sd_bus_error *error, pid_t *ret_pid)
 {
 	sd_bus_creds *creds = NULL;
 	uid_t uid = UID_INVALID_VALUE;
 	pid_t pid = 0;
+	Vm *v;
 	int r;
 
 	r = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID | (ret_pid ? SD_BUS_CREDS_PID : 0), &creds);
@@ -43,17 +64,17 @@ static int check_root_pid(sd_bus_message *msg, const char *what, sd_bus_error *e
 	if (r < 0)
 		return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
 					 "Cannot determine the caller's credentials: %s", strerror(-r));
-	if (uid != 0)
+	r = bus_verify_polkit_async(m, msg, action, vm, what, uid, error);
+	if (r <= 0)
+		return r;
+	if (uid != 0 && vm && (v = manager_find_vm(m, vm)) && v->state != VM_FINISHED &&
+	    process_uid(v->owner_pid) != uid)
 		return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
-					 "Only root may call %s (caller uid %u)", what, (unsigned)uid);
+					 "VM %s belongs to a VMM of another user (pid %d); uid %u may not call %s on it",
+					 vm, (int)v->owner_pid, (unsigned)uid, what);
 	if (ret_pid)
 		*ret_pid = pid;
-	return 0;
-}
-
-static int check_root(sd_bus_message *msg, const char *what, sd_bus_error *error)
-{
-	return check_root_pid(msg, what, error, NULL);
+	return 1;
 }
 
 static int check_vm_name(const char *name, sd_bus_error *error)
@@ -580,13 +601,14 @@ static int register_files(sd_bus_message *msg, Manager *m, RegisterMethod kind, 
 	Vm *old, *v = NULL;
 	int r;
 
-	r = check_root_pid(msg, method, error, &caller);
+	r = sd_bus_message_rewind(msg, true);
+	if (r >= 0)
+		r = sd_bus_message_read(msg, "s", &name);
 	if (r < 0)
 		return r;
-
-	r = sd_bus_message_read(msg, "s", &name);
-	if (r < 0)
-		return r;
+	r = check_access(m, msg, ACTION_MANAGE_VMS, name, method, error, &caller);
+	if (r <= 0)
+		return r < 0 ? r : 1;	/* 0: polkit asked, answered later */
 	if ((r = read_fd_array(msg, &memfds, &n_memfds)) < 0 ||
 	    (r = read_fd_array(msg, &iommufds, &n_iommufds)) < 0 ||
 	    (r = read_fd_array(msg, &devices, &n_devices)) < 0)
@@ -838,10 +860,11 @@ static int method_unregister_vm(sd_bus_message *msg, void *userdata, sd_bus_erro
 	Vm *v;
 	int r;
 
-	if ((r = check_root(msg, "UnregisterVM", error)) < 0)
+	if ((r = sd_bus_message_rewind(msg, true)) < 0 || (r = sd_bus_message_read(msg, "s", &name)) < 0)
 		return r;
-	if ((r = sd_bus_message_read(msg, "s", &name)) < 0)
-		return r;
+	r = check_access(m, msg, ACTION_MANAGE_VMS, name, "UnregisterVM", error, NULL);
+	if (r <= 0)
+		return r < 0 ? r : 1;	/* 0: polkit asked, answered later */
 	if ((r = find_vm_or_error(m, name, &v, error)) < 0)
 		return r;
 	if (v->state == VM_PRESERVED)
@@ -882,10 +905,11 @@ static int method_preserve_vm(sd_bus_message *msg, void *userdata, sd_bus_error 
 	Vm *v;
 	int r;
 
-	if ((r = check_root(msg, "PreserveVM", error)) < 0)
+	if ((r = sd_bus_message_rewind(msg, true)) < 0 || (r = sd_bus_message_read(msg, "s", &name)) < 0)
 		return r;
-	if ((r = sd_bus_message_read(msg, "s", &name)) < 0)
-		return r;
+	r = check_access(m, msg, ACTION_MANAGE_VMS, name, "PreserveVM", error, NULL);
+	if (r <= 0)
+		return r < 0 ? r : 1;	/* 0: polkit asked, answered later */
 	if ((r = find_vm_or_error(m, name, &v, error)) < 0)
 		return r;
 	{
@@ -906,10 +930,11 @@ static int method_unpreserve_vm(sd_bus_message *msg, void *userdata, sd_bus_erro
 	Vm *v;
 	int r;
 
-	if ((r = check_root(msg, "UnpreserveVM", error)) < 0)
+	if ((r = sd_bus_message_rewind(msg, true)) < 0 || (r = sd_bus_message_read(msg, "s", &name)) < 0)
 		return r;
-	if ((r = sd_bus_message_read(msg, "s", &name)) < 0)
-		return r;
+	r = check_access(m, msg, ACTION_MANAGE_VMS, name, "UnpreserveVM", error, NULL);
+	if (r <= 0)
+		return r < 0 ? r : 1;	/* 0: polkit asked, answered later */
 	if ((r = find_vm_or_error(m, name, &v, error)) < 0)
 		return r;
 	if ((v->state == VM_REGISTERED || v->state == VM_FAILED || v->state == VM_REGISTERING) &&
@@ -975,8 +1000,9 @@ static int method_preserve_all(sd_bus_message *msg, void *userdata, sd_bus_error
 	Manager *m = userdata;
 	int r;
 
-	if ((r = check_root(msg, "PreserveAll", error)) < 0)
-		return r;
+	r = check_access(m, msg, ACTION_PRESERVE_ALL, NULL, "PreserveAll", error, NULL);
+	if (r <= 0)
+		return r < 0 ? r : 1;
 	r = manager_preserve_all_async(m, preserve_all_replied, sd_bus_message_ref(msg), NULL);
 	if (r < 0) {
 		sd_bus_message_unref(msg);
@@ -1008,8 +1034,9 @@ static int method_stage_kernel(sd_bus_message *msg, void *userdata, sd_bus_error
 	int kernel_fd, initrd_fd, config_fd, r;
 	VmError e = {};
 
-	if ((r = check_root(msg, "StageKernel", error)) < 0)
-		return r;
+	r = check_access(m, msg, ACTION_STAGE_KERNEL, NULL, "StageKernel", error, NULL);
+	if (r <= 0)
+		return r < 0 ? r : 1;
 	r = sd_bus_message_read(msg, "h", &kernel_fd);
 	if (r < 0)
 		return r;
@@ -1057,8 +1084,9 @@ static int method_unstage_kernel(sd_bus_message *msg, void *userdata, sd_bus_err
 	Manager *m = userdata;
 	int r;
 
-	if ((r = check_root(msg, "UnstageKernel", error)) < 0)
-		return r;
+	r = check_access(m, msg, ACTION_STAGE_KERNEL, NULL, "UnstageKernel", error, NULL);
+	if (r <= 0)
+		return r < 0 ? r : 1;
 	r = manager_unstage_kernel(m);
 	if (r < 0)
 		return bus_error_from_errno(error, r, "Failed to unload the staged kernel");
@@ -1093,10 +1121,11 @@ static int method_verify_vm(sd_bus_message *msg, void *userdata, sd_bus_error *e
 	Vm *v;
 	int r;
 
-	if ((r = check_root(msg, "VerifyVM", error)) < 0)
+	if ((r = sd_bus_message_rewind(msg, true)) < 0 || (r = sd_bus_message_read(msg, "s", &name)) < 0)
 		return r;
-	if ((r = sd_bus_message_read(msg, "s", &name)) < 0)
-		return r;
+	r = check_access(m, msg, ACTION_MANAGE_VMS, name, "VerifyVM", error, NULL);
+	if (r <= 0)
+		return r < 0 ? r : 1;	/* 0: polkit asked, answered later */
 	if ((r = find_vm_or_error(m, name, &v, error)) < 0)
 		return r;
 	if (!v->session_incoming ||
@@ -1168,10 +1197,11 @@ static int retrieve_files(sd_bus_message *msg, Manager *m, bool part, sd_bus_err
 	Vm *v;
 	int r;
 
-	if ((r = check_root(msg, part ? "RetrieveVMPart" : "RetrieveVM", error)) < 0)
+	if ((r = sd_bus_message_rewind(msg, true)) < 0 || (r = sd_bus_message_read(msg, "s", &name)) < 0)
 		return r;
-	if ((r = sd_bus_message_read(msg, "s", &name)) < 0)
-		return r;
+	r = check_access(m, msg, ACTION_MANAGE_VMS, name, part ? "RetrieveVMPart" : "RetrieveVM", error, NULL);
+	if (r <= 0)
+		return r < 0 ? r : 1;	/* 0: polkit asked, answered later */
 	if (part && (r = sd_bus_message_read(msg, "uu", &first, &count)) < 0)
 		return r;
 	if ((r = find_vm_or_error(m, name, &v, error)) < 0)
@@ -1242,10 +1272,11 @@ static int method_finish_vm(sd_bus_message *msg, void *userdata, sd_bus_error *e
 	Vm *v;
 	int r;
 
-	if ((r = check_root(msg, "FinishVM", error)) < 0)
+	if ((r = sd_bus_message_rewind(msg, true)) < 0 || (r = sd_bus_message_read(msg, "s", &name)) < 0)
 		return r;
-	if ((r = sd_bus_message_read(msg, "s", &name)) < 0)
-		return r;
+	r = check_access(m, msg, ACTION_MANAGE_VMS, name, "FinishVM", error, NULL);
+	if (r <= 0)
+		return r < 0 ? r : 1;	/* 0: polkit asked, answered later */
 	if ((r = find_vm_or_error(m, name, &v, error)) < 0)
 		return r;
 	if (!v->session_incoming ||

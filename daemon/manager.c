@@ -1363,6 +1363,7 @@ Manager *manager_free(Manager *m)
 	manager_cancel_preserve_jobs(m);
 	shutdown_watch_done(m);
 	m->staged = staged_kernel_free(m->staged);
+	polkit_queries_free(m);
 	for (size_t i = 0; i < m->n_vms; i++)
 		vm_free(m->vms[i]);
 	free(m->vms);

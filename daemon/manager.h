@@ -51,6 +51,12 @@
 
 typedef struct Manager Manager;
 typedef struct PreserveAllJob PreserveAllJob;
+typedef struct PolkitQuery PolkitQuery;
+
+/* polkit actions (org.iommulu.LiveUpdate1.policy) */
+#define ACTION_MANAGE_VMS "org.iommulu.LiveUpdate1.manage-vms"
+#define ACTION_PRESERVE_ALL "org.iommulu.LiveUpdate1.preserve-all"
+#define ACTION_STAGE_KERNEL "org.iommulu.LiveUpdate1.stage-kernel"
 
 /* The kernel StageKernel checked and loaded for kexec (stage.c): sealed
  * copies of its files, so that what boots is what was checked. */
@@ -209,6 +215,7 @@ struct Manager {
 	PreserveAllJob *hook_job;	/* the one the logind hook started, while it runs */
 
 	StagedKernel *staged;	/* StageKernel's, or NULL */
+	PolkitQuery *polkit_queries;	/* calls waiting for (or with) polkit's answer */
 
 	/* logind */
 	bool have_logind;
@@ -414,6 +421,13 @@ int vm_watch_owner(Vm *v, pid_t pid, int pidfd);
 
 /* Give freed heap back to the kernel shortly after a burst of calls. */
 void manager_schedule_trim(Manager *m);
+
+/* polkit.c: may the caller (uid) of msg do what under action?  Root: 1
+ * without asking; others: 0 after asking polkit (msg is dispatched again
+ * when it answers), then 1, or -EACCES with error set. */
+int bus_verify_polkit_async(Manager *m, sd_bus_message *msg, const char *action, const char *vm, const char *what,
+			    uid_t uid, sd_bus_error *error);
+void polkit_queries_free(Manager *m);
 
 /* bus.c: the D-Bus error of a failure of the core. */
 int bus_error_from_errno(sd_bus_error *error, int r, const char *message);
