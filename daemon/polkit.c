@@ -85,7 +85,9 @@ static int on_check_reply(sd_bus_message *reply, void *userdata, sd_bus_error *r
 		if (asprintf(&q->error, "polkit: %s: %s", e->name, strempty(e->message)) < 0)
 			q->error = NULL;
 	} else {
-		r = sd_bus_message_read(reply, "(bb", &authorized, &challenge);
+		r = sd_bus_message_enter_container(reply, 'r', "bba{ss}");
+		if (r >= 0)
+			r = sd_bus_message_read(reply, "bb", &authorized, &challenge);
 		if (r < 0 && asprintf(&q->error, "polkit's answer is malformed: %s", strerror(-r)) < 0)
 			q->error = NULL;
 		q->allowed = r >= 0 && authorized;
