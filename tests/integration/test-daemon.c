@@ -2314,20 +2314,6 @@ static pid_t start_fake_polkit(LudEnv *env, const char *allow, const char *log)
 	return pid;
 }
 
-static int count_lines(const char *path, const char *prefix)
-{
-	char buf[512];
-	FILE *f = fopen(path, "re");
-	int n = 0;
-
-	if (!f)
-		return 0;
-	while (fgets(buf, sizeof(buf), f))
-		n += strncmp(buf, prefix, strlen(prefix)) == 0;
-	fclose(f);
-	return n;
-}
-
 /* In a child running as uid, with a bus connection of its own: run fn, whose
  * result (0 ok) and message come back through a pipe. */
 typedef int (*as_uid_fn)(sd_bus *b, char *out, size_t size);
@@ -2443,25 +2429,25 @@ static void test_polkit(void)
 	vmm_pidfd = (int)syscall(SYS_pidfd_open, vmm, 0);
 	iommulu_memfd_create("pkvm", 1 << 16, &fd);
 	r = register_with_options(bus, "pkvm", &fd, 1, vmm_pidfd, NULL, 0, NULL, &e);
-	check(r >= 0 && count_lines(log, "") == 0,
+	check(r >= 0 && lud_count_lines(log, "") == 0,
 	      "root registers pkvm for a VMM of uid 65534 without polkit being asked (%s)", e.message ?: "");
 	sd_bus_error_free(&e);
 
 	r = as_uid(&env, 65534, polkit_allowed_user, out, sizeof(out));
 	check(r == 0, "uid 65534, polkit allowing manage-vms: PreserveVM of its VMM's VM gets through, PreserveAll "
 	      "and StageKernel are AccessDenied naming their actions, RegisterVM of its own VM succeeds (%d: %s)", r, out);
-	check(count_lines(log, "org.iommulu.LiveUpdate1.manage-vms vm=pkvm bus-name") >= 1 &&
-		      count_lines(log, "org.iommulu.LiveUpdate1.preserve-all vm= ") == 1 &&
-		      count_lines(log, "org.iommulu.LiveUpdate1.stage-kernel vm= ") == 1 &&
-		      count_lines(log, "org.iommulu.LiveUpdate1.manage-vms vm=pkown ") == 1,
+	check(lud_count_lines(log, "org.iommulu.LiveUpdate1.manage-vms vm=pkvm bus-name") >= 1 &&
+		      lud_count_lines(log, "org.iommulu.LiveUpdate1.preserve-all vm= ") == 1 &&
+		      lud_count_lines(log, "org.iommulu.LiveUpdate1.stage-kernel vm= ") == 1 &&
+		      lud_count_lines(log, "org.iommulu.LiveUpdate1.manage-vms vm=pkown ") == 1,
 	      "polkit was asked about each action, with the VM as detail and the caller's bus name as subject");
 	polkit_expect = "another user";
 	r = as_uid(&env, 1, polkit_denied, out, sizeof(out));
 	check(r == 0, "uid 1, allowed by polkit: AccessDenied for a VM whose VMM runs as another user (%s)", out);
 
-	before = count_lines(log, "");
+	before = lud_count_lines(log, "");
 	r = sd_bus_call_method(bus, DEST, MPATH, MIFACE, "PreserveAll", &e, NULL, NULL);
-	check(r >= 0 && count_lines(log, "") == before, "root: PreserveAll without asking polkit (%s)",
+	check(r >= 0 && lud_count_lines(log, "") == before, "root: PreserveAll without asking polkit (%s)",
 	      e.message ?: "");
 	sd_bus_error_free(&e);
 

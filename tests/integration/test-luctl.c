@@ -772,20 +772,6 @@ static void test_restored(void)
 
 /* ---- 4: stage: the kernel for the kexec, checked by the daemon --------- */
 
-static int count_prefix(const char *path, const char *prefix)
-{
-	char buf[1024];
-	FILE *f = fopen(path, "re");
-	int n = 0;
-
-	if (!f)
-		return 0;
-	while (fgets(buf, sizeof(buf), f))
-		n += strncmp(buf, prefix, strlen(prefix)) == 0;
-	fclose(f);
-	return n;
-}
-
 static void test_stage(void)
 {
 	static const char pristine[] = "memfd-v1\0";
@@ -826,7 +812,7 @@ static void test_stage(void)
 	LUCTL(&env, "stage", img, "--append=console=ttyS0 kho=on intel_iommu=on");
 	if (!check(run.status == 1 && err_has("Failed to stage kernel") &&
 			   err_has("org.iommulu.LiveUpdate1.Error.KernelIncompatible: VM mem: ") &&
-			   err_has("lacks liveupdate=on") && count_prefix(log, "load") == 0,
+			   err_has("lacks liveupdate=on") && lud_count_lines(log, "load") == 0,
 		   "stage with no liveupdate=on: KernelIncompatible naming the VM and why, nothing loaded"))
 		dump();
 	LUCTL(&env, "stage", junk, "--append=liveupdate=on kho=on");
@@ -835,7 +821,7 @@ static void test_stage(void)
 	/* Without the series: memfd-only VMs are fine with it */
 	LUCTL(&env, "stage", bad, "--append=liveupdate=on kho=on intel_iommu=on", "--config", cfg);
 	if (!check(run.status == 0 && out_has("it adopts LUO sessions (memfds), but not devices") &&
-			   count_prefix(log, "load kernel=") == 1,
+			   lud_count_lines(log, "load kernel=") == 1,
 		   "stage of a kernel without the series, only memfd VMs registered: loaded, memfds only"))
 		dump();
 	LUCTL(&env, "check");
@@ -844,7 +830,7 @@ static void test_stage(void)
 	/* With the series; its config found next to it */
 	LUCTL(&env, "stage", img, "--append=liveupdate=on kho=on intel_iommu=on");
 	if (!check(run.status == 0 && out_has("it adopts LUO sessions and devices") && out_has(cfg) &&
-			   count_prefix(log, "load kernel=") == 2,
+			   lud_count_lines(log, "load kernel=") == 2,
 		   "stage of a kernel with the series, config-RELEASE next to it: loaded, adopts devices"))
 		dump();
 	{
@@ -871,7 +857,7 @@ static void test_stage(void)
 	check(run.status == 1 && err_has("org.freedesktop.DBus.Error.AccessDenied"),
 	      "uid 65534 may not stage a kernel: AccessDenied (%d: %s)", run.status, run.err);
 	LUCTL(&env, "unstage");
-	check(run.status == 0 && count_prefix(log, "unload") == 1, "unstage: the kernel is unloaded");
+	check(run.status == 0 && lud_count_lines(log, "unload") == 1, "unstage: the kernel is unloaded");
 	LUCTL(&env, "check");
 	check(!out_has("checked by iommu-lud"), "check: no staged kernel after unstage");
 
