@@ -204,6 +204,9 @@ static void test_introspection(sd_bus *bus)
 			"ListVMs", "VerifyVM", "RetrieveVM", "FinishVM", "type=\"ah\" name=\"memfds\"",
 			"type=\"at\" name=\"hwpt_ids\"", "type=\"o\" name=\"vm\"", "type=\"a(ss)\"", "type=\"a(sso)\"",
 			"type=\"a(sbs)\"", "type=\"a(sh)\"", "\"Version\"", "\"LiveUpdated\"",
+			"StageKernel", "type=\"h\" name=\"kernel\"", "type=\"ah\" name=\"initrd\"",
+			"type=\"ah\" name=\"config\"", "type=\"s\" name=\"cmdline\"", "type=\"s\" name=\"adopts\"",
+			"UnstageKernel", "\"StagedKernel\"", "\"StagedKernelAdopts\"", "\"StagedKernelProblem\"",
 		};
 		bool all = true;
 
