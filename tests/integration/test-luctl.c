@@ -539,6 +539,14 @@ static void test_no_luo(void)
 	check(run.status == 0 && out_has("true\n"), "completion: a command after retrieve VM -- (%s)", run.out);
 	complete(&env, "iommu-luctl show inel ''", 3);
 	check(run.status == 0 && !out_has("inel"), "completion: one VM only (%s)", run.out);
+	complete(&env, "iommu-luctl st", 1);
+	check(run.status == 0 && strcmp(run.out, "stage\nstatus\n") == 0, "completion: 'st' -> stage, status (%s)",
+	      run.out);
+	complete(&env, "iommu-luctl stage /boot/vmlinuz --re", 3);
+	check(run.status == 0 && strcmp(run.out, "--reuse-cmdline\n") == 0, "completion: stage --reuse-cmdline (%s)",
+	      run.out);
+	complete(&env, "iommu-luctl stage /de", 2);
+	check(run.status == 0 && strcmp(run.out, "/dev\n") == 0, "completion: stage completes a file (%s)", run.out);
 
 	/* the daemon gone */
 	sd_bus_flush_close_unref(bus);
