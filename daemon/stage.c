@@ -244,9 +244,9 @@ bool manager_kernel_adopts(Manager *m, const Vm *v, VmError *e)
 		return verdict_adopts(m->staged, v, e);
 	if (!vm_needs_series(v))
 		return true;
-	stage_fail(e, VM_OUTCOME_KERNEL_NOT_CHECKED, 0, "VM %s: its %s need a kernel staged with `iommu-luctl stage` "
+	stage_fail(e, VM_OUTCOME_KERNEL_NOT_CHECKED, 0, "VM %s: its %s a kernel staged with `iommu-luctl stage` "
 		 "(StageKernel), which checks that it can adopt them; none was", v->name,
-		 v->n_devices ? "devices" : "iommufd");
+		 v->n_devices ? "devices need" : "iommufd needs");
 	return false;
 }
 
