@@ -24,13 +24,34 @@
 
 /* ---- helpers ---------------------------------------------------------- */
 
-/* The caller must be uid 0; optionally also report its pid (one bus round
- * trip for both: with dbus-daemon, sd-bus asks GetConnectionCredentials). */
-static int check_root_pid(sd_bus_message *msg, const char *what, sd_bus_error *error, pid_t *ret_pid)
+/* The uid of a process, from its /proc directory (owned by its euid). */
+static uid_t process_uid(pid_t pid)
+{
+	char path[32];
+	struct stat st;
+
+	if (pid <= 0)
+		return UID_INVALID_VALUE;
+	snprintf(path, sizeof(path), "/proc/%d", (int)pid);
+	return stat(path, &st) < 0 ? UID_INVALID_VALUE : st.st_uid;
+}
+
+/*
+ * May the caller of msg do what (a method, for messages) under polkit's
+ * action on VM vm (NULL: not about one VM)?  Root may, without polkit;
+ * anyone else if polkit authorizes the action (polkit.c), and, for a VM
+ * that exists, only if the VM's VMM runs under the caller's uid.  1:
+ * allowed (*ret_pid: the caller's pid, optional); 0: polkit was asked, the
+ * call is dispatched again when it answers (the handler returns 1); <0:
+ * refused, error set.
+ */
+static int check_access(Manager *m, sd_bus_message *msg, const char *action, const char *vm, const char *what,
+			sd_bus_error *error, pid_t *ret_pid)
 {
 	sd_bus_creds *creds = NULL;
 	uid_t uid = UID_INVALID_VALUE;
 	pid_t pid = 0;
+	Vm *v;
 	int r;
 
 	r = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID | (ret_pid ? SD_BUS_CREDS_PID : 0), &creds);
@@ -43,17 +64,17 @@ static int check_root_pid(sd_bus_message *msg, const char *what, sd_bus_error *e
 	if (r < 0)
 		return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
 					 "Cannot determine the caller's credentials: %s", strerror(-r));
-	if (uid != 0)
+	r = bus_verify_polkit_async(m, msg, action, vm, what, uid, error);
+	if (r <= 0)
+		return r;
+	if (uid != 0 && vm && (v = manager_find_vm(m, vm)) && v->state != VM_FINISHED &&
+	    process_uid(v->owner_pid) != uid)
 		return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
-					 "Only root may call %s (caller uid %u)", what, (unsigned)uid);
+					 "VM %s belongs to a VMM of another user (pid %d); uid %u may not call %s on it",
+					 vm, (int)v->owner_pid, (unsigned)uid, what);
 	if (ret_pid)
 		*ret_pid = pid;
-	return 0;
-}
-
-static int check_root(sd_bus_message *msg, const char *what, sd_bus_error *error)
-{
-	return check_root_pid(msg, what, error, NULL);
+	return 1;
 }
 
 static int check_vm_name(const char *name, sd_bus_error *error)
@@ -134,6 +155,8 @@ static const char *const vm_outcome_errors[_VM_OUTCOME_MAX] = {
 	[VM_OUTCOME_KERNEL_UNSUPPORTED] = ERROR_KERNEL_UNSUPPORTED,
 	[VM_OUTCOME_BUSY] = ERROR_BUSY,
 	[VM_OUTCOME_UNCONFIRMED] = SD_BUS_ERROR_TIMEOUT,
+	[VM_OUTCOME_KERNEL_NOT_CHECKED] = ERROR_KERNEL_NOT_CHECKED,
+	[VM_OUTCOME_KERNEL_INCOMPATIBLE] = ERROR_KERNEL_INCOMPATIBLE,
 };
 
 int bus_error_set_vm(sd_bus_error *error, const VmError *e)
@@ -578,13 +601,14 @@ static int register_files(sd_bus_message *msg, Manager *m, RegisterMethod kind, 
 	Vm *old, *v = NULL;
 	int r;
 
-	r = check_root_pid(msg, method, error, &caller);
+	r = sd_bus_message_rewind(msg, true);
+	if (r >= 0)
+		r = sd_bus_message_read(msg, "s", &name);
 	if (r < 0)
 		return r;
-
-	r = sd_bus_message_read(msg, "s", &name);
-	if (r < 0)
-		return r;
+	r = check_access(m, msg, ACTION_MANAGE_VMS, name, method, error, &caller);
+	if (r <= 0)
+		return r < 0 ? r : 1;	/* 0: polkit asked, answered later */
 	if ((r = read_fd_array(msg, &memfds, &n_memfds)) < 0 ||
 	    (r = read_fd_array(msg, &iommufds, &n_iommufds)) < 0 ||
 	    (r = read_fd_array(msg, &devices, &n_devices)) < 0)
@@ -836,10 +860,11 @@ static int method_unregister_vm(sd_bus_message *msg, void *userdata, sd_bus_erro
 	Vm *v;
 	int r;
 
-	if ((r = check_root(msg, "UnregisterVM", error)) < 0)
+	if ((r = sd_bus_message_rewind(msg, true)) < 0 || (r = sd_bus_message_read(msg, "s", &name)) < 0)
 		return r;
-	if ((r = sd_bus_message_read(msg, "s", &name)) < 0)
-		return r;
+	r = check_access(m, msg, ACTION_MANAGE_VMS, name, "UnregisterVM", error, NULL);
+	if (r <= 0)
+		return r < 0 ? r : 1;	/* 0: polkit asked, answered later */
 	if ((r = find_vm_or_error(m, name, &v, error)) < 0)
 		return r;
 	if (v->state == VM_PRESERVED)
@@ -880,10 +905,11 @@ static int method_preserve_vm(sd_bus_message *msg, void *userdata, sd_bus_error 
 	Vm *v;
 	int r;
 
-	if ((r = check_root(msg, "PreserveVM", error)) < 0)
+	if ((r = sd_bus_message_rewind(msg, true)) < 0 || (r = sd_bus_message_read(msg, "s", &name)) < 0)
 		return r;
-	if ((r = sd_bus_message_read(msg, "s", &name)) < 0)
-		return r;
+	r = check_access(m, msg, ACTION_MANAGE_VMS, name, "PreserveVM", error, NULL);
+	if (r <= 0)
+		return r < 0 ? r : 1;	/* 0: polkit asked, answered later */
 	if ((r = find_vm_or_error(m, name, &v, error)) < 0)
 		return r;
 	{
@@ -904,10 +930,11 @@ static int method_unpreserve_vm(sd_bus_message *msg, void *userdata, sd_bus_erro
 	Vm *v;
 	int r;
 
-	if ((r = check_root(msg, "UnpreserveVM", error)) < 0)
+	if ((r = sd_bus_message_rewind(msg, true)) < 0 || (r = sd_bus_message_read(msg, "s", &name)) < 0)
 		return r;
-	if ((r = sd_bus_message_read(msg, "s", &name)) < 0)
-		return r;
+	r = check_access(m, msg, ACTION_MANAGE_VMS, name, "UnpreserveVM", error, NULL);
+	if (r <= 0)
+		return r < 0 ? r : 1;	/* 0: polkit asked, answered later */
 	if ((r = find_vm_or_error(m, name, &v, error)) < 0)
 		return r;
 	if ((v->state == VM_REGISTERED || v->state == VM_FAILED || v->state == VM_REGISTERING) &&
@@ -973,14 +1000,97 @@ static int method_preserve_all(sd_bus_message *msg, void *userdata, sd_bus_error
 	Manager *m = userdata;
 	int r;
 
-	if ((r = check_root(msg, "PreserveAll", error)) < 0)
-		return r;
+	r = check_access(m, msg, ACTION_PRESERVE_ALL, NULL, "PreserveAll", error, NULL);
+	if (r <= 0)
+		return r < 0 ? r : 1;
 	r = manager_preserve_all_async(m, preserve_all_replied, sd_bus_message_ref(msg), NULL);
 	if (r < 0) {
 		sd_bus_message_unref(msg);
 		return r;
 	}
 	return 1;
+}
+
+/* Zero or one fd of an "ah" argument: -1 for none. */
+static int read_optional_fd(sd_bus_message *msg, const char *what, int *ret, sd_bus_error *error)
+{
+	_cleanup_free_ int *fds = NULL;
+	size_t n = 0;
+	int r;
+
+	r = read_fd_array(msg, &fds, &n);
+	if (r < 0)
+		return r;
+	if (n > 1)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "At most one %s fd, got %zu", what, n);
+	*ret = n ? fds[0] : -1;
+	return 0;
+}
+
+static int method_stage_kernel(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+	Manager *m = userdata;
+	const char *cmdline, *name = NULL;
+	int kernel_fd, initrd_fd, config_fd, r;
+	VmError e = {};
+
+	r = check_access(m, msg, ACTION_STAGE_KERNEL, NULL, "StageKernel", error, NULL);
+	if (r <= 0)
+		return r < 0 ? r : 1;
+	r = sd_bus_message_read(msg, "h", &kernel_fd);
+	if (r < 0)
+		return r;
+	if ((r = read_optional_fd(msg, "initrd", &initrd_fd, error)) < 0 ||
+	    (r = read_optional_fd(msg, "config", &config_fd, error)) < 0)
+		return r;
+	r = sd_bus_message_read(msg, "s", &cmdline);
+	if (r < 0)
+		return r;
+	r = sd_bus_message_enter_container(msg, 'a', "{sv}");
+	while (r > 0) {
+		const char *key;
+
+		r = sd_bus_message_enter_container(msg, 'e', "sv");
+		if (r <= 0)
+			break;
+		r = sd_bus_message_read(msg, "s", &key);
+		if (r < 0)
+			return r;
+		if (streq_ptr(key, "Name")) {
+			r = sd_bus_message_read(msg, "v", "s", &name);
+			if (r < 0)
+				return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+							 "Option Name must be a string (s)");
+		} else
+			return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown option %s", key);
+		r = sd_bus_message_exit_container(msg);
+		if (r < 0)
+			return r;
+	}
+	if (r < 0)
+		return r;
+	if (strlen(cmdline) >= 4096)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Command line of %zu bytes exceeds 4095",
+					 strlen(cmdline));
+	r = manager_stage_kernel(m, name, kernel_fd, initrd_fd, config_fd, cmdline, &e);
+	if (r < 0)
+		return bus_error_set_vm(error, &e);
+	return sd_bus_reply_method_return(msg, "ss", m->staged->verdict.release,
+					  m->staged->verdict.devices ? "devices" : "memfds");
+}
+
+static int method_unstage_kernel(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+	Manager *m = userdata;
+	int r;
+
+	r = check_access(m, msg, ACTION_STAGE_KERNEL, NULL, "UnstageKernel", error, NULL);
+	if (r <= 0)
+		return r < 0 ? r : 1;
+	r = manager_unstage_kernel(m);
+	if (r < 0)
+		return bus_error_from_errno(error, r, "Failed to unload the staged kernel");
+	return sd_bus_reply_method_return(msg, NULL);
 }
 
 static int method_list_vms(sd_bus_message *msg, void *userdata, sd_bus_error *error)
@@ -1011,10 +1121,11 @@ static int method_verify_vm(sd_bus_message *msg, void *userdata, sd_bus_error *e
 	Vm *v;
 	int r;
 
-	if ((r = check_root(msg, "VerifyVM", error)) < 0)
+	if ((r = sd_bus_message_rewind(msg, true)) < 0 || (r = sd_bus_message_read(msg, "s", &name)) < 0)
 		return r;
-	if ((r = sd_bus_message_read(msg, "s", &name)) < 0)
-		return r;
+	r = check_access(m, msg, ACTION_MANAGE_VMS, name, "VerifyVM", error, NULL);
+	if (r <= 0)
+		return r < 0 ? r : 1;	/* 0: polkit asked, answered later */
 	if ((r = find_vm_or_error(m, name, &v, error)) < 0)
 		return r;
 	if (!v->session_incoming ||
@@ -1086,10 +1197,11 @@ static int retrieve_files(sd_bus_message *msg, Manager *m, bool part, sd_bus_err
 	Vm *v;
 	int r;
 
-	if ((r = check_root(msg, part ? "RetrieveVMPart" : "RetrieveVM", error)) < 0)
+	if ((r = sd_bus_message_rewind(msg, true)) < 0 || (r = sd_bus_message_read(msg, "s", &name)) < 0)
 		return r;
-	if ((r = sd_bus_message_read(msg, "s", &name)) < 0)
-		return r;
+	r = check_access(m, msg, ACTION_MANAGE_VMS, name, part ? "RetrieveVMPart" : "RetrieveVM", error, NULL);
+	if (r <= 0)
+		return r < 0 ? r : 1;	/* 0: polkit asked, answered later */
 	if (part && (r = sd_bus_message_read(msg, "uu", &first, &count)) < 0)
 		return r;
 	if ((r = find_vm_or_error(m, name, &v, error)) < 0)
@@ -1160,10 +1272,11 @@ static int method_finish_vm(sd_bus_message *msg, void *userdata, sd_bus_error *e
 	Vm *v;
 	int r;
 
-	if ((r = check_root(msg, "FinishVM", error)) < 0)
+	if ((r = sd_bus_message_rewind(msg, true)) < 0 || (r = sd_bus_message_read(msg, "s", &name)) < 0)
 		return r;
-	if ((r = sd_bus_message_read(msg, "s", &name)) < 0)
-		return r;
+	r = check_access(m, msg, ACTION_MANAGE_VMS, name, "FinishVM", error, NULL);
+	if (r <= 0)
+		return r < 0 ? r : 1;	/* 0: polkit asked, answered later */
 	if ((r = find_vm_or_error(m, name, &v, error)) < 0)
 		return r;
 	if (!v->session_incoming ||
@@ -1212,6 +1325,17 @@ static int property_get_manager(sd_bus *bus, const char *path, const char *inter
 		return sd_bus_message_append(reply, "b", (int)m->fdstore);
 	if (streq_ptr(property, "ShutdownBlockedBy"))
 		return sd_bus_message_append(reply, "s", strempty(m->block_why));
+	if (streq_ptr(property, "StagedKernel")) {
+		_cleanup_free_ char *s = NULL;
+
+		if (m->staged && asprintf(&s, "%s (%s)", m->staged->name, m->staged->verdict.release) < 0)
+			return -ENOMEM;
+		return sd_bus_message_append(reply, "s", strempty(s));
+	}
+	if (streq_ptr(property, "StagedKernelAdopts"))
+		return sd_bus_message_append(reply, "s", !m->staged ? "" : m->staged->verdict.devices ? "devices" : "memfds");
+	if (streq_ptr(property, "StagedKernelProblem"))
+		return sd_bus_message_append(reply, "s", m->staged ? m->staged->verdict.devices_problem : "");
 	return -EINVAL;
 }
 
@@ -1225,6 +1349,9 @@ static const sd_bus_vtable manager_vtable[] = {
 	SD_BUS_PROPERTY("MaxFdsPerVM", "u", property_get_manager, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
 	SD_BUS_PROPERTY("FdStore", "b", property_get_manager, 0, SD_BUS_VTABLE_PROPERTY_CONST),
 	SD_BUS_PROPERTY("ShutdownBlockedBy", "s", property_get_manager, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+	SD_BUS_PROPERTY("StagedKernel", "s", property_get_manager, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+	SD_BUS_PROPERTY("StagedKernelAdopts", "s", property_get_manager, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+	SD_BUS_PROPERTY("StagedKernelProblem", "s", property_get_manager, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
 
 	SD_BUS_METHOD_WITH_ARGS("RegisterVM",
 				SD_BUS_ARGS("s", name, "ah", memfds, "ah", iommufd, "ah", devices, "at", hwpt_ids),
@@ -1256,6 +1383,12 @@ static const sd_bus_vtable manager_vtable[] = {
 				SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD_WITH_ARGS("FinishVM", SD_BUS_ARGS("s", name), SD_BUS_NO_RESULT,
 				method_finish_vm, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("StageKernel",
+				SD_BUS_ARGS("h", kernel, "ah", initrd, "ah", config, "s", cmdline, "a{sv}", options),
+				SD_BUS_RESULT("s", release, "s", adopts), method_stage_kernel,
+				SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_ARGS("UnstageKernel", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_unstage_kernel,
+				SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_VTABLE_END
 };
 

@@ -26,6 +26,7 @@
 #include <iommulu/common.h>
 
 #include "config.h"
+#include "kimage.h"
 #include "util.h"
 
 #define BUS_NAME "org.iommulu.LiveUpdate1"
@@ -50,6 +51,10 @@ enum {
 static int arg_json = -1;	/* -1 off, else JSON_C_TO_STRING_* flags */
 static bool arg_legend = true;
 static bool arg_all;
+static const char *arg_initrd;	/* stage */
+static const char *arg_config;
+static const char *arg_append;
+static bool arg_reuse_cmdline;
 static char **arg_command;	/* after "--": retrieve's command */
 
 static void sd_bus_message_unrefp_(sd_bus_message **m)
@@ -256,6 +261,9 @@ typedef struct ManagerInfo {
 	uint32_t max_fds_per_vm;
 	bool fdstore;
 	char *shutdown_blocked_by;
+	char *staged_kernel;
+	char *staged_kernel_adopts;
+	char *staged_kernel_problem;
 } ManagerInfo;
 
 static const PropMap manager_map[] = {
@@ -267,6 +275,9 @@ static const PropMap manager_map[] = {
 	{ "MaxFdsPerVM", "u", offsetof(ManagerInfo, max_fds_per_vm) },
 	{ "FdStore", "b", offsetof(ManagerInfo, fdstore) },
 	{ "ShutdownBlockedBy", "s", offsetof(ManagerInfo, shutdown_blocked_by) },
+	{ "StagedKernel", "s", offsetof(ManagerInfo, staged_kernel) },
+	{ "StagedKernelAdopts", "s", offsetof(ManagerInfo, staged_kernel_adopts) },
+	{ "StagedKernelProblem", "s", offsetof(ManagerInfo, staged_kernel_problem) },
 	{}
 };
 
@@ -275,6 +286,9 @@ static void manager_info_done(ManagerInfo *i)
 	free(i->version);
 	free(i->failure_policy);
 	free(i->shutdown_blocked_by);
+	free(i->staged_kernel);
+	free(i->staged_kernel_adopts);
+	free(i->staged_kernel_problem);
 }
 
 typedef struct VmInfo {
@@ -1061,13 +1075,14 @@ static bool vm_survives(const VmInfo *v, char *why, size_t size)
 {
 	const char *state = strempty(v->state);
 
-	if (streq_ptr(state, "preserved")) {
-		snprintf(why, size, "preserved in LUO session %s", strempty(v->session));
-		return true;
-	}
+	/* A preserved VM too: the kernel staged for kexec may not adopt it. */
 	if (v->ineligible_reason && v->ineligible_reason[0]) {
 		snprintf(why, size, "%s", v->ineligible_reason);
 		return false;
+	}
+	if (streq_ptr(state, "preserved")) {
+		snprintf(why, size, "preserved in LUO session %s", strempty(v->session));
+		return true;
 	}
 	if (streq_ptr(state, "registered")) {
 		snprintf(why, size, "preserved automatically when the kexec starts");
@@ -1233,6 +1248,17 @@ static int verb_check(int argc, char **argv, sd_bus *bus)
 		json_object *o = json_object_new_object();
 
 		ok = qemu_vm_survives(bus, &l.vms[i], ok, why, sizeof(why), &unit);
+		/* Devices go only into a kernel the daemon checked (the daemon
+		 * says so in IneligibleReason, which it may fill lazily). */
+		if (ok && strv_length(l.vms[i].devices) > 0 && !streq_ptr(mi.staged_kernel_adopts, "devices")) {
+			ok = false;
+			if (mi.staged_kernel && mi.staged_kernel[0])
+				snprintf(why, sizeof(why), "the kernel staged for kexec, %s, cannot adopt its devices: %s",
+					 mi.staged_kernel, strempty(mi.staged_kernel_problem));
+			else
+				snprintf(why, sizeof(why), "its devices need a kernel staged with `iommu-luctl stage`, "
+					 "which checks that it can adopt them; none was");
+		}
 
 		lost += !ok;
 		json_object_object_add(o, "name", json_object_new_string(l.vms[i].name));
@@ -1259,6 +1285,9 @@ static int verb_check(int argc, char **argv, sd_bus *bus)
 	json_object_object_add(j, "FailurePolicy", json_string_or_empty(mi.failure_policy));
 	json_object_object_add(j, "ShutdownBlockedBy", json_string_or_empty(mi.shutdown_blocked_by));
 	json_object_object_add(j, "kexec_loaded", staged < 0 ? NULL : json_object_new_boolean(staged));
+	json_object_object_add(j, "staged_kernel", json_string_or_empty(mi.staged_kernel));
+	json_object_object_add(j, "staged_kernel_adopts", json_string_or_empty(mi.staged_kernel_adopts));
+	json_object_object_add(j, "staged_kernel_problem", json_string_or_empty(mi.staged_kernel_problem));
 
 	if (arg_json >= 0)
 		json_print(j);
@@ -1273,9 +1302,17 @@ static int verb_check(int argc, char **argv, sd_bus *bus)
 				       strempty(mi.failure_policy), mi.shutdown_blocked_by);
 			else if (lost && streq_ptr(mi.failure_policy, "continue"))
 				printf("FailurePolicy=continue: nothing blocks a kexec, the VMs marked \"no\" would be lost.\n");
-			printf("Kernel staged for kexec: %s\n",
-			       staged < 0 ? "unknown (cannot read /sys/kernel/kexec_loaded)" :
-			       staged ? "yes (whether it can adopt the preserved VMs is not checked)" : "no");
+			if (mi.staged_kernel && mi.staged_kernel[0])
+				printf("Kernel staged for kexec: %s, checked by iommu-lud (loaded again when the kexec "
+				       "starts): it adopts LUO sessions%s%s\n", mi.staged_kernel,
+				       streq_ptr(mi.staged_kernel_adopts, "devices") ? " and devices" :
+				       ", but not devices: ", streq_ptr(mi.staged_kernel_adopts, "devices") ? "" :
+				       strempty(mi.staged_kernel_problem));
+			else
+				printf("Kernel staged for kexec: %s\n",
+				       staged < 0 ? "unknown (cannot read /sys/kernel/kexec_loaded)" :
+				       staged ? "yes, not through `iommu-luctl stage`: unchecked; VMs with devices are "
+						"not preserved into it" : "no");
 			if (l.n == 0)
 				printf("Verdict: no VMs registered, a kexec loses nothing.\n");
 			else if (lost == 0 && !blocked)
@@ -1288,6 +1325,180 @@ static int verb_check(int argc, char **argv, sd_bus *bus)
 		}
 	}
 	return lost == 0 && !blocked ? EXIT_OK : EXIT_FAIL;
+}
+
+/* The release in a bzImage's header, for its config's name. */
+static int image_release(int fd, char ret[KIMAGE_RELEASE_MAX])
+{
+	uint8_t buf[0x1000];
+	ssize_t n = pread(fd, buf, sizeof(buf), 0);
+
+	if (n < 0)
+		return -errno;
+	/* The version string lies within the setup code (the first 32 KiB
+	 * at most); read on if the pointer leads past the first page. */
+	if ((size_t)n >= 0x210 && (size_t)(buf[0x20e] | buf[0x20f] << 8) + 0x200 + KIMAGE_RELEASE_MAX > sizeof(buf)) {
+		_cleanup_free_ uint8_t *big = malloc(0x10000);
+		ssize_t m;
+
+		if (!big)
+			return -ENOMEM;
+		m = pread(fd, big, 0x10000, 0);
+		if (m < 0)
+			return -errno;
+		return kimage_release(big, (size_t)m, ret);
+	}
+	return kimage_release(buf, (size_t)n, ret);
+}
+
+/* The config of the kernel in path: --config, else config-RELEASE next to
+ * the image, else in /boot; -ENOENT if none (the daemon then looks for an
+ * embedded IKCONFIG). */
+static int find_config(const char *path, int kernel_fd, char **ret_path)
+{
+	char release[KIMAGE_RELEASE_MAX], *p;
+	_cleanup_free_ char *dir = strdup(path);
+	int r;
+
+	if (!dir)
+		return -ENOMEM;
+	if (arg_config)
+		return (*ret_path = strdup(arg_config)) ? 0 : -ENOMEM;
+	r = image_release(kernel_fd, release);
+	if (r < 0)
+		return r;
+	p = strrchr(dir, '/');
+	if (p)
+		*p = 0;
+	for (int i = 0; i < 2; i++) {
+		_cleanup_free_ char *c = NULL;
+
+		if (asprintf(&c, "%s/config-%s", i == 0 ? (p ? (dir[0] ? dir : "/") : ".") : "/boot", release) < 0)
+			return -ENOMEM;
+		if (access(c, R_OK) == 0) {
+			*ret_path = TAKE_PTR(c);
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+/* The running kernel's command line without the boot loader's BOOT_IMAGE=,
+ * and --append's arguments. */
+static int stage_cmdline(char **ret)
+{
+	_cleanup_free_ char *cur = NULL, *out = NULL;
+	size_t len = 0, n = 0;
+	FILE *f;
+
+	if (arg_reuse_cmdline) {
+		f = fopen("/proc/cmdline", "re");
+		if (!f)
+			return -errno;
+		if (getline(&cur, &n, f) < 0) {
+			fclose(f);
+			return -EIO;
+		}
+		fclose(f);
+	}
+	out = calloc(1, (cur ? strlen(cur) : 0) + (arg_append ? strlen(arg_append) : 0) + 2);
+	if (!out)
+		return -ENOMEM;
+	for (char *w = cur ? strtok(cur, " \t\n") : NULL; w; w = strtok(NULL, " \t\n")) {
+		if (startswith(w, "BOOT_IMAGE="))
+			continue;
+		len += (size_t)sprintf(out + len, "%s%s", len ? " " : "", w);
+	}
+	if (arg_append && arg_append[0])
+		sprintf(out + len, "%s%s", len ? " " : "", arg_append);
+	*ret = TAKE_PTR(out);
+	return 0;
+}
+
+static int verb_stage(int argc, char **argv, sd_bus *bus)
+{
+	_cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+	_cleanup_(sd_bus_message_unrefp_) sd_bus_message *call = NULL, *reply = NULL;
+	_cleanup_close_ int kfd = -EBADF, ifd = -EBADF, cfd = -EBADF;
+	_cleanup_free_ char *config = NULL, *cmdline = NULL, *name = NULL;
+	const char *release, *adopts;
+	int r;
+
+	if (!arg_reuse_cmdline && !arg_append) {
+		fprintf(stderr, "stage needs the new kernel's command line: --append=ARGS and/or --reuse-cmdline.\n");
+		return EXIT_USAGE;
+	}
+	kfd = open(argv[1], O_RDONLY | O_CLOEXEC);
+	if (kfd < 0) {
+		fprintf(stderr, "Cannot open kernel %s: %s\n", argv[1], strerror(errno));
+		return EXIT_FAIL;
+	}
+	if (arg_initrd && (ifd = open(arg_initrd, O_RDONLY | O_CLOEXEC)) < 0) {
+		fprintf(stderr, "Cannot open initrd %s: %s\n", arg_initrd, strerror(errno));
+		return EXIT_FAIL;
+	}
+	r = find_config(argv[1], kfd, &config);
+	if (r == -EINVAL) {
+		fprintf(stderr, "Kernel %s is not an x86 bzImage (no \"HdrS\" setup header).\n", argv[1]);
+		return EXIT_FAIL;
+	}
+	if (r < 0 && r != -ENOENT && r != -ENODATA)
+		return call_failed("stage kernel", &SD_BUS_ERROR_NULL, r);
+	if (config && (cfd = open(config, O_RDONLY | O_CLOEXEC)) < 0) {
+		fprintf(stderr, "Cannot open kernel config %s: %s\n", config, strerror(errno));
+		return EXIT_FAIL;
+	}
+	r = stage_cmdline(&cmdline);
+	if (r < 0)
+		return call_failed("stage kernel", &SD_BUS_ERROR_NULL, r);
+	name = realpath(argv[1], NULL);
+
+	r = sd_bus_message_new_method_call(bus, &call, BUS_NAME, MANAGER_PATH, MANAGER_IFACE, "StageKernel");
+	if (r >= 0)
+		r = sd_bus_message_append(call, "h", kfd);
+	if (r >= 0)
+		r = ifd >= 0 ? sd_bus_message_append(call, "ah", 1, ifd) : sd_bus_message_append(call, "ah", 0);
+	if (r >= 0)
+		r = cfd >= 0 ? sd_bus_message_append(call, "ah", 1, cfd) : sd_bus_message_append(call, "ah", 0);
+	if (r >= 0)
+		r = sd_bus_message_append(call, "sa{sv}", cmdline, 1, "Name", "s", name ?: argv[1]);
+	if (r < 0)
+		return call_failed("stage kernel", &SD_BUS_ERROR_NULL, r);
+	/* Copying and decompressing the image takes a moment under TCG. */
+	r = sd_bus_call(bus, call, 120 * 1000 * 1000, &error, &reply);
+	if (r < 0) {
+		fprintf(stderr, "Failed to stage kernel %s: %s: %s\n", argv[1],
+			error.name ?: "error", error.message ?: strerror(-r));
+		return exit_status_for(&error, r);
+	}
+	r = sd_bus_message_read(reply, "ss", &release, &adopts);
+	if (r < 0)
+		return call_failed("stage kernel", &SD_BUS_ERROR_NULL, r);
+	if (arg_json >= 0) {
+		_cleanup_json_ json_object *j = json_object_new_object();
+
+		json_object_object_add(j, "kernel", json_object_new_string(name ?: argv[1]));
+		json_object_object_add(j, "release", json_object_new_string(release));
+		json_object_object_add(j, "adopts", json_object_new_string(adopts));
+		json_object_object_add(j, "config", config ? json_object_new_string(config) : NULL);
+		json_object_object_add(j, "cmdline", json_object_new_string(cmdline));
+		json_print(j);
+	} else
+		printf("Staged kernel %s (%s) for kexec, config %s: it adopts LUO sessions%s.\n", name ?: argv[1],
+		       release, config ?: "embedded (IKCONFIG)",
+		       streq_ptr(adopts, "devices") ? " and devices" : " (memfds), but not devices");
+	return EXIT_OK;
+}
+
+static int verb_unstage(int argc, char **argv, sd_bus *bus)
+{
+	_cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+	int r;
+
+	r = sd_bus_call_method(bus, BUS_NAME, MANAGER_PATH, MANAGER_IFACE, "UnstageKernel", &error, NULL, NULL);
+	if (r < 0)
+		return call_failed("unstage the kernel", &error, r);
+	return EXIT_OK;
 }
 
 static int list_names(sd_bus *bus)
@@ -1330,6 +1541,8 @@ static const Verb verbs[] = {
 	  "Receive a restored VM's files; run CMD with them" },
 	{ "finish", 2, 2, 0, verb_finish, "VM", "Finish a restored VM's session" },
 	{ "check", VERB_ANY, 1, 0, verb_check, "", "Tell whether a kexec now would preserve every VM" },
+	{ "stage", 2, 2, 0, verb_stage, "KERNEL", "Check a kernel and load it for the kexec" },
+	{ "unstage", VERB_ANY, 1, 0, verb_unstage, "", "Unload the kernel staged for the kexec" },
 	{ "help", VERB_ANY, 1, VERB_NO_BUS, verb_help, "", "Show this help" },
 	{}
 };
@@ -1352,6 +1565,10 @@ static int verb_help(int argc, char **argv, sd_bus *bus)
 	       "     --no-legend               Print no column headers and no footer\n"
 	       "     --no-pager                Accepted; output is never paged\n"
 	       "     --all                     preserve: every VM (PreserveAll)\n"
+	       "     --initrd=FILE             stage: the new kernel's initrd\n"
+	       "     --append=ARGS             stage: its command line (after --reuse-cmdline's)\n"
+	       "     --reuse-cmdline           stage: start from the running kernel's command line\n"
+	       "     --config=FILE             stage: its config (else config-RELEASE next to it or in /boot)\n"
 	       "\nSee the iommu-luctl(1) man page for details.\n");
 	return EXIT_OK;
 }
@@ -1363,6 +1580,10 @@ enum {
 	ARG_NO_PAGER,
 	ARG_ALL,
 	ARG_LIST_NAMES,
+	ARG_INITRD,
+	ARG_APPEND,
+	ARG_REUSE_CMDLINE,
+	ARG_CONFIG,
 };
 
 /* Parses the options (before "--" only) and leaves the positional
@@ -1377,6 +1598,10 @@ static int parse_argv(int argc, char **argv, bool *ret_list_names)
 		{ "no-legend", no_argument, NULL, ARG_NO_LEGEND },
 		{ "no-pager", no_argument, NULL, ARG_NO_PAGER },
 		{ "all", no_argument, NULL, ARG_ALL },
+		{ "initrd", required_argument, NULL, ARG_INITRD },
+		{ "append", required_argument, NULL, ARG_APPEND },
+		{ "reuse-cmdline", no_argument, NULL, ARG_REUSE_CMDLINE },
+		{ "config", required_argument, NULL, ARG_CONFIG },
 		{ "list-names", no_argument, NULL, ARG_LIST_NAMES },	/* for the shell completion */
 		{}
 	};
@@ -1412,6 +1637,18 @@ static int parse_argv(int argc, char **argv, bool *ret_list_names)
 			break;
 		case ARG_LIST_NAMES:
 			*ret_list_names = true;
+			break;
+		case ARG_INITRD:
+			arg_initrd = optarg;
+			break;
+		case ARG_APPEND:
+			arg_append = optarg;
+			break;
+		case ARG_REUSE_CMDLINE:
+			arg_reuse_cmdline = true;
+			break;
+		case ARG_CONFIG:
+			arg_config = optarg;
 			break;
 		case '?':
 			return -EXIT_USAGE;
@@ -1487,6 +1724,10 @@ int main(int argc, char **argv)
 	}
 	if (arg_command && verb->dispatch != verb_retrieve) {
 		fprintf(stderr, "Only retrieve takes a command after \"--\".\n");
+		return EXIT_USAGE;
+	}
+	if ((arg_initrd || arg_append || arg_reuse_cmdline || arg_config) && verb->dispatch != verb_stage) {
+		fprintf(stderr, "--initrd, --append, --reuse-cmdline and --config only go with stage.\n");
 		return EXIT_USAGE;
 	}
 	if (arg_all && verb->dispatch != verb_preserve) {

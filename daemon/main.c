@@ -31,6 +31,8 @@ static int on_sigterm(sd_event_source *s, const struct signalfd_siginfo *si, voi
 	 * VMs are skipped, so after logind's route this is a no-op. */
 	if (shutdown_kexec_pending(m)) {
 		log_notice("Stopped for a kexec: preserving all registered VMs.");
+		(void)manager_reload_staged_kernel(m);
+		manager_unpreserve_unadoptable(m);
 		(void)manager_preserve_all(m, "Before kexec");
 		/* Registrations are for this boot: systemd would otherwise try
 		 * to carry the VMs' files through the kexec in its own session

@@ -525,7 +525,7 @@ static void session_name_for(const Vm *v, uint64_t gen, char buf[static IOMMULU_
 		 v->name);
 }
 
-static bool vm_can_preserve(const Vm *v)
+bool vm_can_preserve(const Vm *v)
 {
 	/* A VM restored after a kexec has to be finished and registered
 	 * again: its incoming session cannot take new files. */
@@ -1381,6 +1381,8 @@ Manager *manager_free(Manager *m)
 	m->emit_source = sd_event_source_disable_unref(m->emit_source);
 	manager_cancel_preserve_jobs(m);
 	shutdown_watch_done(m);
+	m->staged = staged_kernel_free(m->staged);
+	polkit_queries_free(m);
 	for (size_t i = 0; i < m->n_vms; i++)
 		vm_free(m->vms[i]);
 	free(m->vms);

@@ -12,6 +12,7 @@
 
 #include "conf.h"
 #include "fdlimits.h"
+#include "kimage.h"
 
 #define BUS_NAME "org.iommulu.LiveUpdate1"
 #define MANAGER_PATH "/org/iommulu/LiveUpdate1"
@@ -26,6 +27,8 @@
 #define ERROR_INVALID_STATE "org.iommulu.LiveUpdate1.Error.InvalidState"
 #define ERROR_KERNEL_UNSUPPORTED "org.iommulu.LiveUpdate1.Error.KernelUnsupported"
 #define ERROR_BUSY "org.iommulu.LiveUpdate1.Error.Busy"
+#define ERROR_KERNEL_NOT_CHECKED "org.iommulu.LiveUpdate1.Error.KernelNotChecked"
+#define ERROR_KERNEL_INCOMPATIBLE "org.iommulu.LiveUpdate1.Error.KernelIncompatible"
 
 /* Daemon-private session token: a sealed memfd with the daemon's record of
  * the VM (manifest text, HWPT ids, device config snapshots).  Token 0 is
@@ -48,6 +51,22 @@
 
 typedef struct Manager Manager;
 typedef struct PreserveAllJob PreserveAllJob;
+typedef struct PolkitQuery PolkitQuery;
+
+/* polkit actions (org.iommulu.LiveUpdate1.policy) */
+#define ACTION_MANAGE_VMS "org.iommulu.LiveUpdate1.manage-vms"
+#define ACTION_PRESERVE_ALL "org.iommulu.LiveUpdate1.preserve-all"
+#define ACTION_STAGE_KERNEL "org.iommulu.LiveUpdate1.stage-kernel"
+
+/* The kernel StageKernel checked and loaded for kexec (stage.c): sealed
+ * copies of its files, so that what boots is what was checked. */
+typedef struct StagedKernel {
+	char *name;		/* as the caller named it (a path), for messages */
+	int kernel_fd;		/* sealed memfd copies */
+	int initrd_fd;		/* -1: none */
+	char *cmdline;
+	KernelVerdict verdict;
+} StagedKernel;
 
 typedef enum VmState {
 	VM_REGISTERED,
@@ -199,6 +218,9 @@ struct Manager {
 	PreserveAllJob *preserve_jobs;	/* running PreserveAll, then the queued ones */
 	PreserveAllJob *hook_job;	/* the one the logind hook started, while it runs */
 
+	StagedKernel *staged;	/* StageKernel's, or NULL */
+	PolkitQuery *polkit_queries;	/* calls waiting for (or with) polkit's answer */
+
 	/* logind */
 	bool have_logind;
 	bool have_logind_metadata;
@@ -269,6 +291,8 @@ typedef enum VmOutcome {
 	VM_OUTCOME_KERNEL_UNSUPPORTED,	/* no Live Update Orchestrator */
 	VM_OUTCOME_BUSY,		/* /dev/liveupdate or the session name is busy */
 	VM_OUTCOME_UNCONFIRMED,		/* systemd did not confirm its fd store in time */
+	VM_OUTCOME_KERNEL_NOT_CHECKED,	/* devices, and no kernel staged through StageKernel */
+	VM_OUTCOME_KERNEL_INCOMPATIBLE,	/* the staged kernel cannot adopt the VM */
 	_VM_OUTCOME_MAX,
 } VmOutcome;
 
@@ -278,6 +302,8 @@ typedef struct VmError {
 	char message[IOMMULU_ERROR_MAX + 256];
 } VmError;
 
+/* Whether v is in a state and has the files to be preserved. */
+bool vm_can_preserve(const Vm *v);
 /* Preserve v; on failure fills e (and returns -errno). */
 int vm_preserve(Vm *v, VmError *e);
 /* v was just preserved but systemd did not confirm holding its session
@@ -339,6 +365,31 @@ void shutdown_recheck_all(Manager *m);
 bool shutdown_kexec_pending(Manager *m);
 void shutdown_watch_done(Manager *m);
 
+/* The kernel loaded for kexec (stage.c) */
+/* Check the image in kernel_fd (initrd_fd, config_fd: -1 if none) booted
+ * with cmdline against what is registered, and load it with
+ * kexec_file_load(2) if it can adopt every VM.  On refusal loads nothing,
+ * keeps the previous staged kernel, fills e (KERNEL_INCOMPATIBLE, or
+ * ERRNO/NOT_ELIGIBLE...). */
+int manager_stage_kernel(Manager *m, const char *name, int kernel_fd, int initrd_fd, int config_fd,
+			 const char *cmdline, VmError *e);
+/* Forget the staged kernel and unload it. */
+int manager_unstage_kernel(Manager *m);
+/* Load the staged kernel again (the kexec is announced): whatever was loaded
+ * since, the kernel that boots is the one checked.  On failure the staged
+ * kernel is forgotten (VMs with devices are then not preserved). */
+int manager_reload_staged_kernel(Manager *m);
+/* Whether the kernel staged for kexec can adopt v; if not, e says why
+ * (KERNEL_NOT_CHECKED, KERNEL_INCOMPATIBLE).  VMs with devices need a kernel
+ * checked by StageKernel that carries the series; memfd-only VMs need LUO
+ * only, and are refused only if a staged kernel is known to lack it. */
+bool manager_kernel_adopts(Manager *m, const Vm *v, VmError *e);
+/* Before a kexec: unpreserve the preserved VMs the staged kernel cannot
+ * adopt (their devices are then stopped by the kexec, as unpreserved
+ * devices are), and log it. */
+void manager_unpreserve_unadoptable(Manager *m);
+StagedKernel *staged_kernel_free(StagedKernel *k);
+
 /* record (record.c) */
 int record_to_memfd(const Vm *v, int *ret_fd);
 int record_parse_fd(int fd, Vm *v);
@@ -374,6 +425,13 @@ int vm_watch_owner(Vm *v, pid_t pid, int pidfd);
 
 /* Give freed heap back to the kernel shortly after a burst of calls. */
 void manager_schedule_trim(Manager *m);
+
+/* polkit.c: may the caller (uid) of msg do what under action?  Root: 1
+ * without asking; others: 0 after asking polkit (msg is dispatched again
+ * when it answers), then 1, or -EACCES with error set. */
+int bus_verify_polkit_async(Manager *m, sd_bus_message *msg, const char *action, const char *vm, const char *what,
+			    uid_t uid, sd_bus_error *error);
+void polkit_queries_free(Manager *m);
 
 /* bus.c: the D-Bus error of a failure of the core. */
 int bus_error_from_errno(sd_bus_error *error, int r, const char *message);

@@ -129,6 +129,17 @@ static int job_step(PreserveAllJob *j)
 
 		if (!v || v->state == VM_FINISHED)
 			continue;	/* gone meanwhile, or nothing to preserve */
+		/* Never for a kexec into a kernel that cannot adopt it (stage.c);
+		 * a VM preserved already stays so (the kexec hook unpreserves it
+		 * first, the block inhibitor names it). */
+		if ((v->state == VM_PRESERVED || vm_can_preserve(v)) && !manager_kernel_adopts(m, v, &error)) {
+			j->failed++;
+			if (job_add_result(j, name, &error, NULL) < 0)
+				return -ENOMEM;
+			if (v->state == VM_PRESERVED)
+				continue;
+			return 1;
+		}
 		if (v->state == VM_PRESERVED) {
 			r = job_add_result(j, name, NULL, NULL);
 			if (r < 0)

@@ -125,6 +125,10 @@ static void preserve_for_kexec(Manager *m, const char *why)
 	int r;
 
 	log_notice("%s: preserving all registered VMs.", why);
+	/* What boots is the kernel StageKernel checked, whatever was loaded
+	 * since; what it cannot adopt is not preserved (stage.c). */
+	(void)manager_reload_staged_kernel(m);
+	manager_unpreserve_unadoptable(m);
 	/* What this hook preserves, a cancelled kexec unpreserves again */
 	for (size_t i = 0; i < m->n_vms; i++)
 		m->vms[i]->preserved_by_hook = m->vms[i]->state != VM_PRESERVED;
@@ -307,6 +311,25 @@ static bool liveupdate_present(void)
 	return access(p, F_OK) == 0;
 }
 
+/* Why the kernel staged for kexec cannot adopt v, or nothing. */
+static void kernel_reason(Manager *m, const Vm *v, char *reason, size_t n)
+{
+	VmError e = {};
+	const char *msg;
+	size_t l;
+
+	if (manager_kernel_adopts(m, v, &e))
+		return;
+	/* e.message starts "VM <name>: "; the caller names the VM. */
+	msg = e.message;
+	l = strlen("VM ") + strlen(v->name);
+	if (startswith(msg, "VM ") && strncmp(msg + 3, v->name, strlen(v->name)) == 0 && msg[l] == ':')
+		msg += l + 2;
+	l = MIN(strlen(msg), n - 1);
+	memcpy(reason, msg, l);
+	reason[l] = 0;
+}
+
 void shutdown_recheck_all(Manager *m)
 {
 	for (size_t i = 0; i < m->n_vms; i++)
@@ -360,6 +383,12 @@ void shutdown_update_block(Manager *m)
 					snprintf(reason, sizeof(reason), "%s", e.message);
 				iommulu_plan_free(plan);
 			}
+			if (!reason[0])
+				kernel_reason(m, v, reason, sizeof(reason));
+			break;
+		case VM_PRESERVED:
+			if (!v->session_incoming)
+				kernel_reason(m, v, reason, sizeof(reason));
 			break;
 		case VM_REGISTERING:
 			snprintf(reason, sizeof(reason), "registration not complete (%zu file(s) so far; "

@@ -48,6 +48,11 @@ for page in man8/iommu-lud.8 man5/iommu-lud.conf.5 man1/iommu-luctl.1; do
 done
 echo "check-install: manual pages iommu-lud(8), iommu-lud.conf(5), iommu-luctl(1) installed"
 
+# The polkit actions, where polkit looks for them.
+[ -n "$(find "$root" -path '*/share/polkit-1/actions/org.iommulu.LiveUpdate1.policy' | head -n1)" ] ||
+	{ echo "check-install: org.iommulu.LiveUpdate1.policy was not installed" >&2; exit 1; }
+echo "check-install: polkit actions org.iommulu.LiveUpdate1.policy installed"
+
 # iommu-luctl: in bindir, runs against the installed library, and its bash
 # completion is where bash-completion looks (completionsdir, or
 # $datadir/bash-completion/completions) and defines the completion.

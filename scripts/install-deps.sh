@@ -21,7 +21,7 @@ mirror_uri() {
 	echo "${uri%/}"
 }
 
-BUILD_PKGS=(build-essential pkg-config meson ninja-build libsystemd-dev libjson-c-dev
+BUILD_PKGS=(build-essential pkg-config meson ninja-build libsystemd-dev libjson-c-dev zlib1g-dev liblzma-dev
 	libcmocka-dev clang llvm dbus dbus-bin systemd jq python3 file
 	python3-ply python3-git)  # the kernel's checkpatch.pl (spdxcheck.py)
 VM_PKGS=(qemu-system-x86 qemu-utils mmdebstrap ccache bc bison flex libelf-dev libssl-dev

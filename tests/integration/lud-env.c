@@ -780,3 +780,17 @@ int lud_incoming_session(const char *vm, size_t n_memfds, const char *bdf)
 		close(fd);
 	return r < 0 ? r : fd;
 }
+
+int lud_count_lines(const char *path, const char *prefix)
+{
+	char buf[1024];
+	FILE *f = fopen(path, "re");
+	int n = 0;
+
+	if (!f)
+		return 0;
+	while (fgets(buf, sizeof(buf), f))
+		n += strncmp(buf, prefix, strlen(prefix)) == 0;
+	fclose(f);
+	return n;
+}

@@ -85,3 +85,7 @@ int lud_incoming_session(const char *vm, size_t n_memfds, const char *bdf);
 int count_fds(pid_t pid);
 /* VmRSS of a process in KiB. */
 long rss_kib(pid_t pid);
+
+/* How many lines of the file at path begin with prefix ("" counts all);
+ * 0 if it does not exist. */
+int lud_count_lines(const char *path, const char *prefix);

@@ -204,6 +204,9 @@ static void test_introspection(sd_bus *bus)
 			"ListVMs", "VerifyVM", "RetrieveVM", "FinishVM", "type=\"ah\" name=\"memfds\"",
 			"type=\"at\" name=\"hwpt_ids\"", "type=\"o\" name=\"vm\"", "type=\"a(ss)\"", "type=\"a(sso)\"",
 			"type=\"a(sbs)\"", "type=\"a(sh)\"", "\"Version\"", "\"LiveUpdated\"",
+			"StageKernel", "type=\"h\" name=\"kernel\"", "type=\"ah\" name=\"initrd\"",
+			"type=\"ah\" name=\"config\"", "type=\"s\" name=\"cmdline\"", "type=\"s\" name=\"adopts\"",
+			"UnstageKernel", "\"StagedKernel\"", "\"StagedKernelAdopts\"", "\"StagedKernelProblem\"",
 		};
 		bool all = true;
 
@@ -2238,6 +2241,235 @@ static void test_restored_blocks(void)
 #undef BLOCK_OPTIONS
 }
 
+/* ---- polkit: root bypasses it, others are allowed or denied ------------ */
+
+/* A fake polkit authority on the private bus: CheckAuthorization says yes
+ * to the actions in allow (comma-separated) and appends one line per
+ * question, "<action> vm=<detail>", to log.  Runs in a child until killed. */
+static int fake_polkit_check(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+	const char *allow = userdata, *kind, *action, *key, *value, *vm = "", *cancel;
+	uint32_t flags;
+	FILE *f;
+	char *log = getenv("FAKE_POLKIT_LOG");
+	size_t n;
+	int r;
+
+	r = sd_bus_message_enter_container(msg, 'r', "sa{sv}");
+	if (r >= 0)
+		r = sd_bus_message_read(msg, "s", &kind);
+	if (r >= 0)
+		r = sd_bus_message_skip(msg, "a{sv}");
+	if (r >= 0)
+		r = sd_bus_message_exit_container(msg);
+	if (r >= 0)
+		r = sd_bus_message_read(msg, "s", &action);
+	if (r >= 0)
+		r = sd_bus_message_enter_container(msg, 'a', "{ss}");
+	while (r >= 0 && (r = sd_bus_message_read(msg, "{ss}", &key, &value)) > 0)
+		if (strcmp(key, "vm") == 0)
+			vm = value;
+	if (r >= 0)
+		r = sd_bus_message_exit_container(msg);
+	if (r >= 0)
+		r = sd_bus_message_read(msg, "us", &flags, &cancel);
+	if (r < 0)
+		return r;
+	n = strlen(action);
+	bool yes = false;
+	for (const char *p = allow; (p = strstr(p, action)); p += n)
+		if ((p == allow || p[-1] == ',') && (p[n] == ',' || !p[n]))
+			yes = true;
+	if (log && (f = fopen(log, "ae"))) {
+		fprintf(f, "%s vm=%s %s\n", action, vm, strcmp(kind, "system-bus-name") == 0 ? "bus-name" : kind);
+		fclose(f);
+	}
+	return sd_bus_reply_method_return(msg, "(bba{ss})", yes, false, 0);
+}
+
+static pid_t start_fake_polkit(LudEnv *env, const char *allow, const char *log)
+{
+	static const sd_bus_vtable vtable[] = {
+		SD_BUS_VTABLE_START(0),
+		SD_BUS_METHOD("CheckAuthorization", "(sa{sv})sa{ss}us", "(bba{ss})", fake_polkit_check, 0),
+		SD_BUS_VTABLE_END
+	};
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		sd_bus *b = NULL;
+
+		setenv("FAKE_POLKIT_LOG", log, 1);
+		if (lud_env_connect(env, &b) < 0 ||
+		    sd_bus_add_object_vtable(b, NULL, "/org/freedesktop/PolicyKit1/Authority",
+					     "org.freedesktop.PolicyKit1.Authority", vtable, (void *)allow) < 0 ||
+		    sd_bus_request_name(b, "org.freedesktop.PolicyKit1", 0) < 0)
+			_exit(1);
+		for (;;) {
+			int r = sd_bus_process(b, NULL);
+
+			if (r < 0)
+				_exit(2);
+			if (r == 0)
+				sd_bus_wait(b, UINT64_MAX);
+		}
+	}
+	return pid;
+}
+
+/* In a child running as uid, with a bus connection of its own: run fn, whose
+ * result (0 ok) and message come back through a pipe. */
+typedef int (*as_uid_fn)(sd_bus *b, char *out, size_t size);
+static int as_uid(LudEnv *env, uid_t uid, as_uid_fn fn, char *out, size_t size)
+{
+	int p[2], status = 0;
+	ssize_t k;
+	pid_t pid;
+
+	if (pipe(p) < 0)
+		return -errno;
+	pid = fork();
+	if (pid == 0) {
+		sd_bus *b = NULL;
+		char buf[2048] = "";
+
+		close(p[0]);
+		if (setgroups(0, NULL) < 0 || setresgid(uid, uid, uid) < 0 || setresuid(uid, uid, uid) < 0)
+			_exit(100);
+		if (lud_env_connect(env, &b) < 0)
+			_exit(101);
+		int r = fn(b, buf, sizeof(buf));
+		if (write(p[1], buf, strlen(buf)) < 0)
+			_exit(102);
+		_exit(r);
+	}
+	close(p[1]);
+	k = read(p[0], out, size - 1);
+	out[k > 0 ? k : 0] = 0;
+	close(p[0]);
+	waitpid(pid, &status, 0);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+/* uid 65534, polkit allowing manage-vms only: its VMM's VM (pkvm) can be
+ * preserved (the call gets through: no /dev/liveupdate here), PreserveAll
+ * and StageKernel are denied, and it registers a VM of its own. */
+static int polkit_allowed_user(sd_bus *b, char *out, size_t size)
+{
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int fd = -1, bits = 0, r;
+
+	r = call_s(b, "PreserveVM", "pkvm", &e);
+	bits |= (r < 0 && error_is(&e, "org.iommulu.LiveUpdate1.Error.KernelUnsupported")) << 0;
+	snprintf(out, size, "PreserveVM: %s|", e.name ?: "ok");
+	sd_bus_error_free(&e);
+	r = sd_bus_call_method(b, DEST, MPATH, MIFACE, "PreserveAll", &e, NULL, NULL);
+	bits |= (r < 0 && error_is(&e, SD_BUS_ERROR_ACCESS_DENIED) &&
+		 strstr(e.message, "org.iommulu.LiveUpdate1.preserve-all")) << 1;
+	snprintf(out + strlen(out), size - strlen(out), "PreserveAll: %s|", e.message ?: "ok");
+	sd_bus_error_free(&e);
+	r = sd_bus_call_method(b, DEST, MPATH, MIFACE, "StageKernel", &e, NULL, "hahahsa{sv}", 0, 0, 0, "", 0);
+	bits |= (r < 0 && error_is(&e, SD_BUS_ERROR_ACCESS_DENIED) &&
+		 strstr(e.message, "org.iommulu.LiveUpdate1.stage-kernel")) << 2;
+	snprintf(out + strlen(out), size - strlen(out), "StageKernel: %s|", e.message ?: "ok");
+	sd_bus_error_free(&e);
+	iommulu_memfd_create("pkown", 1 << 16, &fd);
+	r = register_vm(b, "pkown", &fd, 1, NULL, 0, NULL, 0, &e, NULL);
+	bits |= (r >= 0) << 3;
+	snprintf(out + strlen(out), size - strlen(out), "RegisterVM: %s", e.message ?: "ok");
+	sd_bus_error_free(&e);
+	return bits == 0xf ? 0 : 10 + bits;
+}
+
+/* PreserveVM pkvm must be AccessDenied with polkit_expect in its message:
+ * uid 1 allowed by polkit while pkvm's VMM runs as 65534, or anyone
+ * without polkit on the bus. */
+static const char *polkit_expect;
+static int polkit_denied(sd_bus *b, char *out, size_t size)
+{
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int r = call_s(b, "PreserveVM", "pkvm", &e), ok;
+
+	ok = r < 0 && error_is(&e, SD_BUS_ERROR_ACCESS_DENIED) && strstr(e.message, polkit_expect);
+	snprintf(out, size, "%s: %s", e.name ?: "ok", e.message ?: "");
+	sd_bus_error_free(&e);
+	return ok ? 0 : 1;
+}
+
+static void test_polkit(void)
+{
+	LudEnv env;
+	sd_bus *bus = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	char log[128], out[2048];
+	pid_t vmm, polkit;
+	int fd = -1, vmm_pidfd, before, r;
+
+	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = false });
+	if (!check(r >= 0, "start a daemon on a bus with a fake polkit (%s)", strerror(-r))) {
+		lud_env_stop(&env);
+		return;
+	}
+	lud_env_connect(&env, &bus);
+	snprintf(log, sizeof(log), "%s/polkit.log", env.dir);
+	polkit = start_fake_polkit(&env, "org.iommulu.LiveUpdate1.manage-vms", log);
+	for (int i = 0; i < 100; i++) {
+		if (sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+				       "GetNameOwner", NULL, NULL, "s", "org.freedesktop.PolicyKit1") >= 0)
+			break;
+		msleep(20);
+	}
+
+	/* pkvm: registered by root for a VMM that runs as uid 65534 */
+	vmm = fork();
+	if (vmm == 0) {
+		if (setresgid(65534, 65534, 65534) < 0 || setresuid(65534, 65534, 65534) < 0)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	msleep(100);
+	vmm_pidfd = (int)syscall(SYS_pidfd_open, vmm, 0);
+	iommulu_memfd_create("pkvm", 1 << 16, &fd);
+	r = register_with_options(bus, "pkvm", &fd, 1, vmm_pidfd, NULL, 0, NULL, &e);
+	check(r >= 0 && lud_count_lines(log, "") == 0,
+	      "root registers pkvm for a VMM of uid 65534 without polkit being asked (%s)", e.message ?: "");
+	sd_bus_error_free(&e);
+
+	r = as_uid(&env, 65534, polkit_allowed_user, out, sizeof(out));
+	check(r == 0, "uid 65534, polkit allowing manage-vms: PreserveVM of its VMM's VM gets through, PreserveAll "
+	      "and StageKernel are AccessDenied naming their actions, RegisterVM of its own VM succeeds (%d: %s)", r, out);
+	check(lud_count_lines(log, "org.iommulu.LiveUpdate1.manage-vms vm=pkvm bus-name") >= 1 &&
+		      lud_count_lines(log, "org.iommulu.LiveUpdate1.preserve-all vm= ") == 1 &&
+		      lud_count_lines(log, "org.iommulu.LiveUpdate1.stage-kernel vm= ") == 1 &&
+		      lud_count_lines(log, "org.iommulu.LiveUpdate1.manage-vms vm=pkown ") == 1,
+	      "polkit was asked about each action, with the VM as detail and the caller's bus name as subject");
+	polkit_expect = "another user";
+	r = as_uid(&env, 1, polkit_denied, out, sizeof(out));
+	check(r == 0, "uid 1, allowed by polkit: AccessDenied for a VM whose VMM runs as another user (%s)", out);
+
+	before = lud_count_lines(log, "");
+	r = sd_bus_call_method(bus, DEST, MPATH, MIFACE, "PreserveAll", &e, NULL, NULL);
+	check(r >= 0 && lud_count_lines(log, "") == before, "root: PreserveAll without asking polkit (%s)",
+	      e.message ?: "");
+	sd_bus_error_free(&e);
+
+	kill(polkit, SIGKILL);
+	waitpid(polkit, NULL, 0);
+	msleep(100);
+	polkit_expect = "polkit: org.freedesktop.DBus.Error.ServiceUnknown";
+	r = as_uid(&env, 65534, polkit_denied, out, sizeof(out));
+	check(r == 0, "no polkit on the bus: non-root callers are AccessDenied, saying polkit could not answer (%s)",
+	      out);
+
+	kill(vmm, SIGKILL);
+	waitpid(vmm, NULL, 0);
+	close(vmm_pidfd);
+	close(fd);
+	sd_bus_flush_close_unref(bus);
+	lud_env_stop(&env);
+}
+
 int main(void)
 {
 	LudEnv env;
@@ -2286,6 +2518,7 @@ int main(void)
 	test_bad_config();
 	test_exit_on_disconnect();
 	test_limits();
+	test_polkit();
 
 	printf("1..%u\n", n_test);
 	return n_fail ? 1 : 0;

@@ -32,6 +32,7 @@
 
 #include "config.h"
 #include "lud-env.h"
+#include "../unit/fake-kimage.h"
 
 #define DEST "org.iommulu.LiveUpdate1"
 #define MPATH "/org/iommulu/LiveUpdate1"
@@ -538,6 +539,14 @@ static void test_no_luo(void)
 	check(run.status == 0 && out_has("true\n"), "completion: a command after retrieve VM -- (%s)", run.out);
 	complete(&env, "iommu-luctl show inel ''", 3);
 	check(run.status == 0 && !out_has("inel"), "completion: one VM only (%s)", run.out);
+	complete(&env, "iommu-luctl st", 1);
+	check(run.status == 0 && strcmp(run.out, "stage\nstatus\n") == 0, "completion: 'st' -> stage, status (%s)",
+	      run.out);
+	complete(&env, "iommu-luctl stage /boot/vmlinuz --re", 3);
+	check(run.status == 0 && strcmp(run.out, "--reuse-cmdline\n") == 0, "completion: stage --reuse-cmdline (%s)",
+	      run.out);
+	complete(&env, "iommu-luctl stage /de", 2);
+	check(run.status == 0 && strcmp(run.out, "/dev\n") == 0, "completion: stage completes a file (%s)", run.out);
 
 	/* the daemon gone */
 	sd_bus_flush_close_unref(bus);
@@ -769,6 +778,110 @@ static void test_restored(void)
 	lud_env_stop(&env);
 }
 
+/* ---- 4: stage: the kernel for the kexec, checked by the daemon --------- */
+
+static void test_stage(void)
+{
+	static const char pristine[] = "memfd-v1\0";
+	char kdir[96], img[160], bad[160], junk[160], cfg[160], log[160];
+	LudEnv env;
+	sd_bus *bus = NULL;
+	FILE *f;
+	int fd = -1;
+
+	snprintf(kdir, sizeof(kdir), "/tmp/iommulu-stage-XXXXXX");
+	if (!check(mkdtemp(kdir) != NULL, "a directory for kernel images"))
+		return;
+	chmod(kdir, 0755);
+	snprintf(img, sizeof(img), "%s/vmlinuz-7.3.4-test", kdir);
+	snprintf(bad, sizeof(bad), "%s/vmlinuz-pristine", kdir);
+	snprintf(junk, sizeof(junk), "%s/not-a-kernel", kdir);
+	snprintf(cfg, sizeof(cfg), "%s/config-7.3.4-test", kdir);	/* next to the image */
+	snprintf(log, sizeof(log), "%s/kexec.log", kdir);
+	write_bzimage(img, SERIES, sizeof(SERIES));
+	write_bzimage(bad, pristine, sizeof(pristine));
+	if ((f = fopen(cfg, "we"))) {
+		fputs(good_config, f);
+		fclose(f);
+	}
+	if ((f = fopen(junk, "we"))) {
+		fputs("not a kernel\n", f);
+		fclose(f);
+	}
+	chmod(img, 0644);
+	setenv("IOMMULU_KEXEC_FAKE", log, 1);	/* the daemon logs loads instead of kexec_file_load */
+	if (!start_with_vm(&env, &(LudEnvOptions){ .with_policy = true, .fake_luo = true, .notify = LUD_NOTIFY_ACK },
+			   "with a fake /dev/liveupdate, logging kexec loads", "mem", 1 << 16, &bus, &fd))
+		goto out;
+
+	LUCTL(&env, "stage", img);
+	check(run.status == 2 && err_has("--append"), "stage without a command line: usage, exit status 2 (%d)",
+	      run.status);
+	LUCTL(&env, "stage", img, "--append=console=ttyS0 kho=on intel_iommu=on");
+	if (!check(run.status == 1 && err_has("Failed to stage kernel") &&
+			   err_has("org.iommulu.LiveUpdate1.Error.KernelIncompatible: VM mem: ") &&
+			   err_has("lacks liveupdate=on") && lud_count_lines(log, "load") == 0,
+		   "stage with no liveupdate=on: KernelIncompatible naming the VM and why, nothing loaded"))
+		dump();
+	LUCTL(&env, "stage", junk, "--append=liveupdate=on kho=on");
+	check(run.status == 1 && err_has("not an x86 bzImage"), "stage of a file that is no bzImage: exit 1 (%s)",
+	      run.err);
+	/* Without the series: memfd-only VMs are fine with it */
+	LUCTL(&env, "stage", bad, "--append=liveupdate=on kho=on intel_iommu=on", "--config", cfg);
+	if (!check(run.status == 0 && out_has("it adopts LUO sessions (memfds), but not devices") &&
+			   lud_count_lines(log, "load kernel=") == 1,
+		   "stage of a kernel without the series, only memfd VMs registered: loaded, memfds only"))
+		dump();
+	LUCTL(&env, "check");
+	check(run.status == 0 && out_has("(7.3.4-test), checked by iommu-lud") && out_has("but not devices: ") &&
+	      out_has("lacks the kernel-patches series"), "check names the staged kernel and what it cannot adopt");
+	/* With the series; its config found next to it */
+	LUCTL(&env, "stage", img, "--append=liveupdate=on kho=on intel_iommu=on");
+	if (!check(run.status == 0 && out_has("it adopts LUO sessions and devices") && out_has(cfg) &&
+			   lud_count_lines(log, "load kernel=") == 2,
+		   "stage of a kernel with the series, config-RELEASE next to it: loaded, adopts devices"))
+		dump();
+	{
+		char line[512] = "";
+
+		if ((f = fopen(log, "re"))) {
+			while (fgets(line, sizeof(line), f))
+				;
+			fclose(f);
+		}
+		check(strstr(line, "initrd=0 cmdline=liveupdate=on kho=on intel_iommu=on\n") != NULL,
+		      "the kernel was loaded with the command line it was checked with (%s)", line);
+	}
+	LUCTL(&env, "check", "--json");
+	{
+		json_object *j = out_json();
+
+		check(run.status == 0 && strstr(jstr(j, "staged_kernel") ?: "", "(7.3.4-test)") &&
+			      streq(jstr(j, "staged_kernel_adopts"), "devices"),
+		      "check --json: staged_kernel, staged_kernel_adopts");
+		json_object_put(j);
+	}
+	run_as(&env, 65534, (const char *const[]){ "stage", img, "--append=liveupdate=on kho=on", NULL });
+	check(run.status == 1 && err_has("org.freedesktop.DBus.Error.AccessDenied"),
+	      "uid 65534 may not stage a kernel: AccessDenied (%d: %s)", run.status, run.err);
+	LUCTL(&env, "unstage");
+	check(run.status == 0 && lud_count_lines(log, "unload") == 1, "unstage: the kernel is unloaded");
+	LUCTL(&env, "check");
+	check(!out_has("checked by iommu-lud"), "check: no staged kernel after unstage");
+
+	sd_bus_flush_close_unref(bus);
+	lud_env_stop(&env);
+	close(fd);
+out:
+	unsetenv("IOMMULU_KEXEC_FAKE");
+	unlink(img);
+	unlink(bad);
+	unlink(junk);
+	unlink(cfg);
+	unlink(log);
+	rmdir(kdir);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -780,6 +893,7 @@ int main(void)
 	test_policy_continue();
 	test_eligible();
 	test_restored();
+	test_stage();
 	printf("1..%u\n", n_test);
 	return n_fail ? 1 : 0;
 }

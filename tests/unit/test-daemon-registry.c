@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 #include "../../daemon/log.h"
 #include "../../daemon/manager.h"
 #include "../../daemon/util.h"
+#include "fake-kimage.h"
 
 static char dir[] = "/tmp/iommulu-registry-XXXXXX";
 static char luo_dev[64];
@@ -359,6 +361,116 @@ static void test_preserve_all_async_freed(void **state)
 	assert_int_equal(d2.failed, -ECANCELED);
 }
 
+static bool log_has(const char *path, const char *line, int n)
+{
+	char buf[4096] = "";
+	FILE *f = fopen(path, "re");
+	int found = 0;
+
+	if (!f)
+		return n == 0;
+	while (fgets(buf, sizeof(buf), f))
+		found += strncmp(buf, line, strlen(line)) == 0;
+	fclose(f);
+	return found == n;
+}
+
+/*
+ * The kernel staged for kexec: a VM with an iommufd (here a stand-in file:
+ * the gate comes before any look at it) is preserved for a kexec only into
+ * a kernel StageKernel checked and found to carry the series; a memfd-only
+ * VM needs no staged kernel.  A refused kernel is not loaded and leaves the
+ * previous one staged; the kexec hook's helpers load it again and
+ * unpreserve what it cannot adopt.
+ */
+static void test_staged_kernel(void **state)
+{
+	static const uint64_t sizes[] = { 64 << 10 };
+	static const char pristine[] = "memfd-v1\0";
+	char kexec_log[96], img_series[96], img_pristine[96], cfg[96];
+	Manager *m = new_manager();
+	VmError e = {};
+	Vm *dev, *pdev;
+	int series_fd, pristine_fd, cfg_fd;
+	FILE *f;
+
+	snprintf(kexec_log, sizeof(kexec_log), "%s/kexec.log", dir);
+	snprintf(img_series, sizeof(img_series), "%s/vmlinuz-series", dir);
+	snprintf(img_pristine, sizeof(img_pristine), "%s/vmlinuz-pristine", dir);
+	snprintf(cfg, sizeof(cfg), "%s/config", dir);
+	setenv("IOMMULU_KEXEC_FAKE", kexec_log, 1);
+	assert_true(write_bzimage(img_series, SERIES, sizeof(SERIES)));
+	assert_true(write_bzimage(img_pristine, pristine, sizeof(pristine)));
+	assert_non_null(f = fopen(cfg, "we"));
+	fputs(good_config, f);
+	fclose(f);
+	series_fd = open(img_series, O_RDONLY | O_CLOEXEC);
+	pristine_fd = open(img_pristine, O_RDONLY | O_CLOEXEC);
+	cfg_fd = open(cfg, O_RDONLY | O_CLOEXEC);
+	assert_true(series_fd >= 0 && pristine_fd >= 0 && cfg_fd >= 0);
+
+	add_vm(m, "mem", sizes, 1, NULL, 0, NULL);
+	dev = add_vm(m, "dev", sizes, 1, NULL, 0, NULL);
+	dev->iommufd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+	/* Nothing staged: the memfd-only VM goes, the other does not. */
+	assert_true(manager_kernel_adopts(m, manager_find_vm(m, "mem"), &e));
+	assert_false(manager_kernel_adopts(m, dev, &e));
+	assert_int_equal(e.outcome, VM_OUTCOME_KERNEL_NOT_CHECKED);
+	assert_non_null(strstr(e.message, "iommu-luctl stage"));
+	assert_int_equal(manager_preserve_all(m, "test"), 1);
+	assert_int_equal(manager_find_vm(m, "mem")->state, VM_PRESERVED);
+	assert_int_equal(dev->state, VM_REGISTERED);
+
+	/* A kernel without the series: refused, not loaded. */
+	assert_int_equal(manager_stage_kernel(m, img_pristine, pristine_fd, -1, cfg_fd, GOOD_CMDLINE, &e), -EPERM);
+	assert_int_equal(e.outcome, VM_OUTCOME_KERNEL_INCOMPATIBLE);
+	assert_non_null(strstr(e.message, "VM dev"));
+	assert_non_null(strstr(e.message, "lacks the kernel-patches series"));
+	assert_null(m->staged);
+	assert_true(log_has(kexec_log, "load", 0));
+	/* ... nor one without liveupdate=on on its command line */
+	assert_int_equal(manager_stage_kernel(m, img_series, series_fd, -1, cfg_fd, "kho=on intel_iommu=on", &e),
+			 -EPERM);
+	assert_non_null(strstr(e.message, "liveupdate=on"));
+	assert_null(m->staged);
+
+	/* With the series: loaded, and the VM goes along. */
+	assert_int_equal(manager_stage_kernel(m, img_series, series_fd, -1, cfg_fd, GOOD_CMDLINE, &e), 0);
+	assert_non_null(m->staged);
+	assert_true(m->staged->verdict.devices);
+	assert_string_equal(m->staged->verdict.release, "7.3.4-test");
+	assert_true(log_has(kexec_log, "load kernel=", 1));
+	assert_true(manager_kernel_adopts(m, dev, &e));
+	/* A refused one later leaves it staged */
+	assert_int_equal(manager_stage_kernel(m, img_pristine, pristine_fd, -1, cfg_fd, GOOD_CMDLINE, &e), -EPERM);
+	assert_non_null(m->staged);
+	assert_string_equal(m->staged->name, img_series);
+	assert_true(log_has(kexec_log, "load kernel=", 1));
+	/* The kexec hook loads it again */
+	assert_int_equal(manager_reload_staged_kernel(m), 0);
+	assert_true(log_has(kexec_log, "load kernel=", 2));
+
+	/* A preserved VM the staged kernel cannot adopt is unpreserved
+	 * before the kexec (pdev gets its stand-in iommufd once preserved). */
+	pdev = add_vm(m, "pdev", sizes, 1, NULL, 0, NULL);
+	assert_int_equal(vm_preserve(pdev, &e), 0);
+	pdev->iommufd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	m->staged->verdict.devices = false;
+	manager_unpreserve_unadoptable(m);
+	assert_int_equal(manager_find_vm(m, "pdev")->state, VM_REGISTERED);
+	assert_int_equal(manager_find_vm(m, "mem")->state, VM_PRESERVED);
+
+	assert_int_equal(manager_unstage_kernel(m), 0);
+	assert_null(m->staged);
+	assert_true(log_has(kexec_log, "unload", 1));
+	unsetenv("IOMMULU_KEXEC_FAKE");
+	close(series_fd);
+	close(pristine_fd);
+	close(cfg_fd);
+	manager_free(m);
+}
+
 /* The bus layer's one table: each outcome of the core to its D-Bus error. */
 static void test_error_table(void **state)
 {
@@ -372,6 +484,8 @@ static void test_error_table(void **state)
 		{ VM_OUTCOME_KERNEL_UNSUPPORTED, 0, ERROR_KERNEL_UNSUPPORTED },
 		{ VM_OUTCOME_BUSY, 0, ERROR_BUSY },
 		{ VM_OUTCOME_UNCONFIRMED, 0, SD_BUS_ERROR_TIMEOUT },
+		{ VM_OUTCOME_KERNEL_NOT_CHECKED, 0, ERROR_KERNEL_NOT_CHECKED },
+		{ VM_OUTCOME_KERNEL_INCOMPATIBLE, 0, ERROR_KERNEL_INCOMPATIBLE },
 		{ VM_OUTCOME_ERRNO, ENOTTY, ERROR_KERNEL_UNSUPPORTED },
 		{ VM_OUTCOME_ERRNO, EOPNOTSUPP, ERROR_KERNEL_UNSUPPORTED },
 		{ VM_OUTCOME_ERRNO, EBUSY, ERROR_BUSY },
@@ -404,6 +518,7 @@ int main(void)
 		cmocka_unit_test(test_preserve_all),
 		cmocka_unit_test(test_preserve_all_async),
 		cmocka_unit_test(test_preserve_all_async_freed),
+		cmocka_unit_test(test_staged_kernel),
 	};
 
 	return cmocka_run_group_tests(tests, setup_env, teardown_env);

@@ -24,7 +24,7 @@
 #               non-sanitized build dir), the harness's guest side
 #               (tests/vm/guest/), every scenario (tests/vm/scenarios/), and
 #               the kernel (KERNEL_DIR/bzImage as /boot/vmlinuz, which each
-#               stage kexecs into).  Rebuilt on every call; cheap.
+#               stage kexecs into, and its config as /boot/config-RELEASE).  Rebuilt on every call; cheap.
 # The image is the base with the overlay copied over it, made with
 # mkfs.erofs (about 3 s).  The disk survives every kexec unchanged, so the
 # next kernel needs no initramfs: kexec loads /boot/vmlinuz from it.
@@ -271,6 +271,11 @@ done
 # tried instead: the guest reads it by port I/O, byte by byte, which took
 # over two minutes for 8 MB under TCG; a copy here costs about a second.)
 install -D -m 0644 "$kdir/bzImage" "$r/boot/vmlinuz"
+# Its config under the name `iommu-luctl stage` looks for (config-RELEASE
+# next to the image), so that the daemon can check what the kernel adopts.
+krel=$(sed -n 's/^kernel_release=//p' "$kdir/info" 2>/dev/null)
+[ -n "$krel" ] || krel=$(strings -n 8 "$kdir/bzImage" 2>/dev/null | sed -n 's/^\([0-9][^ ]*\) (.*#.*/\1/p' | head -n1)
+[ -n "$krel" ] && [ -f "$kdir/config" ] && install -m 0644 "$kdir/config" "$r/boot/config-$krel"
 : > "$r/usr/lib/iommulu-vm/build-info"
 (cd "$repo" && git log -1 --format='commit=%H' 2>/dev/null || true) >> "$r/usr/lib/iommulu-vm/build-info"
 
