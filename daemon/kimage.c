@@ -44,7 +44,7 @@ static const struct {
 	{ "pci-liveupdate-v1", "the PCI core's live update FLB" },
 	{ "iommu-core-v1", "the IOMMU core's live update FLB" },
 	{ "iommufd-v2", "iommufd's live update handler" },
-	{ "vfio-pci-v2", "vfio-pci's live update handler" },
+	{ "vfio-pci-v3", "vfio-pci's live update handler" },
 };
 
 static uint32_t le32(const uint8_t *p)

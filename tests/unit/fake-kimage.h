@@ -23,7 +23,7 @@
 	} while (0)
 
 #define GOOD_CMDLINE "console=ttyS0 liveupdate=on kho=on intel_iommu=on"
-#define SERIES "pci-liveupdate-v1\0iommu-core-v1\0iommufd-v2\0vfio-pci-v2\0"
+#define SERIES "pci-liveupdate-v1\0iommu-core-v1\0iommufd-v2\0vfio-pci-v3\0"
 
 static const char good_config[] __attribute__((unused)) =
 	"CONFIG_KEXEC_HANDOVER=y\nCONFIG_LIVEUPDATE=y\nCONFIG_LIVEUPDATE_MEMFD=y\nCONFIG_PCI=y\n"

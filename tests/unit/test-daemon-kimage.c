@@ -61,8 +61,8 @@ static void test_with_series(void **state)
 static void test_without_series(void **state)
 {
 	static const char pristine[] = "memfd-v1\0luo-session\0";
-	static const char older[] = "pci-liveupdate-v1\0iommu-core-v1\0iommufd-v1\0vfio-pci-v1\0";
-	static const char longer[] = "pci-liveupdate-v1\0iommu-core-v1\0iommufd-v20\0vfio-pci-v2\0";
+	static const char older[] = "pci-liveupdate-v1\0iommu-core-v1\0iommufd-v2\0vfio-pci-v2\0";
+	static const char longer[] = "pci-liveupdate-v1\0iommu-core-v1\0iommufd-v20\0vfio-pci-v3\0";
 	KernelVerdict kv;
 
 	verdict_of(pristine, sizeof(pristine), false, good_config, NULL, GOOD_CMDLINE, &kv);
@@ -73,7 +73,7 @@ static void test_without_series(void **state)
 	/* An older series, whose handlers would not take this one's handover */
 	verdict_of(older, sizeof(older), false, good_config, NULL, GOOD_CMDLINE, &kv);
 	assert_false(kv.devices);
-	assert_non_null(strstr(kv.devices_problem, "\"iommufd-v2\""));
+	assert_non_null(strstr(kv.devices_problem, "\"vfio-pci-v3\""));
 	/* A longer name is not the name */
 	verdict_of(longer, sizeof(longer), false, good_config, NULL, GOOD_CMDLINE, &kv);
 	assert_false(kv.devices);
