@@ -24,6 +24,7 @@
 #include <systemd/sd-login.h>
 
 #include <iommulu/common.h>
+#include <iommulu/pci.h>
 
 #include "config.h"
 #include "kimage.h"
@@ -1220,6 +1221,43 @@ static int kexec_loaded(void)
 	return buf[0] == '1';
 }
 
+/*
+ * The interrupts of a VM's devices, read from sysfs as the kernel sees them:
+ * MSI and MSI-X are carried over enabled (the VMM re-arms the vectors after
+ * the kexec, each then fires once); INTx is refused at preservation.
+ */
+static void vm_irqs(const VmInfo *v, char *why, size_t size, json_object *o)
+{
+	json_object *a = json_object_new_array();
+
+	for (char **d = v->devices; d && *d; d++) {
+		json_object *e = json_object_new_object();
+		iommulu_pci_irqs irqs;
+		size_t n = strlen(why);
+		int r;
+
+		r = iommulu_pci_irqs_read(*d, &irqs);
+		json_object_object_add(e, "device", json_object_new_string(*d));
+		if (r < 0) {
+			snprintf(why + n, size - n, "; %s: interrupts unreadable (%s)", *d, strerror(-r));
+			json_object_object_add(e, "error", json_object_new_string(strerror(-r)));
+		} else {
+			if (irqs.type == IOMMULU_PCI_IRQ_NONE)
+				snprintf(why + n, size - n, "; %s: no MSI/MSI-X", *d);
+			else
+				snprintf(why + n, size - n, "; %s: %s, %u vector(s) set up, carried over "
+					 "(re-arm them after the kexec)", *d,
+					 iommulu_pci_irq_type_to_string(irqs.type), irqs.set_up);
+			json_object_object_add(e, "type", json_object_new_string(
+						       iommulu_pci_irq_type_to_string(irqs.type)));
+			json_object_object_add(e, "vectors", json_object_new_uint64(irqs.vectors));
+			json_object_object_add(e, "set_up", json_object_new_uint64(irqs.set_up));
+		}
+		json_object_array_add(a, e);
+	}
+	json_object_object_add(o, "interrupts", a);
+}
+
 static int verb_check(int argc, char **argv, sd_bus *bus)
 {
 	_cleanup_(manager_info_done) ManagerInfo mi = {};
@@ -1260,6 +1298,7 @@ static int verb_check(int argc, char **argv, sd_bus *bus)
 					 "which checks that it can adopt them; none was");
 		}
 
+		vm_irqs(&l.vms[i], why, sizeof(why), o);
 		lost += !ok;
 		json_object_object_add(o, "name", json_object_new_string(l.vms[i].name));
 		json_object_object_add(o, "state", json_object_new_string(strempty(l.vms[i].state)));
