@@ -70,7 +70,11 @@ die() { echo "build-kernel: ERROR: $*" >&2; exit 1; }
 # erofs formats the harness does not use, task accounting, uprobe/eprobe/
 # BPF trace events.  Trace events themselves stay (dma-kexec enables
 # intel_iommu/entry_replace_in_place): ENABLE_DEFAULT_TRACERS keeps
-# TRACING on without any tracer.  CPU_MITIGATIONS is off: retpolines,
+# TRACING on without any tracer.  The crypto API goes too (KEXEC_FILE's
+# purgatory digest is the SHA-256 library, not the API; KRB5, RSA and
+# XZ_DEC were on with nothing using them), and SCHED_MC_PRIO, which
+# selected CPU_FREQ and with it the ACPI processor driver (the TCG CPU
+# has no P- or C-states to drive).  CPU_MITIGATIONS is off: retpolines,
 # return thunks and call-depth padding cost every object a little and
 # the TCG guest runs untrusted code of nobody.
 # TRIM_ENABLE: EXPERT only makes the options above that hide behind it
@@ -119,7 +123,7 @@ TRIM=(
 	RD_BZIP2 RD_LZMA RD_XZ RD_LZO RD_LZ4 EROFS_FS_ZIP NLS FW_LOADER
 	TASKSTATS BSD_PROCESS_ACCT UPROBE_EVENTS EPROBE_EVENTS BPF_EVENTS
 	KALLSYMS_ALL SCHEDSTATS PM_DEBUG X86_CHECK_BIOS_CORRUPTION
-	CPU_MITIGATIONS
+	CPU_MITIGATIONS SCHED_MC_PRIO CRYPTO CRYPTO_KRB5 CRYPTO_RSA XZ_DEC
 )
 TRIM_ENABLE=(DEBUG_INFO_NONE EXPERT CC_OPTIMIZE_FOR_SIZE ENABLE_DEFAULT_TRACERS)
 
