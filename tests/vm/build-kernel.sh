@@ -23,7 +23,8 @@
 #
 # Environment: IOMMULU_CACHE (default /var/cache/iommu-lud), KBUILD_JOBS
 # (default 2; the team rule is never more than 2), CCACHE_DIR (default
-# $IOMMULU_CACHE/ccache), IOMMULU_SERIES (default kernel-patches/series: the
+# $IOMMULU_CACHE/ccache; ccache runs in depend mode, CCACHE_NODEPEND=1
+# turns that off), IOMMULU_SERIES (default kernel-patches/series: the
 # series file to apply; its entries name files in kernel-patches/).
 set -euo pipefail
 
@@ -32,6 +33,15 @@ repo=$(cd "$here/../.." && pwd)
 CACHE=${IOMMULU_CACHE:-/var/cache/iommu-lud}
 JOBS=${KBUILD_JOBS:-2}
 export CCACHE_DIR=${CCACHE_DIR:-$CACHE/ccache}
+# ccache's depend mode: on a miss, ccache compiles and takes the headers
+# from the compiler's own -MMD file instead of running the preprocessor
+# first to hash its output.  That extra cpp pass made every cold compile
+# about 35% more CPU (five large kernel files: 10.7 s against 7.9 s of
+# CPU without ccache; 8.1 s in depend mode).  The price: no fallback to a
+# preprocessor-output match, so a config change that alters a header's
+# text misses where it could have hit; kbuild's own dependency tracking
+# keeps such rebuilds incremental in the object directory anyway.
+export CCACHE_DEPEND=1
 SRC_TARBALL=/usr/src/linux-source-7.3.tar.xz
 SRC_PKG=linux-source-7.3
 PATCH_DIR=$repo/kernel-patches
@@ -269,6 +279,11 @@ rm -rf "$out.tmp"
 mkdir -p "$out.tmp"
 log "building bzImage (-j$JOBS, ccache in $CCACHE_DIR); log: $out.tmp/build.log"
 tb=$(date +%s.%N)
+# CPU seconds (user + system) of this script's waited-for children, from
+# the `times` builtin (run in this shell, not in a $(...) subshell): the
+# build's own cost, which the wall clock on a shared host is not.
+cpu_of() { tail -n1 "$1" | awk '{ t = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); t += a[1] * 60 + a[2] } printf "%.1f", t }'; }
+times > "$out.tmp/.cpu-start"
 if ! mk -j"$JOBS" bzImage > "$out.tmp/build.log" 2>&1; then
 	grep -E 'error|Error' "$out.tmp/build.log" | head -n 40 >&2 || true
 	tail -n 20 "$out.tmp/build.log" >&2
@@ -277,6 +292,9 @@ fi
 mk -s headers_install INSTALL_HDR_PATH="$out.tmp/headers" >> "$out.tmp/build.log" 2>&1 ||
 	die "make headers_install failed; see $out.tmp/build.log"
 te=$(date +%s.%N)
+times > "$out.tmp/.cpu-end"
+build_cpu_s=$(printf '%.1f' "$(echo "$(cpu_of "$out.tmp/.cpu-end") - $(cpu_of "$out.tmp/.cpu-start")" | bc)")
+rm -f "$out.tmp/.cpu-start" "$out.tmp/.cpu-end"
 
 cp "$obj/arch/x86/boot/bzImage" "$out.tmp/bzImage"
 cp "$obj/.config" "$out.tmp/config"
@@ -294,6 +312,7 @@ patch_sha256=$patch_hash
 fragment_sha256=$frag_hash
 script_sha256=$script_hash
 build_seconds=$build_s
+build_cpu_seconds=$build_cpu_s
 total_seconds=$total_s
 warnings=$warnings
 kernel_release=$(cat "$obj/include/config/kernel.release")
@@ -302,7 +321,7 @@ EOF
 touch "$out.tmp/ok"
 rm -rf "$out"
 mv "$out.tmp" "$out"
-log "kernel $(cat "$obj/include/config/kernel.release") built in ${build_s} s (total ${total_s} s, ${#patches[@]} patches)"
+log "kernel $(cat "$obj/include/config/kernel.release") built in ${build_s} s (${build_cpu_s} s of CPU; total ${total_s} s, ${#patches[@]} patches)"
 if [ "$warnings" != 0 ]; then
 	log "WARNING: the build log has $warnings warning line(s):"
 	head -n 20 "$out/warnings.txt" >&2
