@@ -614,6 +614,8 @@ static int verb_status(int argc, char **argv, sd_bus *bus)
 		json_object_object_add(j, "LiveUpdated", json_object_new_boolean(mi.live_updated));
 		json_object_object_add(j, "Generation", json_object_new_uint64(mi.generation));
 		json_object_object_add(j, "ShutdownBlockedBy", json_string_or_empty(mi.shutdown_blocked_by));
+		json_object_object_add(j, "StagedKernel", json_string_or_empty(mi.staged_kernel));
+		json_object_object_add(j, "StagedKernelAdopts", json_string_or_empty(mi.staged_kernel_adopts));
 		json_object_object_add(j, "VMs", json_object_new_uint64(l.n));
 		for (size_t k = 0; k < ELEMENTSOF(vm_states); k++)
 			json_object_object_add(s, vm_states[k], json_object_new_uint64(counts[k]));
@@ -638,6 +640,10 @@ static int verb_status(int argc, char **argv, sd_bus *bus)
 	printf("       Generation: %" PRIu64 "\n", mi.generation);
 	printf("ShutdownBlockedBy: %s\n", mi.shutdown_blocked_by && mi.shutdown_blocked_by[0] ?
 					      mi.shutdown_blocked_by : "-");
+	printf("     StagedKernel: %s%s%s\n", mi.staged_kernel && mi.staged_kernel[0] ? mi.staged_kernel : "-",
+	       mi.staged_kernel && mi.staged_kernel[0] ? ", adopts " : "",
+	       mi.staged_kernel && mi.staged_kernel[0] ? (streq_ptr(mi.staged_kernel_adopts, "devices") ?
+							   "memfds and devices" : "memfds only") : "");
 	printf("              VMs: %zu%s%s%s\n", l.n, by_state[0] ? " (" : "", by_state, by_state[0] ? ")" : "");
 	return EXIT_OK;
 }

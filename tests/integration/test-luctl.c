@@ -852,6 +852,9 @@ static void test_stage(void)
 		check(strstr(line, "initrd=0 cmdline=liveupdate=on kho=on intel_iommu=on\n") != NULL,
 		      "the kernel was loaded with the command line it was checked with (%s)", line);
 	}
+	LUCTL(&env, "status");
+	check(run.status == 0 && out_has("     StagedKernel: ") && out_has("(7.3.4-test), adopts memfds and devices\n"),
+	      "status shows the staged kernel");
 	LUCTL(&env, "check", "--json");
 	{
 		json_object *j = out_json();
