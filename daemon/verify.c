@@ -48,6 +48,17 @@ bool verify_irqs(bool known, iommulu_pci_irq_type before, unsigned before_set_up
 		return false;
 	}
 	is = iommulu_pci_irq_type_to_string(now->type);
+	if (!now->enabled_known && now->set_up == 0) {
+		/* Unprivileged: config space beyond 64 bytes is not visible */
+		if (known && before != IOMMULU_PCI_IRQ_NONE)
+			snprintf(detail + n, size - n,
+				 "%s at preservation, %u vector(s) set up: re-arm them, each fires "
+				 "once (whether it is still enabled is not visible without "
+				 "CAP_SYS_ADMIN); ", was, before_set_up);
+		else
+			snprintf(detail + n, size - n, "no MSI/MSI-X vector set up; ");
+		return true;
+	}
 	if (known && before != now->type) {
 		snprintf(detail + n, size - n,
 			 "interrupts: %s at preservation, %s now: not carried over as they were; ",
@@ -60,8 +71,8 @@ bool verify_irqs(bool known, iommulu_pci_irq_type before, unsigned before_set_up
 	}
 	if (known)
 		snprintf(detail + n, size - n,
-			 "%s kept enabled%s, %u vector(s) set up before the kexec, %u now: arm "
-			 "them again, each fires once; ",
+			 "%s kept enabled%s, %u vector(s) set up before the kexec, %u now: "
+			 "re-arm them, each fires once; ",
 			 is, now->masked ? " and masked" : "", before_set_up, now->set_up);
 	else
 		snprintf(detail + n, size - n, "%s enabled%s, %u vector(s) set up now; ", is,

@@ -36,7 +36,9 @@ bool verify_dma_ownership(int open_r, int bind_r, bool restored_bound, char *det
  * now.  A live update carries MSI and MSI-X over enabled, so the same one
  * must still be enabled; the VMM arms the vectors again on the retrieved
  * device, and each vector armed before the kexec then fires once.  Fails on
- * an unreadable state or a different one.  Appends what was seen to detail.
+ * an unreadable state or a different one.  A reader without CAP_SYS_ADMIN
+ * sees no enable bits (now->enabled_known false): then only what was set up
+ * at preservation is reported.  Appends what was seen to detail.
  */
 bool verify_irqs(bool known, iommulu_pci_irq_type before, unsigned before_set_up, int read_r,
 		 const iommulu_pci_irqs *now, char *detail, size_t size);

@@ -163,10 +163,11 @@ _public_ const char *iommulu_pci_irq_type_to_string(iommulu_pci_irq_type type)
 	return NULL;
 }
 
-/* Entries of the device's msi_irqs/ directory: the vectors set up. */
-static int count_msi_irqs(const char *bdf, unsigned *ret)
+/* Entries of the device's msi_irqs/ directory: the vectors set up, and
+ * whether the first says "msix". */
+static int count_msi_irqs(const char *bdf, unsigned *ret, bool *ret_msix)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX], entry[PATH_MAX + 16];
 	struct dirent *de;
 	unsigned n = 0;
 	DIR *d;
@@ -182,9 +183,16 @@ static int count_msi_irqs(const char *bdf, unsigned *ret)
 		*ret = 0;
 		return 0;
 	}
-	while ((de = readdir(d)))
-		if (de->d_name[0] >= '0' && de->d_name[0] <= '9')
-			n++;
+	while ((de = readdir(d))) {
+		_cleanup_free_ char *mode = NULL;
+
+		if (de->d_name[0] < '0' || de->d_name[0] > '9')
+			continue;
+		if (n++ == 0 && snprintf(entry, sizeof(entry), "%s/%s", path, de->d_name) <
+					(int)sizeof(entry) &&
+		    read_small_file(entry, 16, &mode) >= 0)
+			*ret_msix = strcmp(mode, "msix") == 0;
+	}
 	closedir(d);
 	*ret = n;
 	return 0;
@@ -199,14 +207,16 @@ _public_ int iommulu_pci_irqs_read(const char *bdf, iommulu_pci_irqs *ret)
 	iommulu_pci_irqs irqs = {};
 	uint8_t cfg[256];
 	unsigned pos, hops = 0;
+	bool msix = false;
 	int r;
 
 	if (!ret)
 		return -EINVAL;
 	r = iommulu_pci_config_read(bdf, 0, cfg, sizeof(cfg));
-	if (r < 0)
+	if (r < 0 && r != -ERANGE)
 		return r;
-	if (cfg[0x06] & PCI_STATUS_CAP_LIST) {
+	irqs.enabled_known = r >= 0;
+	if (irqs.enabled_known && (cfg[0x06] & PCI_STATUS_CAP_LIST)) {
 		for (pos = cfg[0x34] & ~3u; pos; pos = cfg[pos + 1] & ~3u) {
 			uint16_t ctrl;
 
@@ -223,9 +233,11 @@ _public_ int iommulu_pci_irqs_read(const char *bdf, iommulu_pci_irqs *ret)
 			}
 		}
 	}
-	r = count_msi_irqs(bdf, &irqs.set_up);
+	r = count_msi_irqs(bdf, &irqs.set_up, &msix);
 	if (r < 0)
 		return r;
+	if (!irqs.enabled_known && irqs.set_up)
+		irqs.type = msix ? IOMMULU_PCI_IRQ_MSIX : IOMMULU_PCI_IRQ_MSI;
 	*ret = irqs;
 	return 0;
 }

@@ -44,6 +44,10 @@ int iommulu_pci_config_read(const char *bdf, uint32_t offset, void *buf, size_t 
  * (its msi_irqs/ directory; 0 after a live update until the owner arms the
  * vectors again).  INTx is not visible here.  -EBADMSG for a capability
  * list that loops or leaves config space.
+ *
+ * Without CAP_SYS_ADMIN sysfs shows only the first 64 bytes of config space,
+ * which hold no capability: then enabled_known is false, and type is taken
+ * from the vectors set up (msi_irqs/ says "msi" or "msix"), NONE if none is.
  */
 typedef enum iommulu_pci_irq_type {
 	IOMMULU_PCI_IRQ_NONE,
@@ -56,6 +60,7 @@ typedef struct iommulu_pci_irqs {
 	unsigned vectors;
 	unsigned set_up;
 	bool masked;
+	bool enabled_known;	/* type, vectors and masked read from config space */
 } iommulu_pci_irqs;
 
 int iommulu_pci_irqs_read(const char *bdf, iommulu_pci_irqs *ret);

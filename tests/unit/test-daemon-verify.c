@@ -70,16 +70,23 @@ static void test_appends(void **state)
 /* A live update carries MSI and MSI-X over enabled: the same one must be. */
 static void test_irqs(void **state)
 {
-	iommulu_pci_irqs msi = { .type = IOMMULU_PCI_IRQ_MSI, .vectors = 1 };
-	iommulu_pci_irqs msix = { .type = IOMMULU_PCI_IRQ_MSIX, .vectors = 5, .masked = true };
-	iommulu_pci_irqs none = { .type = IOMMULU_PCI_IRQ_NONE };
+	iommulu_pci_irqs msi = { .type = IOMMULU_PCI_IRQ_MSI, .vectors = 1, .enabled_known = true };
+	iommulu_pci_irqs msix = { .type = IOMMULU_PCI_IRQ_MSIX, .vectors = 5, .masked = true,
+				  .enabled_known = true };
+	iommulu_pci_irqs none = { .type = IOMMULU_PCI_IRQ_NONE, .enabled_known = true };
+	iommulu_pci_irqs unseen = { .type = IOMMULU_PCI_IRQ_NONE };
 	char d[256];
 
 	(void)state;
 	d[0] = 0;
 	assert_true(verify_irqs(true, IOMMULU_PCI_IRQ_MSI, 1, 0, &msi, d, sizeof(d)));
 	assert_non_null(strstr(d, "MSI kept enabled, 1 vector(s) set up before the kexec, 0 now"));
-	assert_non_null(strstr(d, "each fires once"));
+	assert_non_null(strstr(d, "re-arm them, each fires once"));
+
+	/* a daemon without CAP_SYS_ADMIN sees no enable bit after the kexec */
+	d[0] = 0;
+	assert_true(verify_irqs(true, IOMMULU_PCI_IRQ_MSI, 1, 0, &unseen, d, sizeof(d)));
+	assert_non_null(strstr(d, "MSI at preservation, 1 vector(s) set up: re-arm them"));
 
 	d[0] = 0;
 	assert_true(verify_irqs(true, IOMMULU_PCI_IRQ_MSIX, 5, 0, &msix, d, sizeof(d)));

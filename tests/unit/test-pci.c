@@ -157,6 +157,12 @@ static int setup(void **state)
 	config[0x40] = 0x09;
 	config[0x41] = 0x40;	/* points at itself */
 	write_sys_bytes("devices/pci0000:00/0000:08:00.0/config", config, sizeof(config));
+	/* What an unprivileged reader sees: 64 bytes, two MSI-X vectors set up */
+	add_device("0000:09:00.0", "");
+	write_sys_bytes("devices/pci0000:00/0000:09:00.0/config", config, 64);
+	fake_mkdir(root, "sys/devices/pci0000:00/0000:09:00.0/msi_irqs");
+	fake_write(root, "msix\n", "sys/devices/pci0000:00/0000:09:00.0/msi_irqs/40");
+	fake_write(root, "msix\n", "sys/devices/pci0000:00/0000:09:00.0/msi_irqs/41");
 
 	*state = NULL;
 	return 0;
@@ -322,6 +328,15 @@ static void test_irqs_read(void **state)
 	assert_int_equal(irqs.vectors, 0);
 
 	assert_int_equal(iommulu_pci_irqs_read("0000:08:00.0", &irqs), -EBADMSG);
+
+	/* 64 bytes of config space: the type from what is set up */
+	assert_int_equal(iommulu_pci_irqs_read("0000:09:00.0", &irqs), 0);
+	assert_false(irqs.enabled_known);
+	assert_int_equal(irqs.type, IOMMULU_PCI_IRQ_MSIX);
+	assert_int_equal(irqs.set_up, 2);
+	assert_int_equal(irqs.vectors, 0);
+	assert_int_equal(iommulu_pci_irqs_read("0000:05:00.0", &irqs), 0);
+	assert_true(irqs.enabled_known);
 	assert_int_equal(iommulu_pci_irqs_read("0000:05:00.0", NULL), -EINVAL);
 	assert_int_equal(iommulu_pci_irqs_read("0000:0a:00.0", &irqs), -ENODEV);
 
