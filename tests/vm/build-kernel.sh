@@ -90,10 +90,7 @@ die() { echo "build-kernel: ERROR: $*" >&2; exit 1; }
 # TRIM_ENABLE: EXPERT only makes the options above that hide behind it
 # (IO_URING, INPUT, SERIO, VGA_CONSOLE, FW_LOADER, ...) settable, and
 # changes no default.  The kernel stays at -O2: a cold -Os build was no
-# faster as a whole (694 s against 680 s at -O2, same host, same day),
-# and the -Os kernel came back from each kexec 4 to 10 s more slowly
-# under TCG than the -O2 kernel before the trim (VT-d init after the
-# handover 3.1 and 1.6 s against 0.7 and 0.1 s).
+# faster as a whole (694 s against 680 s at -O2, same host, same day).
 TRIM=(
 	MODULES
 	DRM AGP FB FRAMEBUFFER_CONSOLE VGA_CONSOLE SOUND SND
