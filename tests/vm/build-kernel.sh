@@ -89,8 +89,8 @@ die() { echo "build-kernel: ERROR: $*" >&2; exit 1; }
 # the TCG guest runs untrusted code of nobody.
 # TRIM_ENABLE: EXPERT only makes the options above that hide behind it
 # (IO_URING, INPUT, SERIO, VGA_CONSOLE, FW_LOADER, ...) settable, and
-# changes no default; CC_OPTIMIZE_FOR_SIZE (-Os) compiles about 20%
-# faster than -O2.
+# changes no default.  The kernel stays at -O2: a cold -Os build was no
+# faster as a whole (694 s against 680 s at -O2, same host, same day).
 TRIM=(
 	MODULES
 	DRM AGP FB FRAMEBUFFER_CONSOLE VGA_CONSOLE SOUND SND
@@ -135,7 +135,7 @@ TRIM=(
 	KALLSYMS_ALL SCHEDSTATS PM_DEBUG X86_CHECK_BIOS_CORRUPTION
 	CPU_MITIGATIONS SCHED_MC_PRIO CRYPTO CRYPTO_KRB5 CRYPTO_RSA XZ_DEC
 )
-TRIM_ENABLE=(DEBUG_INFO_NONE EXPERT CC_OPTIMIZE_FOR_SIZE ENABLE_DEFAULT_TRACERS)
+TRIM_ENABLE=(DEBUG_INFO_NONE EXPERT ENABLE_DEFAULT_TRACERS)
 
 [ -r "$SRC_TARBALL" ] || die "$SRC_TARBALL missing (scripts/install-deps.sh vm installs $SRC_PKG)"
 [ -r "$FRAGMENT" ] || die "$FRAGMENT missing"
