@@ -175,7 +175,180 @@ static void manager_emit(Manager *m, const char *prop)
 	(void)sd_bus_emit_properties_changed(m->bus, MANAGER_PATH, MANAGER_IFACE, prop, NULL);
 }
 
+static int persist_error(const char *name, int r, sd_bus_error *error)
+{
+	char what[IOMMULU_VM_NAME_MAX + 96];
+
+	if (r == -ETIMEDOUT)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_TIMEOUT,
+					 "VM %s: systemd did not confirm within %u s that its fd store holds the "
+					 "registration (BARRIER=1 unanswered); this call registered nothing", name,
+					 (unsigned)(FDSTORE_BARRIER_TIMEOUT_USEC / 1000000));
+	snprintf(what, sizeof(what), "VM %s: failed to keep the registration in the fd store; this call "
+		 "registered nothing", name);
+	return bus_error_from_errno(error, r, what);
+}
+
+/* ---- answering once the fd store holds it ----------------------------- *
+ * A call whose effect the fd store must hold (so that a SIGKILL right after
+ * the reply loses nothing) is answered from a barrier's callback
+ * (manager_barrier_async()); the event loop serves other calls meanwhile,
+ * and holds those that change state (manager_hold_call()). */
+
+typedef enum StoredKind {
+	STORED_REMOVAL,		/* UnregisterVM, UnpreserveVM, FinishVM: answered anyway */
+	STORED_PRESERVATION,	/* PreserveVM: rolled back if unconfirmed */
+	STORED_REGISTRATION,	/* RegisterVM*: rolled back if unconfirmed */
+} StoredKind;
+
+typedef struct StoredReply {
+	StoredKind kind;
+	sd_bus_message *msg;	/* NULL: nobody to answer (the kexec hook) */
+	char name[IOMMULU_VM_NAME_MAX + 1];
+	uint64_t vm_id;
+	char *path;
+	char session[IOMMULU_LUO_SESSION_NAME_MAX + 1];	/* preservation: the session created */
+	/* registration: what the VM had before the call */
+	bool created;
+	VmState was;
+	size_t have_memfds, have_devices, have_hwpts;
+	bool have_iommufd;
+} StoredReply;
+
+static StoredReply *stored_reply_free(StoredReply *d)
+{
+	if (!d)
+		return NULL;
+	sd_bus_message_unref(d->msg);
+	free(d->path);
+	free(d);
+	return NULL;
+}
+
+/* The VM d is about, if it is still the same one. */
+static Vm *stored_reply_vm(Manager *m, const StoredReply *d)
+{
+	Vm *v = manager_find_vm(m, d->name);
+
+	return v && v->id == d->vm_id ? v : NULL;
+}
+
+static void registration_unconfirmed(Manager *m, Vm *v, const StoredReply *d, int r)
+{
+	log_vm_errno(LOG_ERR, r, LOG_VM(d->name), "systemd did not confirm storing the registration of VM %s%s; "
+		     "rolling this call back: %m", d->name, r == -ETIMEDOUT ? " (BARRIER=1 unanswered)" : "");
+	/* The fd store entries go, those of the earlier parts are pushed
+	 * again: PID 1 processes them in order, should it be only slow. */
+	vm_forget_registration(v);
+	if (d->created) {
+		manager_remove_vm(m, v);
+		return;
+	}
+	vm_truncate_files(v, d->have_memfds, d->have_devices, d->have_hwpts, d->have_iommufd);
+	vm_changed(v, VM_PROP_MEMFDS | VM_PROP_DEVICES | VM_PROP_HWPTS | VM_PROP_GUEST_MEMORY_BYTES |
+			      VM_PROP_STATE_MEMFDS);
+	if (v->state != d->was)
+		vm_set_state(v, d->was, NULL);
+	(void)vm_persist(v);
+}
+
+static void on_stored(Manager *m, int r, void *userdata)
+{
+	_cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+	StoredReply *d = userdata;
+	Vm *v;
+	int q = 0;
+
+	if (r == -ECANCELED) {	/* the daemon is exiting */
+		stored_reply_free(d);
+		return;
+	}
+	v = stored_reply_vm(m, d);
+	switch (d->kind) {
+	case STORED_REMOVAL:
+		if (r < 0)
+			log_vm_errno(LOG_WARNING, r, LOG_VM(d->name),
+				     "systemd did not confirm that VM %s's entries left its fd store: %m", d->name);
+		if (d->msg)
+			q = sd_bus_reply_method_return(d->msg, NULL);
+		break;
+	case STORED_PRESERVATION:
+		if (r < 0 && v && vm_is_preserved(v) && streq_ptr(v->session_name, d->session)) {
+			VmError e = {};
+
+			vm_rollback_unconfirmed(v, r, &e);
+			shutdown_update_block(m);
+			if (d->msg) {
+				(void)bus_error_set_vm(&error, &e);
+				q = sd_bus_reply_method_error(d->msg, &error);
+			}
+		} else if (d->msg)
+			q = sd_bus_reply_method_return(d->msg, NULL);
+		break;
+	case STORED_REGISTRATION:
+		if (r < 0 && v) {
+			registration_unconfirmed(m, v, d, r);
+			shutdown_update_block(m);
+		}
+		if (r < 0) {
+			(void)persist_error(d->name, r, &error);
+			q = sd_bus_reply_method_error(d->msg, &error);
+		} else
+			q = sd_bus_reply_method_return(d->msg, "o", d->path);
+		break;
+	}
+	if (q < 0)
+		log_vm_errno(LOG_WARNING, q, LOG_VM(d->name), "Failed to answer %s for VM %s: %m",
+			     strempty(d->msg ? sd_bus_message_get_member(d->msg) : NULL), d->name);
+	stored_reply_free(d);
+}
+
+/* Answer msg (or, with msg NULL, only check) once the fd store holds what
+ * the call changed; d is consumed.  Returns what the handler returns. */
+static int reply_when_stored(Manager *m, sd_bus_message *msg, StoredReply *d)
+{
+	int r;
+
+	d->msg = msg ? sd_bus_message_ref(msg) : NULL;
+	r = manager_barrier_async(m, on_stored, d, NULL);
+	if (r < 0)
+		on_stored(m, r, d);	/* as if unanswered */
+	return 1;
+}
+
+static int stored_reply_new(Vm *v, StoredKind kind, StoredReply **ret)
+{
+	StoredReply *d = calloc(1, sizeof(*d));
+
+	if (!d)
+		return -ENOMEM;
+	d->kind = kind;
+	snprintf(d->name, sizeof(d->name), "%s", v->name);
+	d->vm_id = v->id;
+	if (kind == STORED_PRESERVATION)
+		snprintf(d->session, sizeof(d->session), "%s", v->session_name);
+	*ret = d;
+	return 0;
+}
+
+/* Answer msg once the fd store holds what the call did to v: for
+ * STORED_REMOVAL, once systemd removed its entries (a SIGKILL after the
+ * reply must not bring them back); for STORED_PRESERVATION (v was just
+ * preserved), once it holds v's session, else v's preservation is rolled
+ * back. */
+static int reply_once_stored(Manager *m, sd_bus_message *msg, Vm *v, StoredKind kind)
+{
+	StoredReply *d;
+	int r;
+
+	r = stored_reply_new(v, kind, &d);
+	if (r < 0)
+		return r;
+	return reply_when_stored(m, msg, d);
+}
+
 /* ---- the VMM's pid ----------------------------------------------------- */
+
 
 #ifndef PIDFS_MAGIC
 #define PIDFS_MAGIC 0x50494446
@@ -206,8 +379,11 @@ static int on_owner_exit(sd_event_source *s, int fd, uint32_t revents, void *use
 		VmError error = {};
 
 		/* The VMM was stopped as part of the kexec transaction. */
-		if (vm_preserve(v, &error) >= 0)
+		if (vm_preserve(v, &error) >= 0) {
+			if (reply_once_stored(m, NULL, v, STORED_PRESERVATION) < 0)
+				log_oom();
 			return 0;
+		}
 		log_vm(LOG_ERR, LOG_VM(v->name), "VMM of VM %s exited during kexec, preserving failed: %s%s%s",
 		       v->name, error.message, error.errnum ? ": " : "", error.errnum ? strerror(error.errnum) : "");
 	}
@@ -556,17 +732,6 @@ static bool is_identical_retry(const Vm *v, pid_t owner, const int *memfds, size
 					   .n_state_memfds = opts->n_state_memfds });
 }
 
-static int persist_error(Vm *v, int r, sd_bus_error *error)
-{
-	if (r == -ETIMEDOUT)
-		return sd_bus_error_setf(error, SD_BUS_ERROR_TIMEOUT,
-					 "VM %s: systemd did not confirm within %u s that its fd store holds the "
-					 "registration (BARRIER=1 unanswered); this call registered nothing", v->name,
-					 (unsigned)(FDSTORE_BARRIER_TIMEOUT_USEC / 1000000));
-	return bus_error_from_errno(error, r, "Failed to keep the registration in the fd store; this call "
-				    "registered nothing");
-}
-
 /*
  * RegisterVM and RegisterVMPart.  A part for a name that is not known
  * (or finished) creates the VM; further parts from the same caller append
@@ -599,8 +764,11 @@ static int register_files(sd_bus_message *msg, Manager *m, RegisterMethod kind, 
 	_cleanup_close_ int pidfd = -EBADF;
 	int last = 1;
 	Vm *old, *v = NULL;
+	bool is_new;
 	int r;
 
+	if (manager_hold_call(m, msg, error, &r))
+		return r;	/* a barrier is pending: dispatched again after it */
 	r = sd_bus_message_rewind(msg, true);
 	if (r >= 0)
 		r = sd_bus_message_read(msg, "s", &name);
@@ -739,6 +907,7 @@ static int register_files(sd_bus_message *msg, Manager *m, RegisterMethod kind, 
 	if (r < 0)
 		return r;
 
+	is_new = !v;
 	if (!v) {
 		r = vm_new(m, name, &created);
 		if (r < 0)
@@ -773,11 +942,11 @@ static int register_files(sd_bus_message *msg, Manager *m, RegisterMethod kind, 
 		if (r < 0)
 			return r;
 		v->state = last ? VM_REGISTERED : VM_REGISTERING;
-		/* Durable before it is answered: a SIGKILL after the reply
-		 * must not lose it. */
-		r = vm_persist(v, true);
+		/* Durable before it is answered (below): a SIGKILL after the
+		 * reply must not lose it. */
+		r = vm_persist(v);
 		if (r < 0)
-			return persist_error(v, r, error);
+			return persist_error(name, r, error);
 		if (old)
 			manager_remove_vm(m, old);	/* a finished VM is replaced */
 		r = manager_add_vm(m, v);
@@ -790,12 +959,12 @@ static int register_files(sd_bus_message *msg, Manager *m, RegisterMethod kind, 
 		VmState was = v->state;
 
 		v->state = last ? VM_REGISTERED : VM_REGISTERING;
-		r = vm_persist(v, true);
+		r = vm_persist(v);
 		v->state = was;
 		if (r < 0) {
 			/* Keep what earlier parts added, nothing of this one. */
 			vm_truncate_files(v, have_memfds, have_devices, have_hwpts, have_iommufd);
-			return persist_error(v, r, error);
+			return persist_error(name, r, error);
 		}
 		vm_changed(v, VM_PROP_MEMFDS | VM_PROP_DEVICES | VM_PROP_HWPTS | VM_PROP_GUEST_MEMORY_BYTES |
 				      VM_PROP_STATE_MEMFDS);
@@ -806,10 +975,29 @@ static int register_files(sd_bus_message *msg, Manager *m, RegisterMethod kind, 
 	       "%s VM %s (VMM pid %d): %zu memfd(s), %" PRIu64 " bytes, %zu device(s), %zu HWPT(s)%s",
 	       last ? "Registered" : "Registering", name, (int)v->owner_pid, v->n_memfds, v->guest_memory_bytes,
 	       v->n_devices, v->n_hwpts, last ? "" : "; more files to come");
-	r = sd_bus_reply_method_return(msg, "o", v->path);
 	shutdown_update_block(m);
 	manager_schedule_trim(m);
-	return r;
+	{
+		StoredReply *d = NULL;
+
+		r = stored_reply_new(v, STORED_REGISTRATION, &d);
+		if (r >= 0) {
+			d->path = strdup(v->path);
+			if (!d->path)
+				r = -ENOMEM;
+		}
+		if (r < 0) {
+			stored_reply_free(d);
+			return r;
+		}
+		d->created = is_new;
+		d->was = VM_REGISTERING;	/* an earlier part's */
+		d->have_memfds = have_memfds;
+		d->have_devices = have_devices;
+		d->have_hwpts = have_hwpts;
+		d->have_iommufd = have_iommufd;
+		return reply_when_stored(m, msg, d);
+	}
 }
 
 static int method_register_vm(sd_bus_message *msg, void *userdata, sd_bus_error *error)
@@ -858,8 +1046,11 @@ static int method_unregister_vm(sd_bus_message *msg, void *userdata, sd_bus_erro
 	Manager *m = userdata;
 	const char *name;
 	Vm *v;
+	StoredReply *d;
 	int r;
 
+	if (manager_hold_call(m, msg, error, &r))
+		return r;	/* a barrier is pending: dispatched again after it */
 	if ((r = sd_bus_message_rewind(msg, true)) < 0 || (r = sd_bus_message_read(msg, "s", &name)) < 0)
 		return r;
 	r = check_access(m, msg, ACTION_MANAGE_VMS, name, "UnregisterVM", error, NULL);
@@ -883,19 +1074,18 @@ static int method_unregister_vm(sd_bus_message *msg, void *userdata, sd_bus_erro
 				     "LUO FINISH of session %s failed: %m", v->session_name);
 		v->session_incoming = false;	/* FINISH done or given up; do not repeat it */
 	}
+	r = stored_reply_new(v, STORED_REMOVAL, &d);
+	if (r < 0)
+		return r;
 	vm_unmark_hwpts(v);
 	vm_finish_session(v);
 	log_vm(LOG_INFO, LOG_VM(name), "Unregistered VM %s", name);
 	manager_remove_vm(m, v);
-	/* Answer only once systemd has dropped the registration: a SIGKILL
-	 * after the reply must not bring the VM back. */
-	r = fdstore_barrier(m);
-	if (r < 0)
-		log_vm_errno(LOG_WARNING, r, LOG_VM(name),
-			     "systemd did not confirm dropping VM %s's registration from the fd store: %m", name);
 	shutdown_update_block(m);
 	manager_schedule_trim(m);
-	return sd_bus_reply_method_return(msg, NULL);
+	/* Answered once systemd has dropped the registration: a SIGKILL
+	 * after the reply must not bring the VM back. */
+	return reply_when_stored(m, msg, d);
 }
 
 static int method_preserve_vm(sd_bus_message *msg, void *userdata, sd_bus_error *error)
@@ -905,6 +1095,8 @@ static int method_preserve_vm(sd_bus_message *msg, void *userdata, sd_bus_error 
 	Vm *v;
 	int r;
 
+	if (manager_hold_call(m, msg, error, &r))
+		return r;	/* a barrier is pending: dispatched again after it */
 	if ((r = sd_bus_message_rewind(msg, true)) < 0 || (r = sd_bus_message_read(msg, "s", &name)) < 0)
 		return r;
 	r = check_access(m, msg, ACTION_MANAGE_VMS, name, "PreserveVM", error, NULL);
@@ -914,13 +1106,18 @@ static int method_preserve_vm(sd_bus_message *msg, void *userdata, sd_bus_error 
 		return r;
 	{
 		VmError e = {};
+		bool was_preserved = vm_is_preserved(v);
 
 		r = vm_preserve(v, &e);
 		shutdown_update_block(m);
 		if (r < 0)
 			return bus_error_set_vm(error, &e);
+		if (was_preserved)
+			return sd_bus_reply_method_return(msg, NULL);
 	}
-	return sd_bus_reply_method_return(msg, NULL);
+	/* Answered once the fd store holds the session: a SIGKILL after the
+	 * reply must lose nothing.  Else the preservation is rolled back. */
+	return reply_once_stored(m, msg, v, STORED_PRESERVATION);
 }
 
 static int method_unpreserve_vm(sd_bus_message *msg, void *userdata, sd_bus_error *error)
@@ -928,8 +1125,11 @@ static int method_unpreserve_vm(sd_bus_message *msg, void *userdata, sd_bus_erro
 	Manager *m = userdata;
 	const char *name;
 	Vm *v;
+	StoredReply *d;
 	int r;
 
+	if (manager_hold_call(m, msg, error, &r))
+		return r;	/* a barrier is pending: dispatched again after it */
 	if ((r = sd_bus_message_rewind(msg, true)) < 0 || (r = sd_bus_message_read(msg, "s", &name)) < 0)
 		return r;
 	r = check_access(m, msg, ACTION_MANAGE_VMS, name, "UnpreserveVM", error, NULL);
@@ -947,9 +1147,12 @@ static int method_unpreserve_vm(sd_bus_message *msg, void *userdata, sd_bus_erro
 	if (v->state != VM_PRESERVED)
 		return invalid_state(error, v, "only a preserved (or a not yet preserved) VM can be unpreserved");
 
+	r = stored_reply_new(v, STORED_REMOVAL, &d);	/* before v may be dropped */
+	if (r < 0)
+		return r;
 	(void)vm_unpreserve(v);
 	shutdown_update_block(m);
-	return sd_bus_reply_method_return(msg, NULL);
+	return reply_when_stored(m, msg, d);
 }
 
 /* PreserveAll's a(ss): each VM's name and "ok" or "<error name>: <message>". */
@@ -1000,6 +1203,8 @@ static int method_preserve_all(sd_bus_message *msg, void *userdata, sd_bus_error
 	Manager *m = userdata;
 	int r;
 
+	if (manager_hold_call(m, msg, error, &r))
+		return r;	/* a barrier is pending: dispatched again after it */
 	r = check_access(m, msg, ACTION_PRESERVE_ALL, NULL, "PreserveAll", error, NULL);
 	if (r <= 0)
 		return r < 0 ? r : 1;
@@ -1034,9 +1239,14 @@ static int method_stage_kernel(sd_bus_message *msg, void *userdata, sd_bus_error
 	int kernel_fd, initrd_fd, config_fd, r;
 	VmError e = {};
 
+	if (manager_hold_call(m, msg, error, &r))
+		return r;	/* a barrier is pending: dispatched again after it */
 	r = check_access(m, msg, ACTION_STAGE_KERNEL, NULL, "StageKernel", error, NULL);
 	if (r <= 0)
 		return r < 0 ? r : 1;
+	r = sd_bus_message_rewind(msg, true);
+	if (r < 0)
+		return r;
 	r = sd_bus_message_read(msg, "h", &kernel_fd);
 	if (r < 0)
 		return r;
@@ -1084,6 +1294,8 @@ static int method_unstage_kernel(sd_bus_message *msg, void *userdata, sd_bus_err
 	Manager *m = userdata;
 	int r;
 
+	if (manager_hold_call(m, msg, error, &r))
+		return r;	/* a barrier is pending: dispatched again after it */
 	r = check_access(m, msg, ACTION_STAGE_KERNEL, NULL, "UnstageKernel", error, NULL);
 	if (r <= 0)
 		return r < 0 ? r : 1;
@@ -1121,6 +1333,8 @@ static int method_verify_vm(sd_bus_message *msg, void *userdata, sd_bus_error *e
 	Vm *v;
 	int r;
 
+	if (manager_hold_call(m, msg, error, &r))
+		return r;	/* a barrier is pending: dispatched again after it */
 	if ((r = sd_bus_message_rewind(msg, true)) < 0 || (r = sd_bus_message_read(msg, "s", &name)) < 0)
 		return r;
 	r = check_access(m, msg, ACTION_MANAGE_VMS, name, "VerifyVM", error, NULL);
@@ -1197,6 +1411,8 @@ static int retrieve_files(sd_bus_message *msg, Manager *m, bool part, sd_bus_err
 	Vm *v;
 	int r;
 
+	if (manager_hold_call(m, msg, error, &r))
+		return r;	/* a barrier is pending: dispatched again after it */
 	if ((r = sd_bus_message_rewind(msg, true)) < 0 || (r = sd_bus_message_read(msg, "s", &name)) < 0)
 		return r;
 	r = check_access(m, msg, ACTION_MANAGE_VMS, name, part ? "RetrieveVMPart" : "RetrieveVM", error, NULL);
@@ -1272,6 +1488,8 @@ static int method_finish_vm(sd_bus_message *msg, void *userdata, sd_bus_error *e
 	Vm *v;
 	int r;
 
+	if (manager_hold_call(m, msg, error, &r))
+		return r;	/* a barrier is pending: dispatched again after it */
 	if ((r = sd_bus_message_rewind(msg, true)) < 0 || (r = sd_bus_message_read(msg, "s", &name)) < 0)
 		return r;
 	r = check_access(m, msg, ACTION_MANAGE_VMS, name, "FinishVM", error, NULL);
@@ -1293,7 +1511,7 @@ static int method_finish_vm(sd_bus_message *msg, void *userdata, sd_bus_error *e
 	vm_close_files(v);
 	vm_set_state(v, VM_FINISHED, NULL);
 	shutdown_update_block(m);
-	return sd_bus_reply_method_return(msg, NULL);
+	return reply_once_stored(m, msg, v, STORED_REMOVAL);
 }
 
 /* ---- properties ----------------------------------------------------- */

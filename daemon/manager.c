@@ -250,6 +250,7 @@ int vm_new(Manager *m, const char *name, Vm **ret)
 	if (!v)
 		return -ENOMEM;
 	v->manager = m;
+	v->id = ++m->next_vm_id;
 	v->iommufd = v->owner_pidfd = v->session_fd = v->record_fd = -EBADF;
 	v->eligibility_stale = true;
 	snprintf(v->name, sizeof(v->name), "%s", name);
@@ -578,11 +579,16 @@ void vm_rollback_unconfirmed(Vm *v, int r, VmError *e)
 	v->session_name[0] = 0;
 	vm_set_state(v, VM_FAILED, e->message);
 	log_vm_errno(LOG_ERR, r, LOG_VM_SESSION(v->name, session), "%s", e->message);
-	(void)vm_persist(v, false);
+	(void)vm_persist(v);
 	manager_save_state(m);
 }
 
 static int vm_preserve_one(Vm *v, VmError *error);
+
+bool vm_is_preserved(const Vm *v)
+{
+	return v->state == VM_PRESERVED && v->session_fd >= 0 && !v->session_incoming;
+}
 
 int vm_preserve(Vm *v, VmError *error)
 {
@@ -592,7 +598,7 @@ int vm_preserve(Vm *v, VmError *error)
 	 * registration a restart brings back; a success changes nothing in
 	 * it (the session's presence in the fd store says "preserved"). */
 	if (r < 0)
-		(void)vm_persist(v, true);
+		(void)vm_persist(v);
 	return r;
 }
 
@@ -607,7 +613,7 @@ static int vm_preserve_one(Vm *v, VmError *error)
 	size_t done = 0;
 	int r;
 
-	if (v->state == VM_PRESERVED && v->session_fd >= 0 && !v->session_incoming) {
+	if (vm_is_preserved(v)) {
 		/* Already in its session (e.g. preserved before a daemon
 		 * restart, or by the kexec hook): what the caller asked for
 		 * holds, nothing to do. */
@@ -729,17 +735,6 @@ static int vm_preserve_one(Vm *v, VmError *error)
 	v->record_fd = TAKE_FD(rec_store);
 	v->session_incoming = false;
 
-	if (!m->batch_barrier) {
-		/* Only report success once systemd has the fds: a SIGKILL
-		 * right after PreserveVM returns must lose nothing.
-		 * PreserveAll waits once, after the last VM. */
-		r = fdstore_barrier(m);
-		if (r < 0) {
-			vm_rollback_unconfirmed(v, r, error);
-			return r;
-		}
-	}
-
 	vm_set_state(v, VM_PRESERVED, NULL);
 	log_vm(LOG_NOTICE, LOG_VM_SESSION(v->name, name),
 	       "Preserved VM %s in LUO session %s: %zu memfd(s), %zu device(s), %" PRIu64 " bytes",
@@ -800,7 +795,7 @@ int vm_unpreserve(Vm *v)
 		return 1;
 	}
 	vm_set_state(v, VM_REGISTERED, NULL);
-	(void)vm_persist(v, true);
+	(void)vm_persist(v);
 	return 0;
 }
 
@@ -823,10 +818,6 @@ void vm_finish_session(Vm *v)
 	v->record_fd = safe_close(v->record_fd);
 	v->session_name[0] = 0;
 	v->session_incoming = false;
-	r = fdstore_barrier(m);
-	if (r < 0)
-		log_vm_errno(LOG_WARNING, r, LOG_VM(v->name),
-			     "systemd did not confirm removing VM %s's session from the fd store: %m", v->name);
 	manager_save_state(m);
 }
 
@@ -1380,6 +1371,7 @@ Manager *manager_free(Manager *m)
 	m->trim_source = sd_event_source_disable_unref(m->trim_source);
 	m->emit_source = sd_event_source_disable_unref(m->emit_source);
 	manager_cancel_preserve_jobs(m);
+	manager_cancel_barriers(m);
 	shutdown_watch_done(m);
 	m->staged = staged_kernel_free(m->staged);
 	polkit_queries_free(m);

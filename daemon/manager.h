@@ -52,6 +52,7 @@
 typedef struct Manager Manager;
 typedef struct PreserveAllJob PreserveAllJob;
 typedef struct PolkitQuery PolkitQuery;
+typedef struct Barrier Barrier;
 
 /* polkit actions (org.iommulu.LiveUpdate1.policy) */
 #define ACTION_MANAGE_VMS "org.iommulu.LiveUpdate1.manage-vms"
@@ -118,6 +119,7 @@ typedef enum VmProperty {
 
 typedef struct Vm {
 	Manager *manager;
+	uint64_t id;		/* unique for the daemon's life: tells a VM from a later one of the same name */
 	unsigned changed;	/* VmProperty bits not announced yet */
 	char name[IOMMULU_VM_NAME_MAX + 1];
 	char *path;
@@ -214,7 +216,10 @@ struct Manager {
 	uint64_t generation;
 	bool live_updated;
 	bool fdstore;		/* running under systemd with a notify socket */
-	bool batch_barrier;	/* PreserveAll: one BARRIER=1 after the last VM */
+	Barrier *barriers;	/* BARRIER=1 sent, not yet answered (barrier.c) */
+	sd_bus_message **held_calls;	/* calls that change state, held while barriers are pending */
+	size_t n_held_calls;
+	uint64_t next_vm_id;
 	PreserveAllJob *preserve_jobs;	/* running PreserveAll, then the queued ones */
 	PreserveAllJob *hook_job;	/* the one the logind hook started, while it runs */
 
@@ -306,6 +311,8 @@ typedef struct VmError {
 bool vm_can_preserve(const Vm *v);
 /* Preserve v; on failure fills e (and returns -errno). */
 int vm_preserve(Vm *v, VmError *e);
+/* Whether v is preserved in an outgoing session of its own. */
+bool vm_is_preserved(const Vm *v);
 /* v was just preserved but systemd did not confirm holding its session
  * (r from the barrier): close the session, v becomes failed; e says why. */
 void vm_rollback_unconfirmed(Vm *v, int r, VmError *e);
@@ -355,8 +362,30 @@ void fdstore_remove(Manager *m, const char *prefix, const char *session_name);
 int fdstore_push_name(Manager *m, int fd, const char *fdname, bool poll);
 void fdstore_remove_name(Manager *m, const char *fdname);
 /* Wait until systemd processed every message sent so far (BARRIER=1);
- * 0 without an fd store, -ETIMEDOUT if unanswered. */
+ * 0 without an fd store, -ETIMEDOUT if unanswered.  Blocks: only for the
+ * start and the exit of the daemon; calls use manager_barrier_async(). */
 int fdstore_barrier(Manager *m);
+
+/* The same without blocking (barrier.c): done(m, r, userdata) runs from the
+ * event loop once systemd answered (r = 0), after FDSTORE_BARRIER_TIMEOUT_USEC
+ * (-ETIMEDOUT), or with -ECANCELED when the daemon exits.  Without an fd
+ * store it runs in the next loop iteration.  On failure (< 0) done is never
+ * called.  ret (optional): a handle for barrier_cancel(), valid until done
+ * runs. */
+typedef void (*barrier_done_t)(Manager *m, int r, void *userdata);
+int manager_barrier_async(Manager *m, barrier_done_t done, void *userdata, Barrier **ret);
+/* Forget a pending barrier; its done is not called. */
+void barrier_cancel(Barrier *b);
+/* At exit: every pending barrier's done gets -ECANCELED; held calls are
+ * dropped unanswered. */
+void manager_cancel_barriers(Manager *m);
+/* At most this many calls are held while a barrier is pending; more are
+ * refused with Busy (each may carry fds). */
+#define HELD_CALLS_MAX 64
+/* For a method that changes state: while a barrier is pending, hold msg
+ * (true, *ret: what the handler returns: 1, or an error set in error) to
+ * dispatch it again once none is; false: go on. */
+bool manager_hold_call(Manager *m, sd_bus_message *msg, sd_bus_error *error, int *ret);
 
 /* logind / shutdown (shutdown.c) */
 int shutdown_watch_setup(Manager *m);
@@ -401,11 +430,12 @@ void registration_done(Registration *g);
 /* Durable registrations (registration.c) */
 /* Store what of v's registration the fd store lacks: new files, the
  * owner's pidfd, and a new record if its content changed (the old one is
- * removed after it).  With wait, only returns once systemd confirmed it
- * (BARRIER=1).  On failure, withdraws what it stored and leaves v's stored
- * state as it was.  0 without an fd store or for a VM that is not a
- * registration of this boot. */
-int vm_persist(Vm *v, bool wait);
+ * removed after it).  Does not wait for systemd: a caller that answers
+ * only once the store holds it waits with manager_barrier_async().  On
+ * failure, withdraws what it pushed and leaves v's stored state as it was.
+ * 0 without an fd store or for a VM that is not a registration of this
+ * boot. */
+int vm_persist(Vm *v);
 /* Withdraw v's registration from the fd store: the record first. */
 void vm_forget_registration(Vm *v);
 /* Register again the VMs whose registrations fds holds; marks the entries

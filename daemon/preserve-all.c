@@ -7,17 +7,16 @@
  * iteration (a deferred event source), so that bus calls, VMM exits and
  * the watchdog (sd_event_set_watchdog(): WATCHDOG=1 from the loop) are
  * served between two VMs.  Then it asks systemd once whether its fd store
- * holds every session it pushed (BARRIER=1), again without blocking: the
- * barrier fd is watched by the loop, with a timer for the bounded wait.
- * An unanswered barrier rolls back every VM the job preserved, as
- * PreserveVM does for one.  Jobs run one after the other.
+ * holds every session it pushed (BARRIER=1), again without blocking
+ * (manager_barrier_async()).  An unanswered barrier rolls back every VM the
+ * job preserved, as PreserveVM does for one.  Jobs run one after the other.
  *
  * The VMs are looked up by name at every step: one may be unregistered, or
  * its VMM may exit, while the job runs.
  *
  * What still blocks, per VM and bounded: opening /dev/liveupdate while it
- * is busy (BusyTimeoutMSec), and the barrier of a failed VM's registration
- * record (vm_persist(), 5 s).
+ * is busy, and creating a session whose name an unpreserved one still
+ * holds (BusyTimeoutMSec each).
  */
 
 #include <errno.h>
@@ -43,7 +42,8 @@ struct PreserveAllJob {
 	size_t n_results;
 	int failed;
 	bool cancelled;
-	sd_event_source *defer, *barrier_io, *barrier_timer;
+	sd_event_source *defer;
+	Barrier *barrier;
 	preserve_all_done_t done;
 	void *userdata;
 	PreserveAllJob *queued;	/* the next job, started when this one ends */
@@ -61,8 +61,7 @@ static PreserveAllJob *job_free(PreserveAllJob *j)
 	if (!j)
 		return NULL;
 	j->defer = sd_event_source_disable_unref(j->defer);
-	j->barrier_io = sd_event_source_disable_unref(j->barrier_io);
-	j->barrier_timer = sd_event_source_disable_unref(j->barrier_timer);
+	barrier_cancel(j->barrier);
 	for (size_t i = 0; j->results && i < j->n_results; i++)
 		free(j->results[i].name);
 	free(j->results);
@@ -146,10 +145,9 @@ static int job_step(PreserveAllJob *j)
 				return r;
 			continue;
 		}
-		/* One BARRIER=1 for the whole job, after the last VM. */
-		m->batch_barrier = true;
+		/* vm_preserve() does not wait for the fd store: the job
+		 * sends one BARRIER=1, after the last VM. */
 		r = vm_preserve(v, &error);
-		m->batch_barrier = false;
 		if (r >= 0)
 			return job_add_result(j, name, NULL, v->session_name) < 0 ? -ENOMEM : 1;
 		j->failed++;
@@ -194,50 +192,15 @@ static void job_complete(PreserveAllJob *j, int r)
 		job_start(next);
 }
 
-static int on_barrier(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+static void on_job_barrier(Manager *m, int r, void *userdata)
 {
 	PreserveAllJob *j = userdata;
 
-	/* PID 1 closed its end of the pipe: it processed every message
-	 * sent before the barrier. */
-	job_finish(j, 0);
+	j->barrier = NULL;	/* done with it */
+	if (r == -ECANCELED)
+		return;		/* never: job_free() cancels it first */
+	job_finish(j, r);
 	job_complete(j, 0);
-	return 0;
-}
-
-static int on_barrier_timeout(sd_event_source *s, uint64_t usec, void *userdata)
-{
-	PreserveAllJob *j = userdata;
-
-	job_finish(j, -ETIMEDOUT);
-	job_complete(j, 0);
-	return 0;
-}
-
-/* sd_notify_barrier(), with the wait left to the event loop. */
-static int job_start_barrier(PreserveAllJob *j)
-{
-	Manager *m = j->manager;
-	_cleanup_close_ int rfd = -EBADF, wfd = -EBADF;
-	int p[2], r;
-
-	if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0)
-		return -errno;
-	rfd = p[0];
-	wfd = p[1];
-	r = sd_pid_notify_with_fds(0, false, "BARRIER=1", &wfd, 1);
-	if (r <= 0)
-		return r < 0 ? r : -ENOTCONN;
-	wfd = safe_close(wfd);
-	r = sd_event_add_io(m->event, &j->barrier_io, rfd, EPOLLIN, on_barrier, j);
-	if (r < 0)
-		return r;
-	r = sd_event_source_set_io_fd_own(j->barrier_io, true);
-	if (r < 0)
-		return r;
-	TAKE_FD(rfd);
-	return sd_event_add_time_relative(m->event, &j->barrier_timer, CLOCK_MONOTONIC,
-					  FDSTORE_BARRIER_TIMEOUT_USEC, 0, on_barrier_timeout, j);
 }
 
 static int on_step(sd_event_source *s, void *userdata)
@@ -259,7 +222,7 @@ static int on_step(sd_event_source *s, void *userdata)
 		job_complete(j, 0);
 		return 0;
 	}
-	r = job_start_barrier(j);
+	r = manager_barrier_async(j->manager, on_job_barrier, j, &j->barrier);
 	if (r < 0) {
 		job_finish(j, r);
 		job_complete(j, 0);

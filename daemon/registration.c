@@ -105,7 +105,7 @@ static void withdraw_unconfirmed(Vm *v, uint64_t serial)
 	}
 }
 
-int vm_persist(Vm *v, bool wait)
+int vm_persist(Vm *v)
 {
 	Manager *m = v->manager;
 	_cleanup_free_ char *content = NULL;
@@ -150,13 +150,6 @@ int vm_persist(Vm *v, bool wait)
 	if (r >= 0) {
 		fdname_of(name, FDNAME_VM_PREFIX, (long long)serial, v->name);
 		r = fdstore_push_name(m, rec, name, true);
-	}
-	if (r >= 0 && wait) {
-		r = fdstore_barrier(m);
-		if (r < 0)
-			log_vm_errno(LOG_ERR, r, LOG_VM(v->name),
-				     "systemd did not confirm storing the registration of VM %s%s: %m", v->name,
-				     r == -ETIMEDOUT ? " (BARRIER=1 unanswered)" : "");
 	}
 	if (r < 0) {
 		withdraw_unconfirmed(v, serial);

@@ -1158,6 +1158,107 @@ static void test_preserve_all_async(void)
 	close(fds[1]);
 }
 
+static double since(const struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* Wait for an async call's reply (up to 20 s); the seconds since t0. */
+static double wait_reply(sd_bus *bus, sd_bus_message **reply, const struct timespec *t0)
+{
+	for (int i = 0; i < 2000 && !*reply; i++)
+		if (sd_bus_process(bus, NULL) == 0)
+			(void)sd_bus_wait(bus, 10 * 1000);
+	return since(t0);
+}
+
+/* Single-VM calls do not block the event loop either: while PreserveVM or
+ * RegisterVM waits for a BARRIER=1 PID 1 does not answer, calls that only
+ * read are answered at once, and calls that change state are held and
+ * dispatched after it, in order. */
+static void test_calls_while_storing(void)
+{
+	LudEnv env;
+	sd_bus *bus = NULL, *other = NULL;
+	sd_bus_message *preserved = NULL, *unregistered = NULL, *registered = NULL;
+	sd_bus_slot *s1 = NULL, *s2 = NULL, *s3 = NULL;
+	const sd_bus_error *e;
+	struct timespec t0;
+	double list_s, preserve_s, unregister_s, register_s;
+	int fd = -1, fd2 = -1, fd3 = -1, r, n;
+
+	if (!start_fake_host(&env, LUD_NOTIFY_ACK, "hold1", &bus, &fd))
+		return;
+	lud_env_connect(&env, &other);
+	iommulu_memfd_create("hold2", 1 << 16, &fd2);
+	r = register_vm(bus, "hold2", &fd2, 1, NULL, 0, NULL, 0, NULL, NULL);
+	check(r >= 0, "register hold2");
+	lud_env_answer_barriers(&env, false);
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	r = sd_bus_call_method_async(bus, &s1, DEST, MPATH, MIFACE, "PreserveVM", on_async_reply, &preserved, "s",
+				     "hold1");
+	if (r >= 0)
+		r = sd_bus_flush(bus);
+	msleep(300);	/* the daemon waits for the barrier by now */
+	r = sd_bus_call_method_async(other, &s2, DEST, MPATH, MIFACE, "UnregisterVM", on_async_reply, &unregistered,
+				     "s", "hold2");
+	if (r >= 0)
+		r = sd_bus_flush(other);
+	n = r < 0 ? r : count_vms(other);
+	list_s = since(&t0) - 0.3;
+	check(n == 2 && list_s < 1.0, "while PreserveVM waits for an unanswered barrier, ListVMs is answered at once "
+	      "(%.2f s, %d VMs: the UnregisterVM sent meanwhile is held)", list_s, n);
+	check(vm_state_is(other, "hold1", "preserved"), "... and shows the VM preserved, pending confirmation");
+
+	preserve_s = wait_reply(bus, &preserved, &t0);
+	e = preserved ? sd_bus_message_get_error(preserved) : NULL;
+	check(e && sd_bus_error_has_name(e, SD_BUS_ERROR_TIMEOUT) && strstr(e->message, "rolled back") &&
+		      preserve_s >= 4.0,
+	      "PreserveVM fails after the barrier's timeout (%.1f s) and is rolled back (%s)", preserve_s,
+	      e ? e->message : "no reply");
+	unregister_s = wait_reply(other, &unregistered, &t0);
+	check(unregistered && !sd_bus_message_is_method_error(unregistered, NULL) && unregister_s >= preserve_s,
+	      "the held UnregisterVM is carried out after it (%.1f s) and succeeds", unregister_s);
+	check(vm_state_is(other, "hold1", "failed") && count_vms(other) == 1,
+	      "hold1 is failed, hold2 is gone");
+
+	/* RegisterVM: the VM is listed at once, answered after the wait. */
+	iommulu_memfd_create("hold3", 1 << 16, &fd3);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	r = sd_bus_call_method_async(bus, &s3, DEST, MPATH, MIFACE, "RegisterVM", on_async_reply, &registered,
+				     "sahahahat", "hold3", 1, fd3, 0, 0, 0);
+	if (r >= 0)
+		r = sd_bus_flush(bus);
+	msleep(300);
+	n = r < 0 ? r : count_vms(other);
+	list_s = since(&t0) - 0.3;
+	check(n == 2 && list_s < 1.0, "while RegisterVM waits for an unanswered barrier, ListVMs is answered at once "
+	      "(%.2f s, %d VMs)", list_s, n);
+	register_s = wait_reply(bus, &registered, &t0);
+	e = registered ? sd_bus_message_get_error(registered) : NULL;
+	check(e && sd_bus_error_has_name(e, SD_BUS_ERROR_TIMEOUT) && strstr(e->message, "registered nothing"),
+	      "RegisterVM fails after the barrier's timeout (%.1f s: %s)", register_s, e ? e->message : "no reply");
+	check(count_vms(other) == 1 && fdstore_settled(&env, 3, NULL) == 3,
+	      "... and keeps nothing: hold1's registration alone is in the fd store");
+
+	sd_bus_slot_unref(s1);
+	sd_bus_slot_unref(s2);
+	sd_bus_slot_unref(s3);
+	sd_bus_message_unref(preserved);
+	sd_bus_message_unref(unregistered);
+	sd_bus_message_unref(registered);
+	sd_bus_flush_close_unref(other);
+	sd_bus_flush_close_unref(bus);
+	lud_env_stop(&env);
+	close(fd);
+	close(fd2);
+	close(fd3);
+}
+
 /* Runs iommu-lud-vmm-client with args on env's bus; its exit status, its
  * standard output in out. */
 static int run_vmm_client(LudEnv *env, const char *const *args, char *out, size_t size)
@@ -2509,6 +2610,7 @@ int main(void)
 	test_cancelled_kexec();
 	test_barrier_unanswered();
 	test_preserve_all_async();
+	test_calls_while_storing();
 	test_owner_race();
 	test_register_parts();
 	test_kill_steps();
