@@ -65,22 +65,26 @@ bool limits_clamp(Config *c, const Limits *l, char *why, size_t why_size)
 		/* Every registered VM keeps its files in the store, so the
 		 * store must hold MaxVMs VMs of MaxFdsPerVM files each. */
 		unsigned long per_vm = (unsigned long)fds + LIMITS_FDSTORE_PER_VM_OVERHEAD;
+		unsigned for_vms = l->fdstore_max > LIMITS_FDSTORE_DAEMON_ENTRIES
+					   ? l->fdstore_max - LIMITS_FDSTORE_DAEMON_ENTRIES : 1;
 
-		if (l->fdstore_max < per_vm) {
-			unsigned f = l->fdstore_max > LIMITS_FDSTORE_PER_VM_OVERHEAD + 1
-					     ? l->fdstore_max - LIMITS_FDSTORE_PER_VM_OVERHEAD : 1;
+		if (for_vms < per_vm) {
+			unsigned f = for_vms > LIMITS_FDSTORE_PER_VM_OVERHEAD + 1
+					     ? for_vms - LIMITS_FDSTORE_PER_VM_OVERHEAD : 1;
 
 			WHY("MaxFdsPerVM=%u lowered to %u: FileDescriptorStoreMax=%u holds a VM's files plus %u "
-			    "entries of its own. ", fds, f, l->fdstore_max, LIMITS_FDSTORE_PER_VM_OVERHEAD);
+			    "entries of its own, and %u of the daemon's. ", fds, f, l->fdstore_max,
+			    LIMITS_FDSTORE_PER_VM_OVERHEAD, LIMITS_FDSTORE_DAEMON_ENTRIES);
 			fds = f;
 			per_vm = (unsigned long)fds + LIMITS_FDSTORE_PER_VM_OVERHEAD;
 		}
-		if ((unsigned long)vms * per_vm > l->fdstore_max) {
-			unsigned v = (unsigned)(l->fdstore_max / per_vm) ?: 1;
+		if ((unsigned long)vms * per_vm > for_vms) {
+			unsigned v = (unsigned)(for_vms / per_vm) ?: 1;
 
-			WHY("MaxVMs=%u lowered to %u: FileDescriptorStoreMax=%u holds %u VMs of MaxFdsPerVM=%u "
-			    "files plus %u entries each (owner, registration, session, records). ",
-			    vms, v, l->fdstore_max, v, fds, LIMITS_FDSTORE_PER_VM_OVERHEAD);
+			WHY("MaxVMs=%u lowered to %u: FileDescriptorStoreMax=%u holds the daemon's %u entries "
+			    "(the staged kernel) and %u VMs of MaxFdsPerVM=%u files plus %u entries each (owner, "
+			    "registration, session, records). ", vms, v, l->fdstore_max,
+			    LIMITS_FDSTORE_DAEMON_ENTRIES, v, fds, LIMITS_FDSTORE_PER_VM_OVERHEAD);
 			vms = v;
 		}
 	}

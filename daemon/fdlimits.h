@@ -32,6 +32,9 @@
  * the LUO session and the daemon's record of it.  A VM of MaxFdsPerVM
  * files thus takes MaxFdsPerVM + 5 entries at most. */
 #define LIMITS_FDSTORE_PER_VM_OVERHEAD 5u
+/* fd store entries of the daemon's own, beside its VMs': the kernel staged
+ * for kexec (image, initrd and record). */
+#define LIMITS_FDSTORE_DAEMON_ENTRIES 3u
 
 typedef struct Limits {
 	unsigned long nofile;	/* soft RLIMIT_NOFILE */

@@ -39,6 +39,8 @@ static int on_sigterm(sd_event_source *s, const struct signalfd_siginfo *si, voi
 		 * (guest RAM of VMs that were not preserved, too). */
 		for (size_t i = 0; i < m->n_vms; i++)
 			vm_forget_registration(m->vms[i]);
+		/* Nor the staged kernel: it is what boots. */
+		manager_forget_staged_kernel(m);
 		(void)fdstore_barrier(m);
 	}
 	m->exiting = true;

@@ -1467,6 +1467,7 @@ int manager_load_state(Manager *m)
 	/* Registrations first: a preserved VM's session then finds the VM
 	 * with its files. */
 	manager_restore_registrations(m, fds, (size_t)n);
+	manager_restore_staged_kernel(m, fds, (size_t)n);
 
 	/* Sessions first: incoming ones (after a kexec) can be read back,
 	 * outgoing ones (a restart in the same boot) need their record. */
@@ -1520,6 +1521,8 @@ int manager_load_state(Manager *m)
 		 * and anything unknown. */
 		if (fds[i].name && startswith(fds[i].name, FDNAME_RECORD_PREFIX))
 			fdstore_remove(m, FDNAME_RECORD_PREFIX, fds[i].name + strlen(FDNAME_RECORD_PREFIX));
+		else if (fds[i].name && fdname_is_staged(fds[i].name))
+			;	/* a second copy under a name restored: only closed */
 		else if (fds[i].name && fdname_is_registration(fds[i].name))
 			/* Of a registration of an earlier boot, superseded, or
 			 * of a call that never completed. */

@@ -408,6 +408,12 @@ int manager_unstage_kernel(Manager *m);
  * since, the kernel that boots is the one checked.  On failure the staged
  * kernel is forgotten (VMs with devices are then not preserved). */
 int manager_reload_staged_kernel(Manager *m);
+/* The staged kernel in the fd store (stage.c): take it back at start, or
+ * drop it (another boot's, incomplete, not a sealed copy); forget it before
+ * a kexec.  Entries "staged.*". */
+void manager_restore_staged_kernel(Manager *m, StoredFd *fds, size_t n);
+void manager_forget_staged_kernel(Manager *m);
+bool fdname_is_staged(const char *fdname);
 /* Whether the kernel staged for kexec can adopt v; if not, e says why
  * (KERNEL_NOT_CHECKED, KERNEL_INCOMPATIBLE).  VMs with devices need a kernel
  * checked by StageKernel that carries the series; memfd-only VMs need LUO
@@ -425,6 +431,16 @@ int record_parse_fd(int fd, Vm *v);
 int registration_content(const Vm *v, const char *boot_id, char **ret);
 int registration_to_memfd(const char *content, int *ret_fd);
 int registration_parse_fd(int fd, Registration *ret);
+/* The staged kernel's record (record.c), as a restart reads it back. */
+typedef struct StagedRecord {
+	char boot_id[40];
+	char name[4096];
+	char cmdline[4096];
+	bool initrd;
+	KernelVerdict verdict;
+} StagedRecord;
+int staged_record_to_memfd(const StagedKernel *k, const char *boot_id, int *ret_fd);
+int staged_record_parse_fd(int fd, StagedRecord *ret);
 void registration_done(Registration *g);
 
 /* Durable registrations (registration.c) */

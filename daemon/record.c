@@ -209,11 +209,11 @@ static int get_u32_array(json_object *o, const char *key, size_t max, uint32_t *
 }
 
 /* The record in fd as a JSON object of our version, with its VM's name. */
-static int record_read(int fd, json_object **ret_root, char name[static IOMMULU_VM_NAME_MAX + 1])
+/* Read a record: a JSON object of our RECORD_VERSION. */
+static int json_record_read(int fd, json_object **ret_root)
 {
 	_cleanup_json_ json_object *root = NULL;
 	_cleanup_free_ char *text = NULL;
-	json_object *o;
 	uint64_t u;
 	size_t len;
 	int r;
@@ -226,6 +226,19 @@ static int record_read(int fd, json_object **ret_root, char name[static IOMMULU_
 		return -EBADMSG;
 	if (!get_u64(root, "version", &u) || u != RECORD_VERSION)
 		return -EPROTONOSUPPORT;
+	*ret_root = TAKE_PTR(root);
+	return 0;
+}
+
+static int record_read(int fd, json_object **ret_root, char name[static IOMMULU_VM_NAME_MAX + 1])
+{
+	_cleanup_json_ json_object *root = NULL;
+	json_object *o;
+	int r;
+
+	r = json_record_read(fd, &root);
+	if (r < 0)
+		return r;
 	if (!json_object_object_get_ex(root, "vm", &o) || !json_object_is_type(o, json_type_string) ||
 	    !iommulu_vm_name_is_valid(json_object_get_string(o)))
 		return -EBADMSG;
@@ -459,4 +472,84 @@ bad:
 oom:
 	registration_done(&g);
 	return -ENOMEM;
+}
+
+/*
+ * The staged kernel's record ("staged.record" in the fd store, next to
+ * "staged.kernel" and "staged.initrd"): what StageKernel checked, so that
+ * a restarted daemon knows the kernel loaded for kexec without the config
+ * it was checked with.
+ *   {"version":1, "kind":"staged-kernel", "boot_id":..., "name":...,
+ *    "cmdline":..., "initrd":bool, "release":..., "luo":bool,
+ *    "devices":bool, "luo_problem":..., "devices_problem":...}
+ */
+int staged_record_to_memfd(const StagedKernel *k, const char *boot_id, int *ret_fd)
+{
+	_cleanup_json_ json_object *root = json_object_new_object();
+	const KernelVerdict *v = &k->verdict;
+
+	if (!root)
+		return -ENOMEM;
+	json_object_object_add(root, "version", json_object_new_int64(RECORD_VERSION));
+	json_object_object_add(root, "kind", json_object_new_string("staged-kernel"));
+	json_object_object_add(root, "boot_id", json_object_new_string(strempty(boot_id)));
+	json_object_object_add(root, "name", json_object_new_string(k->name));
+	json_object_object_add(root, "cmdline", json_object_new_string(k->cmdline));
+	json_object_object_add(root, "initrd", json_object_new_boolean(k->initrd_fd >= 0));
+	json_object_object_add(root, "release", json_object_new_string(v->release));
+	json_object_object_add(root, "luo", json_object_new_boolean(v->luo));
+	json_object_object_add(root, "devices", json_object_new_boolean(v->devices));
+	json_object_object_add(root, "luo_problem", json_object_new_string(v->luo_problem));
+	json_object_object_add(root, "devices_problem", json_object_new_string(v->devices_problem));
+	return text_to_sealed_memfd(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN), ret_fd);
+}
+
+static int get_string(json_object *o, const char *key, char *buf, size_t size)
+{
+	json_object *v;
+	const char *s;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+		return -EBADMSG;
+	s = json_object_get_string(v);
+	if (strlen(s) >= size)
+		return -EBADMSG;
+	memcpy(buf, s, strlen(s) + 1);
+	return 0;
+}
+
+static int get_bool(json_object *o, const char *key, bool *ret)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_boolean))
+		return -EBADMSG;
+	*ret = json_object_get_boolean(v);
+	return 0;
+}
+
+int staged_record_parse_fd(int fd, StagedRecord *ret)
+{
+	_cleanup_json_ json_object *root = NULL;
+	StagedRecord s = {};
+	char kind[32];
+	int r;
+
+	r = json_record_read(fd, &root);
+	if (r < 0)
+		return r;
+	if ((r = get_string(root, "kind", kind, sizeof(kind))) < 0 || !streq_ptr(kind, "staged-kernel") ||
+	    (r = get_string(root, "boot_id", s.boot_id, sizeof(s.boot_id))) < 0 ||
+	    (r = get_string(root, "name", s.name, sizeof(s.name))) < 0 ||
+	    (r = get_string(root, "cmdline", s.cmdline, sizeof(s.cmdline))) < 0 ||
+	    (r = get_bool(root, "initrd", &s.initrd)) < 0 ||
+	    (r = get_string(root, "release", s.verdict.release, sizeof(s.verdict.release))) < 0 ||
+	    (r = get_bool(root, "luo", &s.verdict.luo)) < 0 ||
+	    (r = get_bool(root, "devices", &s.verdict.devices)) < 0 ||
+	    (r = get_string(root, "luo_problem", s.verdict.luo_problem, sizeof(s.verdict.luo_problem))) < 0 ||
+	    (r = get_string(root, "devices_problem", s.verdict.devices_problem,
+			    sizeof(s.verdict.devices_problem))) < 0)
+		return r < 0 ? r : -EBADMSG;
+	*ret = s;
+	return 0;
 }

@@ -21,6 +21,14 @@
  * RAM, but no DMA runs through them), so they are refused only when the
  * staged kernel is known to lack it.
  *
+ * The staged kernel lives in the service's fd store too (staged.kernel,
+ * staged.initrd, staged.record: the sealed copies and what was checked),
+ * so that a restarted daemon still knows what is loaded for kexec, instead
+ * of refusing every VM with devices until the operator stages again.  A
+ * record of an earlier boot is dropped: that kernel has booted.  They are
+ * removed before the kexec, so that systemd does not carry an image
+ * through it.
+ *
  * IOMMULU_KEXEC_FAKE=PATH (tests only): instead of kexec_file_load(2),
  * append one line per load or unload to PATH.
  */
@@ -67,6 +75,134 @@ StagedKernel *staged_kernel_free(StagedKernel *k)
 static void staged_kernel_freep(StagedKernel **k)
 {
 	staged_kernel_free(*k);
+}
+
+#define FDNAME_STAGED_KERNEL "staged.kernel"
+#define FDNAME_STAGED_INITRD "staged.initrd"
+#define FDNAME_STAGED_RECORD "staged.record"
+
+bool fdname_is_staged(const char *fdname)
+{
+	return startswith(fdname, "staged.");
+}
+
+void manager_forget_staged_kernel(Manager *m)
+{
+	if (!m->fdstore)
+		return;
+	/* The record first: without it the copies are strays. */
+	fdstore_remove_name(m, FDNAME_STAGED_RECORD);
+	fdstore_remove_name(m, FDNAME_STAGED_KERNEL);
+	fdstore_remove_name(m, FDNAME_STAGED_INITRD);
+}
+
+/* Replace the fd store's staged kernel with k.  A failure is logged: the
+ * kernel is staged all the same, but a restart would forget it. */
+static void staged_persist(Manager *m, const StagedKernel *k)
+{
+	_cleanup_close_ int rec = -EBADF;
+	int r;
+
+	if (!m->fdstore)
+		return;
+	manager_forget_staged_kernel(m);
+	r = fdstore_push_name(m, k->kernel_fd, FDNAME_STAGED_KERNEL, true);
+	if (r >= 0 && k->initrd_fd >= 0)
+		r = fdstore_push_name(m, k->initrd_fd, FDNAME_STAGED_INITRD, true);
+	if (r >= 0)
+		r = staged_record_to_memfd(k, m->boot_id, &rec);
+	if (r >= 0)
+		r = fdstore_push_name(m, rec, FDNAME_STAGED_RECORD, true);
+	if (r < 0) {
+		manager_forget_staged_kernel(m);
+		log_warning_errno(r, "Failed to keep staged kernel %s in the fd store: %m; a restart of iommu-lud "
+				  "would forget it (and refuse VMs with devices until it is staged again)", k->name);
+	}
+}
+
+static int stored_fd(StoredFd *fds, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!fds[i].used && streq_ptr(fds[i].name, name)) {
+			fds[i].used = true;
+			return fds[i].fd;
+		}
+	return -EBADF;
+}
+
+/* A copy StageKernel made: a memfd sealed against any change. */
+static bool is_sealed_copy(int fd)
+{
+	int seals = fcntl(fd, F_GET_SEALS);
+
+	return seals >= 0 && (seals & (F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)) ==
+				     (F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+}
+
+void manager_restore_staged_kernel(Manager *m, StoredFd *fds, size_t n)
+{
+	_cleanup_(staged_kernel_freep) StagedKernel *k = NULL;
+	StagedRecord *rec = NULL;
+	int rec_fd, kernel_fd, initrd_fd, r;
+
+	rec_fd = stored_fd(fds, n, FDNAME_STAGED_RECORD);
+	kernel_fd = stored_fd(fds, n, FDNAME_STAGED_KERNEL);
+	initrd_fd = stored_fd(fds, n, FDNAME_STAGED_INITRD);
+	if (rec_fd < 0 && kernel_fd < 0 && initrd_fd < 0)
+		return;
+	rec = calloc(1, sizeof(*rec));
+	if (!rec) {
+		log_oom();
+		goto drop;
+	}
+	if (rec_fd < 0 || kernel_fd < 0) {
+		log_warning("The fd store holds part of a staged kernel only (a stop during StageKernel); "
+			    "dropping it.");
+		goto drop;
+	}
+	r = staged_record_parse_fd(rec_fd, rec);
+	if (r < 0) {
+		log_error_errno(r, "The staged kernel's record in the fd store is unreadable, dropping it: %m");
+		goto drop;
+	}
+	if (!streq_ptr(rec->boot_id, m->boot_id)) {
+		log_info("Dropping kernel %s (%s) staged in an earlier boot.", rec->name, rec->verdict.release);
+		goto drop;
+	}
+	if (!is_sealed_copy(kernel_fd) || rec->initrd != (initrd_fd >= 0) ||
+	    (initrd_fd >= 0 && !is_sealed_copy(initrd_fd))) {
+		log_error("The staged kernel %s in the fd store is not the sealed copy that was checked; "
+			  "dropping it.", rec->name);
+		goto drop;
+	}
+	k = calloc(1, sizeof(*k));
+	if (!k) {
+		log_oom();
+		goto drop;
+	}
+	k->kernel_fd = kernel_fd;
+	k->initrd_fd = initrd_fd;
+	kernel_fd = initrd_fd = -EBADF;
+	k->name = strdup(rec->name);
+	k->cmdline = strdup(rec->cmdline);
+	k->verdict = rec->verdict;
+	if (!k->name || !k->cmdline) {
+		log_oom();
+		goto drop;
+	}
+	log_notice("Took back kernel %s (%s) staged before the restart; it adopts LUO sessions%s.", k->name,
+		   k->verdict.release, k->verdict.devices ? " and devices" : ", but not devices");
+	safe_close(rec_fd);
+	free(rec);
+	staged_kernel_free(m->staged);
+	m->staged = TAKE_PTR(k);
+	return;
+drop:
+	free(rec);
+	safe_close(rec_fd);
+	safe_close(kernel_fd);
+	safe_close(initrd_fd);
+	manager_forget_staged_kernel(m);
 }
 
 /* Copy fd (from its start) into a sealed memfd of at most max bytes. */
@@ -348,6 +484,7 @@ int manager_stage_kernel(Manager *m, const char *name, int kernel_fd, int initrd
 	log_notice("Staged kernel %s (%s, %" PRIu64 " bytes%s) for kexec; it adopts LUO sessions%s.", k->name,
 		   k->verdict.release, size, k->initrd_fd >= 0 ? ", with an initrd" : "",
 		   k->verdict.devices ? " and devices" : ", but not devices");
+	staged_persist(m, k);
 	staged_kernel_free(m->staged);
 	m->staged = TAKE_PTR(k);
 	emit_staged(m);
@@ -365,6 +502,7 @@ int manager_unstage_kernel(Manager *m)
 	if (r < 0)
 		return log_error_errno(r, "Failed to unload kernel %s: %m", m->staged->name);
 	log_notice("Unstaged kernel %s.", m->staged->name);
+	manager_forget_staged_kernel(m);
 	m->staged = staged_kernel_free(m->staged);
 	emit_staged(m);
 	shutdown_recheck_all(m);
@@ -382,6 +520,7 @@ int manager_reload_staged_kernel(Manager *m)
 	if (r < 0) {
 		log_error_errno(r, "Failed to load the staged kernel %s again for the kexec: %m; VMs with devices "
 				"will not be preserved", k->name);
+		manager_forget_staged_kernel(m);
 		m->staged = staged_kernel_free(m->staged);
 		emit_staged(m);
 		shutdown_recheck_all(m);

@@ -750,14 +750,15 @@ static void test_limits(void)
 	bus = NULL;
 	lud_env_stop(&env);
 
-	/* FileDescriptorStoreMax=690: a VM of 64 files takes 64 + 5 entries
-	 * (files, owner, registration record and its successor, session,
-	 * record), so 10 VMs. */
-	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = false, .fdstore = "690",
+	/* FileDescriptorStoreMax=692: the staged kernel takes 3 entries, a
+	 * VM of 64 files 64 + 5 (files, owner, registration record and its
+	 * successor, session, record), so 689 / 69 = 9 VMs. */
+	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = false, .fdstore = "692",
 						   .config = "[Daemon]\nMaxVMs=50\nMaxFdsPerVM=64\n" });
-	if (check(r >= 0, "start a daemon with FDSTORE=690, MaxVMs=50, MaxFdsPerVM=64")) {
+	if (check(r >= 0, "start a daemon with FDSTORE=692, MaxVMs=50, MaxFdsPerVM=64")) {
 		lud_env_connect(&env, &bus);
-		check(manager_u(bus, "MaxVMs") == 10, "MaxVMs clamped to what the fd store holds: 690 / (64 + 5) (%u)",
+		check(manager_u(bus, "MaxVMs") == 9,
+		      "MaxVMs clamped to what the fd store holds: (692 - 3) / (64 + 5) (%u)",
 		      manager_u(bus, "MaxVMs"));
 		check(manager_u(bus, "MaxFdsPerVM") == 64,
 		      "MaxFdsPerVM is not clamped to the bus's 16 fds per message: more go in parts (%u)",
@@ -766,13 +767,13 @@ static void test_limits(void)
 	}
 	lud_env_stop(&env);
 
-	/* FileDescriptorStoreMax=8 holds not even one VM of 64 files. */
-	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = false, .fdstore = "8",
+	/* FileDescriptorStoreMax=11 holds not even one VM of 64 files. */
+	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = false, .fdstore = "11",
 						   .config = "[Daemon]\nMaxVMs=10\nMaxFdsPerVM=64\n" });
-	if (check(r >= 0, "start a daemon with FDSTORE=8, MaxVMs=10, MaxFdsPerVM=64")) {
+	if (check(r >= 0, "start a daemon with FDSTORE=11, MaxVMs=10, MaxFdsPerVM=64")) {
 		lud_env_connect(&env, &bus);
 		check(manager_u(bus, "MaxFdsPerVM") == 3 && manager_u(bus, "MaxVMs") == 1,
-		      "MaxFdsPerVM lowered to 8 - 5 and MaxVMs to 1 (%u, %u)", manager_u(bus, "MaxFdsPerVM"),
+		      "MaxFdsPerVM lowered to 11 - 3 - 5 and MaxVMs to 1 (%u, %u)", manager_u(bus, "MaxFdsPerVM"),
 		      manager_u(bus, "MaxVMs"));
 		sd_bus_flush_close_unref(bus);
 	}

@@ -864,6 +864,28 @@ static void test_stage(void)
 		      "check --json: staged_kernel, staged_kernel_adopts");
 		json_object_put(j);
 	}
+	/* A restart keeps it: the sealed copy and its verdict are in the fd
+	 * store, and nothing is loaded again. */
+	{
+		const LudEnvOptions o = { .with_policy = true, .fake_luo = true, .notify = LUD_NOTIFY_ACK };
+		char *names = NULL;
+		int n;
+
+		sd_bus_flush_close_unref(bus);
+		bus = NULL;
+		n = lud_env_fdstore(&env, &names);
+		check(n > 0 && names && strstr(names, "staged.kernel\n") && strstr(names, "staged.record\n") &&
+			      !strstr(names, "staged.initrd\n"),
+		      "the fd store holds the staged kernel's copy and record (%s)", names ?: "");
+		free(names);
+		lud_env_kill_daemon(&env);
+		check(lud_env_restart_daemon(&env, &o) >= 0 && lud_env_connect(&env, &bus) >= 0,
+		      "SIGKILL the daemon and restart it");
+		LUCTL(&env, "status");
+		check(run.status == 0 && out_has("(7.3.4-test), adopts memfds and devices\n") &&
+			      lud_count_lines(log, "load kernel=") == 2,
+		      "after the restart status still shows the staged kernel, not loaded again (%s)", run.out);
+	}
 	run_as(&env, 65534, (const char *const[]){ "stage", img, "--append=liveupdate=on kho=on", NULL });
 	check(run.status == 1 && err_has("org.freedesktop.DBus.Error.AccessDenied"),
 	      "uid 65534 may not stage a kernel: AccessDenied (%d: %s)", run.status, run.err);
@@ -871,6 +893,13 @@ static void test_stage(void)
 	check(run.status == 0 && lud_count_lines(log, "unload") == 1, "unstage: the kernel is unloaded");
 	LUCTL(&env, "check");
 	check(!out_has("checked by iommu-lud"), "check: no staged kernel after unstage");
+	{
+		char *names = NULL;
+
+		check(lud_env_fdstore(&env, &names) >= 0 && names && !strstr(names, "staged."),
+		      "... and none in the fd store (%s)", names ?: "");
+		free(names);
+	}
 
 	sd_bus_flush_close_unref(bus);
 	lud_env_stop(&env);
