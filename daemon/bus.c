@@ -673,10 +673,20 @@ static int read_register_options(sd_bus_message *msg, RegisterOptions *o, sd_bus
  * process for good (no pid race), so the daemon keeps a duplicate and
  * watches it instead of the caller.  The process must still be running.
  */
-static int take_owner_pidfd(const char *name, int fd, int *ret_fd, pid_t *ret_pid, sd_bus_error *error)
+/*
+ * The owner a RegisterVMWithOptions names with OwnerPIDFD: a live process
+ * in the daemon's pid namespace and, unless the caller is root, one of the
+ * caller's own uid.  A VM lives as long as its owner, and only callers of
+ * the owner's uid may manage it: naming another user's process would keep
+ * a VM alive on that process and hand it to that user.
+ */
+static int take_owner_pidfd(sd_bus_message *msg, const char *name, int fd, int *ret_fd, pid_t *ret_pid,
+			    sd_bus_error *error)
 {
 	_cleanup_close_ int copy = -EBADF;
 	struct pollfd p = { .fd = fd, .events = POLLIN };
+	sd_bus_creds *creds = NULL;
+	uid_t caller = UID_INVALID_VALUE, owner;
 	pid_t pid = 0;
 	int r;
 
@@ -692,6 +702,25 @@ static int take_owner_pidfd(const char *name, int fd, int *ret_fd, pid_t *ret_pi
 					 "VM %s: the owner given as OwnerPIDFD (pid %d) has exited", name, (int)pid);
 	if (r < 0)
 		return r;
+	r = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID, &creds);
+	if (r >= 0) {
+		r = sd_bus_creds_get_euid(creds, &caller);
+		sd_bus_creds_unref(creds);
+	}
+	if (r < 0)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+					 "VM %s: cannot determine the caller's credentials: %s", name, strerror(-r));
+	owner = process_uid(pid);
+	/* The pid read from the pidfd names the same process only while it
+	 * runs: ask the pidfd again after reading its uid. */
+	if (owner == UID_INVALID_VALUE || (poll(&p, 1, 0) > 0 && (p.revents & POLLIN)))
+		return sd_bus_error_setf(error, SD_BUS_ERROR_UNIX_PROCESS_ID_UNKNOWN,
+					 "VM %s: the owner given as OwnerPIDFD (pid %d) has exited", name, (int)pid);
+	if (caller != 0 && owner != caller)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+					 "VM %s: OwnerPIDFD names pid %d of uid %u; uid %u may only name a process "
+					 "of its own (root may name any)", name, (int)pid, (unsigned)owner,
+					 (unsigned)caller);
 	copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
 	if (copy < 0)
 		return -errno;
@@ -801,7 +830,7 @@ static int register_files(sd_bus_message *msg, Manager *m, RegisterMethod kind, 
 	 * the caller. */
 	owner = caller;
 	if (opts.owner_pidfd >= 0) {
-		r = take_owner_pidfd(name, opts.owner_pidfd, &pidfd, &owner, error);
+		r = take_owner_pidfd(msg, name, opts.owner_pidfd, &pidfd, &owner, error);
 		if (r < 0)
 			return r;
 	}

@@ -2478,9 +2478,23 @@ static int polkit_allowed_user(sd_bus *b, char *out, size_t size)
 	iommulu_memfd_create("pkown", 1 << 16, &fd);
 	r = register_vm(b, "pkown", &fd, 1, NULL, 0, NULL, 0, &e, NULL);
 	bits |= (r >= 0) << 3;
-	snprintf(out + strlen(out), size - strlen(out), "RegisterVM: %s", e.message ?: "ok");
+	snprintf(out + strlen(out), size - strlen(out), "RegisterVM: %s|", e.message ?: "ok");
 	sd_bus_error_free(&e);
-	return bits == 0xf ? 0 : 10 + bits;
+	/* Naming a process of another user (root's: the test) as the owner. */
+	{
+		int other = -1, root_pidfd = (int)syscall(SYS_pidfd_open, getppid(), 0);
+
+		iommulu_memfd_create("pkroot", 1 << 16, &other);
+		r = register_with_options(b, "pkroot", &other, 1, root_pidfd, NULL, 0, NULL, &e);
+		bits |= (r < 0 && error_is(&e, SD_BUS_ERROR_ACCESS_DENIED) && strstr(e.message, "OwnerPIDFD") &&
+			 strstr(e.message, "uid 0")) << 4;
+		snprintf(out + strlen(out), size - strlen(out), "RegisterVM OwnerPIDFD of root: %s",
+			 e.message ?: "ok");
+		sd_bus_error_free(&e);
+		close(other);
+		close(root_pidfd);
+	}
+	return bits == 0x1f ? 0 : 10 + bits;
 }
 
 /* PreserveVM pkvm must be AccessDenied with polkit_expect in its message:
@@ -2540,7 +2554,8 @@ static void test_polkit(void)
 
 	r = as_uid(&env, 65534, polkit_allowed_user, out, sizeof(out));
 	check(r == 0, "uid 65534, polkit allowing manage-vms: PreserveVM of its VMM's VM gets through, PreserveAll "
-	      "and StageKernel are AccessDenied naming their actions, RegisterVM of its own VM succeeds (%d: %s)", r, out);
+	      "and StageKernel are AccessDenied naming their actions, RegisterVM of its own VM succeeds, naming "
+	      "root's process as OwnerPIDFD is AccessDenied (%d: %s)", r, out);
 	check(lud_count_lines(log, "org.iommulu.LiveUpdate1.manage-vms vm=pkvm bus-name") >= 1 &&
 		      lud_count_lines(log, "org.iommulu.LiveUpdate1.preserve-all vm= ") == 1 &&
 		      lud_count_lines(log, "org.iommulu.LiveUpdate1.stage-kernel vm= ") == 1 &&
