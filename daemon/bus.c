@@ -1686,6 +1686,36 @@ static int property_get_vm(sd_bus *bus, const char *path, const char *interface,
 	return -EINVAL;
 }
 
+int bus_vm_property_text(Vm *v, const char *property, char **ret)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = NULL;
+	_cleanup_free_ char *text = NULL;
+	size_t size = 0;
+	FILE *f;
+	int r;
+
+	if (!v->manager->bus)
+		return -ENOTCONN;
+	/* The getter's own output: what a Get would return. */
+	r = sd_bus_message_new_signal(v->manager->bus, &msg, v->path, VM_IFACE, "Value");
+	if (r >= 0)
+		r = property_get_vm(v->manager->bus, v->path, VM_IFACE, property, msg, v, NULL);
+	if (r >= 0)
+		r = sd_bus_message_seal(msg, 1, 0);
+	if (r < 0)
+		return r;
+	f = open_memstream(&text, &size);
+	if (!f)
+		return -ENOMEM;
+	r = sd_bus_message_dump(msg, f, 0);
+	if (fclose(f) != 0 && r >= 0)
+		r = -ENOMEM;
+	if (r < 0)
+		return r;
+	*ret = TAKE_PTR(text);
+	return 0;
+}
+
 static const sd_bus_vtable vm_vtable[] = {
 	SD_BUS_VTABLE_START(0),
 	SD_BUS_PROPERTY("Name", "s", property_get_vm, 0, SD_BUS_VTABLE_PROPERTY_CONST),
@@ -1772,6 +1802,9 @@ int manager_connect_bus(Manager *m)
 	r = sd_bus_add_object_manager(m->bus, NULL, MANAGER_PATH);
 	if (r < 0)
 		return log_error_errno(r, "Failed to add the object manager: %m");
+	/* What a client reads from now on is the baseline of PropertiesChanged. */
+	for (size_t i = 0; i < m->n_vms; i++)
+		vm_remember_properties(m->vms[i]);
 	return 0;
 }
 

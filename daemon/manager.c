@@ -231,6 +231,8 @@ Vm *vm_free(Vm *v)
 	free(v->last_error);
 	free(v->ineligible);
 	free(v->stored_content);
+	for (size_t b = 0; b < VM_PROP_COUNT; b++)
+		free(v->announced[b]);
 	free(v->path);
 	free(v);
 	return NULL;
@@ -269,6 +271,24 @@ static const char *const vm_property_names[] = {
 
 _Static_assert(ELEMENTSOF(vm_property_names) == __builtin_ctz(_VM_PROP_ALL + 1), "a name for each VmProperty");
 
+_Static_assert(ELEMENTSOF(vm_property_names) == VM_PROP_COUNT, "VM_PROP_COUNT");
+
+void vm_remember_properties(Vm *v)
+{
+	for (size_t b = 0; b < VM_PROP_COUNT; b++) {
+		char *text = NULL;
+
+		if (bus_vm_property_text(v, vm_property_names[b], &text) < 0)
+			text = NULL;	/* unknown: announced at its next change */
+		free(v->announced[b]);
+		v->announced[b] = text;
+	}
+	v->changed = 0;
+}
+
+/* Announce, once per loop iteration, the properties marked as changed
+ * whose value differs from what clients last saw: a state change marks
+ * every property that can move with it, most of which did not. */
 static int on_emit(sd_event_source *s, void *userdata)
 {
 	Manager *m = userdata;
@@ -278,9 +298,20 @@ static int on_emit(sd_event_source *s, void *userdata)
 		char *props[ELEMENTSOF(vm_property_names) + 1];
 		size_t n = 0;
 
-		for (size_t b = 0; b < ELEMENTSOF(vm_property_names); b++)
-			if (v->changed & (1u << b))
-				props[n++] = (char *)vm_property_names[b];
+		for (size_t b = 0; b < ELEMENTSOF(vm_property_names); b++) {
+			char *text = NULL;
+
+			if (!(v->changed & (1u << b)))
+				continue;
+			if (bus_vm_property_text(v, vm_property_names[b], &text) >= 0 && v->announced[b] &&
+			    streq_ptr(text, v->announced[b])) {
+				free(text);
+				continue;
+			}
+			free(v->announced[b]);
+			v->announced[b] = text;
+			props[n++] = (char *)vm_property_names[b];
+		}
 		props[n] = NULL;
 		v->changed = 0;
 		/* Errors here are not fatal for the daemon. */
@@ -344,8 +375,10 @@ int manager_add_vm(Manager *m, Vm *v)
 		return -ENOMEM;
 	m->vms = n;
 	m->vms[m->n_vms++] = v;
-	if (m->bus)
+	if (m->bus) {
 		(void)sd_bus_emit_interfaces_added(m->bus, v->path, VM_IFACE, NULL);
+		vm_remember_properties(v);
+	}
 	return 0;
 }
 

@@ -116,11 +116,13 @@ typedef enum VmProperty {
 	VM_PROP_RESTORE_NOTES = 1u << 11,
 	_VM_PROP_ALL = (1u << 12) - 1,
 } VmProperty;
+#define VM_PROP_COUNT 12
 
 typedef struct Vm {
 	Manager *manager;
 	uint64_t id;		/* unique for the daemon's life: tells a VM from a later one of the same name */
-	unsigned changed;	/* VmProperty bits not announced yet */
+	unsigned changed;	/* VmProperty bits that may have changed since announced */
+	char *announced[VM_PROP_COUNT];	/* each property as clients last saw it (bus_vm_property_text()), or NULL */
 	char name[IOMMULU_VM_NAME_MAX + 1];
 	char *path;
 	VmState state;
@@ -482,3 +484,9 @@ void polkit_queries_free(Manager *m);
 /* bus.c: the D-Bus error of a failure of the core. */
 int bus_error_from_errno(sd_bus_error *error, int r, const char *message);
 int bus_error_set_vm(sd_bus_error *error, const VmError *e);
+/* VM property `property` as it reads on the bus now, as text (to announce
+ * a property only when its value changed). */
+int bus_vm_property_text(Vm *v, const char *property, char **ret);
+/* Take v's properties as what clients know now (InterfacesAdded, or the
+ * bus just connected). */
+void vm_remember_properties(Vm *v);

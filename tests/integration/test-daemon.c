@@ -145,38 +145,45 @@ static int settled_fds(pid_t pid, int expect)
 	return n;
 }
 
+/* The names in a PropertiesChanged signal (after its interface), each appended
+ * to names as " Name ". */
+static void signal_names(sd_bus_message *m, char *names, size_t size)
+{
+	size_t n = strlen(names);
+	const char *prop;
+
+	if (sd_bus_message_enter_container(m, 'a', "{sv}") > 0) {
+		while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
+			if (sd_bus_message_read(m, "s", &prop) > 0 && n + strlen(prop) + 3 < size)
+				n += (size_t)snprintf(names + n, size - n, " %s ", prop);
+			sd_bus_message_skip(m, "v");
+			sd_bus_message_exit_container(m);
+		}
+		sd_bus_message_exit_container(m);
+	}
+	if (sd_bus_message_enter_container(m, 'a', "s") > 0) {
+		while (sd_bus_message_read(m, "s", &prop) > 0)
+			if (n + strlen(prop) + 3 < size)
+				n += (size_t)snprintf(names + n, size - n, " %s ", prop);
+		sd_bus_message_exit_container(m);
+	}
+}
+
 /* Collects the property names of the manager's PropertiesChanged signals
  * seen within ms milliseconds into names (space separated), stopping
  * early once want appears. */
 static void collect_manager_changes(sd_bus *bus, unsigned ms, const char *want, char *names, size_t size)
 {
-	size_t n = 0;
-
 	names[0] = 0;
 	for (unsigned waited = 0; waited < ms && !(want && strstr(names, want));) {
 		sd_bus_message *m = NULL;
-		const char *iface, *prop;
+		const char *iface;
 		int r = sd_bus_process(bus, &m);
 
 		if (r > 0 && m && sd_bus_message_is_signal(m, "org.freedesktop.DBus.Properties", "PropertiesChanged") &&
 		    strcmp(sd_bus_message_get_path(m) ?: "", MPATH) == 0 &&
-		    sd_bus_message_read(m, "s", &iface) > 0 && strcmp(iface, MIFACE) == 0) {
-			if (sd_bus_message_enter_container(m, 'a', "{sv}") > 0) {
-				while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
-					if (sd_bus_message_read(m, "s", &prop) > 0 && n + strlen(prop) + 2 < size)
-						n += (size_t)snprintf(names + n, size - n, "%s ", prop);
-					sd_bus_message_skip(m, "v");
-					sd_bus_message_exit_container(m);
-				}
-				sd_bus_message_exit_container(m);
-			}
-			if (sd_bus_message_enter_container(m, 'a', "s") > 0) {
-				while (sd_bus_message_read(m, "s", &prop) > 0)
-					if (n + strlen(prop) + 2 < size)
-						n += (size_t)snprintf(names + n, size - n, "%s ", prop);
-				sd_bus_message_exit_container(m);
-			}
-		}
+		    sd_bus_message_read(m, "s", &iface) > 0 && strcmp(iface, MIFACE) == 0)
+			signal_names(m, names, size);
 		sd_bus_message_unref(m);
 		if (r == 0) {
 			sd_bus_wait(bus, 10000);
@@ -2587,6 +2594,225 @@ static void test_polkit(void)
 	lud_env_stop(&env);
 }
 
+/* ---- PropertiesChanged: exactly the properties that changed ------------ */
+
+typedef struct PropDef {
+	const char *name, *type;
+} PropDef;
+
+static const PropDef manager_props[] = {
+	{ "LiveUpdated", "b" }, { "Generation", "t" }, { "FailurePolicy", "s" }, { "MaxVMs", "u" },
+	{ "MaxFdsPerVM", "u" }, { "ShutdownBlockedBy", "s" }, { "StagedKernel", "s" },
+	{ "StagedKernelAdopts", "s" }, { "StagedKernelProblem", "s" },
+};
+static const PropDef vm_props[] = {
+	{ "State", "s" }, { "Devices", "as" }, { "HWPTs", "at" }, { "GuestMemoryBytes", "t" },
+	{ "StateMemfds", "au" }, { "Session", "s" }, { "LastError", "s" }, { "Generation", "t" },
+	{ "OwnerPID", "u" }, { "Memfds", "u" }, { "IneligibleReason", "s" }, { "RestoreNotes", "s" },
+};
+#define N_PROPS (ELEMENTSOF(manager_props) + ELEMENTSOF(vm_props))
+
+/* A property's value as text ("?" if it cannot be read). */
+static void prop_text(sd_bus *bus, const char *path, const char *iface, const PropDef *p, char *buf, size_t size)
+{
+	sd_bus_message *reply = NULL;
+	size_t n = 0;
+	int r;
+
+	snprintf(buf, size, "?");
+	r = sd_bus_get_property(bus, DEST, path, iface, p->name, NULL, &reply, p->type);
+	if (r < 0)
+		return;
+	if (p->type[0] == 'a') {
+		char t = p->type[1];
+
+		r = sd_bus_message_enter_container(reply, 'a', p->type + 1);
+		buf[0] = 0;
+		while (r > 0) {
+			const char *str;
+			uint64_t u64;
+			uint32_t u32;
+
+			if (t == 's')
+				r = sd_bus_message_read(reply, "s", &str);
+			else if (t == 't')
+				r = sd_bus_message_read(reply, "t", &u64);
+			else
+				r = sd_bus_message_read(reply, "u", &u32);
+			if (r > 0 && n < size)
+				n += (size_t)snprintf(buf + n, size - n, "%s%s", n ? "," : "",
+						      t == 's' ? str : "");
+			if (r > 0 && t != 's' && n < size)
+				n += (size_t)snprintf(buf + n, size - n, "%" PRIu64,
+						      t == 't' ? u64 : (uint64_t)u32);
+		}
+	} else if (p->type[0] == 's') {
+		const char *str;
+
+		if (sd_bus_message_read(reply, "s", &str) > 0)
+			snprintf(buf, size, "%s", str);
+	} else if (p->type[0] == 'b') {
+		int b;
+
+		if (sd_bus_message_read(reply, "b", &b) > 0)
+			snprintf(buf, size, "%d", b);
+	} else if (p->type[0] == 't') {
+		uint64_t u;
+
+		if (sd_bus_message_read(reply, "t", &u) > 0)
+			snprintf(buf, size, "%" PRIu64, u);
+	} else {
+		uint32_t u;
+
+		if (sd_bus_message_read(reply, "u", &u) > 0)
+			snprintf(buf, size, "%" PRIu32, u);
+	}
+	sd_bus_message_unref(reply);
+}
+
+static void props_snapshot(sd_bus *bus, const char *vm_path, char values[N_PROPS][512])
+{
+	for (size_t i = 0; i < ELEMENTSOF(manager_props); i++)
+		prop_text(bus, MPATH, MIFACE, &manager_props[i], values[i], sizeof(values[i]));
+	for (size_t i = 0; i < ELEMENTSOF(vm_props); i++)
+		prop_text(bus, vm_path, VIFACE, &vm_props[i], values[ELEMENTSOF(manager_props) + i],
+			  sizeof(values[0]));
+}
+
+/* Every PropertiesChanged the daemon sent so far, sorted by object: the
+ * daemon flushes them once per loop iteration, so after two Peer.Ping
+ * round trips the ones a call caused have all arrived. */
+static void collect_changes(sd_bus *bus, const char *vm_path, char *mgr, char *vm, size_t size)
+{
+	mgr[0] = vm[0] = 0;
+	for (int ping = 0; ping < 2; ping++)
+		(void)sd_bus_call_method(bus, DEST, MPATH, "org.freedesktop.DBus.Peer", "Ping", NULL, NULL, NULL);
+	for (;;) {
+		sd_bus_message *m = NULL;
+		const char *iface = NULL, *path;
+		int r = sd_bus_process(bus, &m);
+
+		if (r <= 0)
+			break;
+		if (m && sd_bus_message_is_signal(m, "org.freedesktop.DBus.Properties", "PropertiesChanged") &&
+		    sd_bus_message_read(m, "s", &iface) > 0) {
+			path = sd_bus_message_get_path(m) ?: "";
+			if (strcmp(path, MPATH) == 0 && strcmp(iface, MIFACE) == 0)
+				signal_names(m, mgr, size);
+			else if (strcmp(path, vm_path) == 0 && strcmp(iface, VIFACE) == 0)
+				signal_names(m, vm, size);
+		}
+		sd_bus_message_unref(m);
+	}
+}
+
+/* After step: every property whose value changed was announced, and no
+ * other; false with what differs in diff. */
+static bool changes_exact(const char before[N_PROPS][512], const char after[N_PROPS][512], const char *mgr,
+			  const char *vm, char *diff, size_t size)
+{
+	size_t n = 0;
+	bool ok = true;
+
+	diff[0] = 0;
+	for (size_t i = 0; i < N_PROPS; i++) {
+		bool is_vm = i >= ELEMENTSOF(manager_props);
+		const char *name = is_vm ? vm_props[i - ELEMENTSOF(manager_props)].name : manager_props[i].name;
+		char key[64];
+		bool changed = strcmp(before[i], after[i]) != 0, announced;
+
+		snprintf(key, sizeof(key), " %s ", name);
+		announced = strstr(is_vm ? vm : mgr, key) != NULL;
+		if (changed == announced)
+			continue;
+		ok = false;
+		if (n < size)
+			n += (size_t)snprintf(diff + n, size - n, "%s%s.%s %s (\"%s\" -> \"%s\"); ", "",
+					      is_vm ? "VM" : "Manager", name,
+					      changed ? "changed, not announced" : "announced, unchanged", before[i],
+					      after[i]);
+	}
+	return ok;
+}
+
+/* PropertiesChanged is exact: at each step of a VM's life, the manager's
+ * and the VM's signals name every property whose value changed, and no
+ * other (compared with Get before and after). */
+static void test_properties_exact(void)
+{
+	static char before[N_PROPS][512], after[N_PROPS][512];
+	LudEnv env;
+	sd_bus *bus = NULL, *watch = NULL;
+	sd_bus_slot *slot = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	char mgr[1024], vm[1024], diff[2048];
+	int fds[2] = { -1, -1 }, r;
+	const char *vm_path = "/org/iommulu/LiveUpdate1/vm/exact";
+
+	r = lud_env_start(&env, &(LudEnvOptions){ .with_policy = true, .fake_luo = true, .notify = LUD_NOTIFY_ACK });
+	if (!check(r >= 0, "start a daemon with a fake LUO and fd store (%s)", strerror(-r))) {
+		lud_env_stop(&env);
+		return;
+	}
+	lud_env_connect(&env, &bus);
+	lud_env_connect(&env, &watch);
+	sd_bus_match_signal(watch, &slot, DEST, NULL, "org.freedesktop.DBus.Properties", "PropertiesChanged", NULL,
+			    NULL);
+	iommulu_memfd_create("exact-a", 1 << 16, &fds[0]);
+	iommulu_memfd_create("exact-b", 1 << 17, &fds[1]);
+
+	r = register_part(bus, "exact", &fds[0], 1, false, &e);
+	check(r >= 0, "RegisterVMPart exact, 1 of 2 (%s)", e.message ?: "");
+	sd_bus_error_free(&e);
+	collect_changes(watch, vm_path, mgr, vm, sizeof(mgr));
+
+#define STEP(what, call)                                                                               \
+	do {                                                                                           \
+		props_snapshot(watch, vm_path, before);                                                \
+		call;                                                                                  \
+		collect_changes(watch, vm_path, mgr, vm, sizeof(mgr));                                 \
+		props_snapshot(watch, vm_path, after);                                                 \
+		check(changes_exact((const char(*)[512])before, (const char(*)[512])after, mgr, vm, diff, \
+				    sizeof(diff)),                                                     \
+		      "%s: PropertiesChanged names exactly what changed (manager:%s; VM:%s) %s", what, mgr, \
+		      vm, diff);                                                                       \
+		sd_bus_error_free(&e);                                                                 \
+	} while (0)
+
+	STEP("the last RegisterVMPart", register_part(bus, "exact", &fds[1], 1, true, &e));
+	STEP("PreserveVM", call_s(bus, "PreserveVM", "exact", &e));
+	STEP("UnpreserveVM", call_s(bus, "UnpreserveVM", "exact", &e));
+	/* Unconfirmed: preserved while the barrier is pending, then rolled
+	 * back; each half is a step of its own. */
+	lud_env_answer_barriers(&env, false);
+	{
+		sd_bus_message *reply = NULL;
+		sd_bus_slot *pending = NULL;
+
+		STEP("PreserveVM, while its barrier is pending",
+		     (sd_bus_call_method_async(bus, &pending, DEST, MPATH, MIFACE, "PreserveVM", on_async_reply,
+					       &reply, "s", "exact"), sd_bus_flush(bus), msleep(300)));
+		STEP("... rolled back when it is not answered", wait_reply(bus, &reply, &(struct timespec){}));
+		check(reply && sd_bus_message_is_method_error(reply, SD_BUS_ERROR_TIMEOUT), "... with Timeout");
+		sd_bus_message_unref(reply);
+		sd_bus_slot_unref(pending);
+	}
+	lud_env_answer_barriers(&env, true);
+	STEP("PreserveVM again", call_s(bus, "PreserveVM", "exact", &e));
+	STEP("PreserveAll (nothing to do)", sd_bus_call_method(bus, DEST, MPATH, MIFACE, "PreserveAll", &e, NULL,
+								NULL));
+	STEP("UnpreserveVM again", call_s(bus, "UnpreserveVM", "exact", &e));
+#undef STEP
+	check(vm_state_is(bus, "exact", "registered"), "the VM went through its states and is registered");
+
+	sd_bus_slot_unref(slot);
+	sd_bus_flush_close_unref(watch);
+	sd_bus_flush_close_unref(bus);
+	lud_env_stop(&env);
+	close(fds[0]);
+	close(fds[1]);
+}
+
 int main(void)
 {
 	LudEnv env;
@@ -2627,6 +2853,7 @@ int main(void)
 	test_barrier_unanswered();
 	test_preserve_all_async();
 	test_calls_while_storing();
+	test_properties_exact();
 	test_owner_race();
 	test_register_parts();
 	test_kill_steps();
