@@ -120,8 +120,8 @@ static void test_files_and_memory(void **state)
 	int fds[3], swapped[3];
 	Vm *v = add_vm(m, "files", sizes, 3, st2, 1, fds);
 
-	assert_int_equal(v->n_memfds, 3);
-	assert_int_equal(v->guest_memory_bytes, 192 << 10);
+	assert_int_equal(vm_files_count(v, VM_FILE_MEMFD), 3);
+	assert_int_equal(vm_guest_memory_bytes(v), 192 << 10);
 	assert_true(vm_memfd_is_state(v, 2));
 	assert_false(vm_memfd_is_state(v, 0));
 
@@ -153,11 +153,11 @@ static void test_files_and_memory(void **state)
 	}
 
 	/* A part rolled back takes its state memfds with it. */
-	vm_truncate_files(v, 2, 0, 0, false);
-	assert_int_equal(v->n_state_memfds, 0);
-	assert_int_equal(v->guest_memory_bytes, 192 << 10);
-	vm_truncate_files(v, 1, 0, 0, false);
-	assert_int_equal(v->guest_memory_bytes, 64 << 10);
+	vm_truncate_files(v, 2, 0);
+	assert_int_equal(vm_n_state_memfds(v), 0);
+	assert_int_equal(vm_guest_memory_bytes(v), 192 << 10);
+	vm_truncate_files(v, 1, 0);
+	assert_int_equal(vm_guest_memory_bytes(v), 64 << 10);
 
 	for (size_t i = 0; i < 3; i++)
 		close(fds[i]);
@@ -252,13 +252,10 @@ static void test_records(void **state)
 		assert_int_equal(record_parse_fd(fd, &tmp), 0);
 		assert_string_equal(tmp.name, "rec");
 		assert_string_equal(tmp.session_name, "iommulu.1.rec");
-		assert_int_equal(tmp.guest_memory_bytes, 64 << 10);
-		assert_int_equal(tmp.n_state_memfds, 1);
-		assert_int_equal(tmp.state_memfds[0], 1);
-		iommulu_manifest_free(tmp.manifest);
-		free(tmp.snapshots);
-		free(tmp.hwpts);
-		free(tmp.state_memfds);
+		assert_int_equal(vm_guest_memory_bytes(&tmp), 64 << 10);
+		assert_int_equal(vm_n_state_memfds(&tmp), 1);
+		assert_true(vm_memfd_is_state(&tmp, 1));
+		record_done(&tmp);
 	}
 	close(fd);
 	manager_free(m);
@@ -411,7 +408,7 @@ static void test_staged_kernel(void **state)
 
 	add_vm(m, "mem", sizes, 1, NULL, 0, NULL);
 	dev = add_vm(m, "dev", sizes, 1, NULL, 0, NULL);
-	dev->iommufd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	assert_int_equal(vm_files_append(dev, VM_FILE_IOMMUFD, open("/dev/null", O_RDONLY | O_CLOEXEC), NULL), 0);
 
 	/* Nothing staged: the memfd-only VM goes, the other does not. */
 	assert_true(manager_kernel_adopts(m, manager_find_vm(m, "mem"), &e));
@@ -455,7 +452,7 @@ static void test_staged_kernel(void **state)
 	 * before the kexec (pdev gets its stand-in iommufd once preserved). */
 	pdev = add_vm(m, "pdev", sizes, 1, NULL, 0, NULL);
 	assert_int_equal(vm_preserve(pdev, &e), 0);
-	pdev->iommufd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	assert_int_equal(vm_files_append(pdev, VM_FILE_IOMMUFD, open("/dev/null", O_RDONLY | O_CLOEXEC), NULL), 0);
 	m->staged->verdict.devices = false;
 	manager_unpreserve_unadoptable(m);
 	assert_int_equal(manager_find_vm(m, "pdev")->state, VM_REGISTERED);
