@@ -790,11 +790,7 @@ int manager_restore_outgoing(Manager *m, int session_fd, int record_fd, const ch
 			if (r >= 0) {
 				/* The files by name: they stay in the kernel's session. */
 				v->manifest = TAKE_PTR(rec.manifest);
-				v->files = TAKE_PTR(rec.files);
-				v->n_files = rec.n_files;
-				rec.n_files = 0;
-				v->hwpts = TAKE_PTR(rec.hwpts);
-				v->n_hwpts = rec.n_hwpts;
+				vm_files_move(v, &rec);
 				v->generation = rec.generation;
 			}
 		} else

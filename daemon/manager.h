@@ -319,6 +319,9 @@ int vm_add_files(Vm *v, const VmFiles *add, const iommulu_plan *plan);
 void vm_truncate_files(Vm *v, size_t n_files, size_t n_hwpts);
 /* Close and forget all of v's files and HWPT ids. */
 void vm_close_files(Vm *v);
+/* v's files and HWPT ids (closed first) become from's, which is left
+ * without any. */
+void vm_files_move(Vm *v, Vm *from);
 /* The files of the manifest mf, none restored (-EBADF), and its HWPT ids
  * unless v has some. */
 int vm_files_from_manifest(Vm *v, const iommulu_manifest *mf);

@@ -168,6 +168,18 @@ void vm_close_files(Vm *v)
 	v->has_fds = false;
 }
 
+void vm_files_move(Vm *v, Vm *from)
+{
+	vm_truncate_files(v, 0, 0);
+	free(v->files);
+	free(v->hwpts);
+	v->files = TAKE_PTR(from->files);
+	v->n_files = from->n_files;
+	v->hwpts = TAKE_PTR(from->hwpts);
+	v->n_hwpts = from->n_hwpts;
+	from->n_files = from->n_hwpts = 0;
+}
+
 int vm_files_from_manifest(Vm *v, const iommulu_manifest *mf)
 {
 	VmFile *f;
