@@ -211,8 +211,7 @@ typedef struct StoredReply {
 	/* registration: what the VM had before the call */
 	bool created;
 	VmState was;
-	size_t have_memfds, have_devices, have_hwpts;
-	bool have_iommufd;
+	size_t have_files, have_hwpts;
 } StoredReply;
 
 static StoredReply *stored_reply_free(StoredReply *d)
@@ -244,7 +243,7 @@ static void registration_unconfirmed(Manager *m, Vm *v, const StoredReply *d, in
 		manager_remove_vm(m, v);
 		return;
 	}
-	vm_truncate_files(v, d->have_memfds, d->have_devices, d->have_hwpts, d->have_iommufd);
+	vm_truncate_files(v, d->have_files, d->have_hwpts);
 	vm_changed(v, VM_PROP_MEMFDS | VM_PROP_DEVICES | VM_PROP_HWPTS | VM_PROP_GUEST_MEMORY_BYTES |
 			      VM_PROP_STATE_MEMFDS);
 	if (v->state != d->was)
@@ -557,20 +556,6 @@ static void plan_freep(iommulu_plan **p)
 	iommulu_plan_free(*p);
 }
 
-/* Concatenation of two int arrays (either may be empty). */
-static int *concat_fds(const int *a, size_t n_a, const int *b, size_t n_b)
-{
-	int *c = calloc(n_a + n_b + 1, sizeof(int));
-
-	if (!c)
-		return NULL;
-	if (n_a)
-		memcpy(c, a, n_a * sizeof(int));
-	if (n_b)
-		memcpy(c + n_a, b, n_b * sizeof(int));
-	return c;
-}
-
 /*
  * With an fd store, a file can be registered for one VM only (see
  * manager_find_file_holder()): systemd keeps one copy of an open file in
@@ -778,17 +763,18 @@ static int register_files(sd_bus_message *msg, Manager *m, RegisterMethod kind, 
 	const char *method = method_names[kind];
 	bool part = kind != REGISTER_VM;
 	RegisterOptions opts = { .owner_pidfd = -EBADF, .last = 1 };
-	_cleanup_free_ int *memfds = NULL, *iommufds = NULL, *devices = NULL, *all_memfds = NULL,
-			   *all_devices = NULL;
-	_cleanup_free_ uint32_t *hwpts = NULL, *all_hwpts = NULL;
+	_cleanup_free_ int *memfds = NULL, *iommufds = NULL, *devices = NULL;
+	_cleanup_free_ uint32_t *hwpts = NULL;
+	_cleanup_(vm_fds_done) VmFds all = {};
 	_cleanup_(plan_freep) iommulu_plan *plan = NULL;
 	_cleanup_(vm_freep) Vm *created = NULL;
 	const uint64_t *hwpts_in = NULL;
 	size_t n_memfds = 0, n_iommufds = 0, n_devices = 0, hwpt_bytes = 0, n_hwpts, n_active = 0;
-	size_t have_memfds = 0, have_devices = 0, have_iommufd = 0, have_hwpts = 0, total;
+	size_t have_files = 0, have_memfds = 0, have_devices = 0, have_iommufd = 0, have_hwpts = 0, total;
 	iommulu_reason reason = IOMMULU_REASON_NONE;
 	iommulu_error e = {};
 	const char *name;
+	VmFiles add;
 	pid_t caller = 0, owner;
 	_cleanup_close_ int pidfd = -EBADF;
 	int last = 1;
@@ -841,9 +827,10 @@ static int register_files(sd_bus_message *msg, Manager *m, RegisterMethod kind, 
 						 "VM %s is being registered for pid %d; only it (or a caller passing its "
 						 "pidfd as OwnerPIDFD) may add files", name, (int)old->owner_pid);
 		v = old;
-		have_memfds = v->n_memfds;
-		have_devices = v->n_devices;
-		have_iommufd = v->iommufd >= 0;
+		have_files = v->n_files;
+		have_memfds = vm_files_count(v, VM_FILE_MEMFD);
+		have_devices = vm_files_count(v, VM_FILE_DEVICE);
+		have_iommufd = vm_iommufd(v) >= 0;
 		have_hwpts = v->n_hwpts;
 	} else if (old && old->state != VM_FINISHED) {
 		if (last && is_identical_retry(old, owner, memfds, n_memfds, iommufds, n_iommufds, devices, n_devices,
@@ -874,7 +861,7 @@ static int register_files(sd_bus_message *msg, Manager *m, RegisterMethod kind, 
 				return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
 							 "VM %s: StateMemfds names memfd #%" PRIu32 " twice", name, k);
 	}
-	if (last && n_memfds + have_memfds <= opts.n_state_memfds + (v ? v->n_state_memfds : 0))
+	if (last && n_memfds + have_memfds <= opts.n_state_memfds + (v ? vm_n_state_memfds(v) : 0))
 		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
 					 "VM %s: at least one guest-RAM memfd is required%s", name,
 					 opts.n_state_memfds ? " (all memfds are named in StateMemfds)" : "");
@@ -901,29 +888,25 @@ static int register_files(sd_bus_message *msg, Manager *m, RegisterMethod kind, 
 
 	/* Check this call's files together with those the VM has. */
 	hwpts = calloc(n_hwpts + 1, sizeof(uint32_t));
-	all_hwpts = calloc(have_hwpts + n_hwpts + 1, sizeof(uint32_t));
-	all_memfds = concat_fds(v ? v->memfds : NULL, have_memfds, memfds, n_memfds);
-	all_devices = concat_fds(v ? v->devices : NULL, have_devices, devices, n_devices);
-	if (!hwpts || !all_hwpts || !all_memfds || !all_devices)
+	if (!hwpts)
 		return -ENOMEM;
 	for (size_t i = 0; i < n_hwpts; i++)
-		hwpts[i] = all_hwpts[have_hwpts + i] = (uint32_t)hwpts_in[i];
-	if (have_hwpts)
-		memcpy(all_hwpts, v->hwpts, have_hwpts * sizeof(uint32_t));
-	{
-		iommulu_vm_fds fds = {
-			.name = name,
-			.memfds = all_memfds,
-			.n_memfds = have_memfds + n_memfds,
-			.iommufd = have_iommufd ? v->iommufd : n_iommufds ? iommufds[0] : -1,
-			.hwpt_ids = all_hwpts,
-			.n_hwpts = have_hwpts + n_hwpts,
-			.devices = all_devices,
-			.n_devices = have_devices + n_devices,
-		};
-
-		r = iommulu_plan_build(&fds, m->generation, &plan, &reason, &e);
-	}
+		hwpts[i] = (uint32_t)hwpts_in[i];
+	add = (VmFiles){
+		.memfds = memfds,
+		.n_memfds = n_memfds,
+		.iommufd = n_iommufds ? iommufds[0] : -1,
+		.devices = devices,
+		.n_devices = n_devices,
+		.hwpts = hwpts,
+		.n_hwpts = n_hwpts,
+		.state_memfds = opts.state_memfds,
+		.n_state_memfds = opts.n_state_memfds,
+	};
+	r = vm_fds_build(v, name, &add, &all);
+	if (r < 0)
+		return r;
+	r = iommulu_plan_build(&all.fds, m->generation, &plan, &reason, &e);
 	if (r == -EPERM || (r < 0 && reason != IOMMULU_REASON_NONE)) {
 		log_vm(LOG_WARNING, LOG_VM(name), "Refusing VM %s: %s", name, e.message);
 		return sd_bus_error_setf(error, ERROR_NOT_ELIGIBLE, "VM %s: %s", name, e.message);
@@ -943,12 +926,7 @@ static int register_files(sd_bus_message *msg, Manager *m, RegisterMethod kind, 
 			return r;
 		v = created;
 	}
-	r = vm_add_files(v, &(VmFiles){ .memfds = memfds, .n_memfds = n_memfds,
-					.iommufd = n_iommufds ? iommufds[0] : -1,
-					.devices = devices, .n_devices = n_devices,
-					.hwpts = hwpts, .n_hwpts = n_hwpts,
-					.state_memfds = opts.state_memfds,
-					.n_state_memfds = opts.n_state_memfds }, plan);
+	r = vm_add_files(v, &add, plan);
 	if (r < 0)
 		return r;
 
@@ -992,7 +970,7 @@ static int register_files(sd_bus_message *msg, Manager *m, RegisterMethod kind, 
 		v->state = was;
 		if (r < 0) {
 			/* Keep what earlier parts added, nothing of this one. */
-			vm_truncate_files(v, have_memfds, have_devices, have_hwpts, have_iommufd);
+			vm_truncate_files(v, have_files, have_hwpts);
 			return persist_error(name, r, error);
 		}
 		vm_changed(v, VM_PROP_MEMFDS | VM_PROP_DEVICES | VM_PROP_HWPTS | VM_PROP_GUEST_MEMORY_BYTES |
@@ -1002,8 +980,9 @@ static int register_files(sd_bus_message *msg, Manager *m, RegisterMethod kind, 
 	}
 	log_vm(LOG_INFO, LOG_VM(name),
 	       "%s VM %s (VMM pid %d): %zu memfd(s), %" PRIu64 " bytes, %zu device(s), %zu HWPT(s)%s",
-	       last ? "Registered" : "Registering", name, (int)v->owner_pid, v->n_memfds, v->guest_memory_bytes,
-	       v->n_devices, v->n_hwpts, last ? "" : "; more files to come");
+	       last ? "Registered" : "Registering", name, (int)v->owner_pid, vm_files_count(v, VM_FILE_MEMFD),
+	       vm_guest_memory_bytes(v), vm_files_count(v, VM_FILE_DEVICE), v->n_hwpts,
+	       last ? "" : "; more files to come");
 	shutdown_update_block(m);
 	manager_schedule_trim(m);
 	{
@@ -1021,10 +1000,8 @@ static int register_files(sd_bus_message *msg, Manager *m, RegisterMethod kind, 
 		}
 		d->created = is_new;
 		d->was = VM_REGISTERING;	/* an earlier part's */
-		d->have_memfds = have_memfds;
-		d->have_devices = have_devices;
+		d->have_files = have_files;
 		d->have_hwpts = have_hwpts;
-		d->have_iommufd = have_iommufd;
 		return reply_when_stored(m, msg, d);
 	}
 }
@@ -1055,7 +1032,7 @@ static int finish_error(Vm *v, int r, sd_bus_error *error)
 {
 	char what[160];
 
-	if (r == -EBUSY && v->n_devices > 0) {
+	if (r == -EBUSY && vm_files_count(v, VM_FILE_DEVICE) > 0) {
 		log_vm(LOG_WARNING, LOG_VM_SESSION(v->name, v->session_name),
 		       "Not finishing VM %s: a device still uses the translation preserved across the kexec",
 		       v->name);
@@ -1401,26 +1378,19 @@ typedef struct RetrievedFile {
  * device:BDF; files the kernel did not restore are left out. */
 static int retrieved_files(const Vm *v, RetrievedFile **ret, size_t *ret_n)
 {
-	RetrievedFile *f = calloc(v->n_memfds + v->n_devices + 2, sizeof(RetrievedFile));
+	static const VmFileKind order[] = { VM_FILE_MEMFD, VM_FILE_IOMMUFD, VM_FILE_DEVICE };
+	RetrievedFile *r = calloc(v->n_files + 1, sizeof(RetrievedFile));
 	size_t n = 0;
 
-	if (!f)
+	if (!r)
 		return -ENOMEM;
-	for (size_t i = 0; i < v->n_memfds; i++)
-		if (v->memfds[i] >= 0) {
-			snprintf(f[n].role, sizeof(f[n].role), "memfd:%zu", i);
-			f[n++].fd = v->memfds[i];
-		}
-	if (v->iommufd >= 0) {
-		snprintf(f[n].role, sizeof(f[n].role), "iommufd");
-		f[n++].fd = v->iommufd;
-	}
-	for (size_t i = 0; i < v->n_devices; i++)
-		if (v->devices[i] >= 0) {
-			snprintf(f[n].role, sizeof(f[n].role), "device:%s", v->bdfs[i]);
-			f[n++].fd = v->devices[i];
-		}
-	*ret = f;
+	for (size_t k = 0; k < ELEMENTSOF(order); k++)
+		VM_FOREACH_FILE(f, v, order[k])
+			if (f->fd >= 0) {
+				vm_file_role(v, f, r[n].role);
+				r[n++].fd = f->fd;
+			}
+	*ret = r;
 	*ret_n = n;
 	return 0;
 }
@@ -1653,7 +1623,7 @@ static int property_get_vm(sd_bus *bus, const char *path, const char *interface,
 	if (streq_ptr(property, "State"))
 		return sd_bus_message_append(reply, "s", vm_state_to_string(v->state));
 	if (streq_ptr(property, "GuestMemoryBytes"))
-		return sd_bus_message_append(reply, "t", v->guest_memory_bytes);
+		return sd_bus_message_append(reply, "t", vm_guest_memory_bytes(v));
 	if (streq_ptr(property, "Session"))
 		return sd_bus_message_append(reply, "s", v->session_name);
 	if (streq_ptr(property, "LastError"))
@@ -1663,20 +1633,27 @@ static int property_get_vm(sd_bus *bus, const char *path, const char *interface,
 	if (streq_ptr(property, "OwnerPID"))
 		return sd_bus_message_append(reply, "u", (uint32_t)(v->owner_pidfd >= 0 ? v->owner_pid : 0));
 	if (streq_ptr(property, "Memfds"))
-		return sd_bus_message_append(reply, "u", (uint32_t)v->n_memfds);
+		/* 0 for a VM whose files are only names (has_fds false): the
+		 * files are in its session, and the daemon holds none. */
+		return sd_bus_message_append(reply, "u", (uint32_t)(v->has_fds ? vm_files_count(v, VM_FILE_MEMFD) : 0));
 	if (streq_ptr(property, "IneligibleReason"))
 		return sd_bus_message_append(reply, "s", strempty(v->ineligible));
 	if (streq_ptr(property, "RestoreNotes"))
 		return sd_bus_message_append(reply, "s", strempty(v->restore_notes));
 	if (streq_ptr(property, "Devices")) {
 		r = sd_bus_message_open_container(reply, 'a', "s");
-		for (size_t i = 0; r >= 0 && i < v->n_devices; i++)
-			r = sd_bus_message_append(reply, "s", v->bdfs[i]);
+		VM_FOREACH_FILE(f, v, VM_FILE_DEVICE)
+			if (r >= 0)
+				r = sd_bus_message_append(reply, "s", f->device.bdf);
 		return r < 0 ? r : sd_bus_message_close_container(reply);
 	}
-	if (streq_ptr(property, "StateMemfds"))
-		return sd_bus_message_append_array(reply, 'u', v->state_memfds,
-						   v->n_state_memfds * sizeof(uint32_t));
+	if (streq_ptr(property, "StateMemfds")) {
+		_cleanup_free_ uint32_t *numbers = NULL;
+		size_t n;
+
+		r = vm_state_memfds(v, &numbers, &n);
+		return r < 0 ? r : sd_bus_message_append_array(reply, 'u', numbers, n * sizeof(uint32_t));
+	}
 	if (streq_ptr(property, "HWPTs")) {
 		r = sd_bus_message_open_container(reply, 'a', "t");
 		for (size_t i = 0; r >= 0 && i < v->n_hwpts; i++)

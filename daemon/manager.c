@@ -55,162 +55,6 @@ const char *vm_state_to_string(VmState s)
 
 /* ---- VM objects ------------------------------------------------------ */
 
-void vm_close_files(Vm *v)
-{
-	for (size_t i = 0; i < v->n_memfds; i++)
-		safe_close(v->memfds[i]);
-	for (size_t i = 0; i < v->n_devices; i++)
-		if (v->devices)
-			safe_close(v->devices[i]);
-	v->iommufd = safe_close(v->iommufd);
-	free(v->memfds);
-	free(v->memfd_sizes);
-	free(v->devices);
-	free(v->bdfs);
-	free(v->hwpts);
-	free(v->snapshots);
-	free(v->state_memfds);
-	v->state_memfds = NULL;
-	v->n_state_memfds = 0;
-	v->memfds = NULL;
-	v->memfd_sizes = NULL;
-	v->devices = NULL;
-	v->bdfs = NULL;
-	v->hwpts = NULL;
-	v->snapshots = NULL;
-	v->n_memfds = v->n_devices = v->n_hwpts = v->n_snapshots = 0;
-	v->has_fds = false;
-}
-
-bool vm_memfd_is_state(const Vm *v, size_t i)
-{
-	for (size_t k = 0; k < v->n_state_memfds; k++)
-		if (v->state_memfds[k] == i)
-			return true;
-	return false;
-}
-
-void vm_count_guest_memory(Vm *v)
-{
-	v->guest_memory_bytes = 0;
-	for (size_t i = 0; v->memfd_sizes && i < v->n_memfds; i++)
-		if (!vm_memfd_is_state(v, i))
-			v->guest_memory_bytes += v->memfd_sizes[i];
-}
-
-static int dup_fd(int fd)
-{
-	int r = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-
-	return r < 0 ? -errno : r;
-}
-
-int vm_add_files(Vm *v, const VmFiles *add, const iommulu_plan *plan)
-{
-	size_t n_mem = v->n_memfds + add->n_memfds, n_dev = v->n_devices + add->n_devices;
-	size_t n_hwpt = v->n_hwpts + add->n_hwpts;
-	_cleanup_free_ int *memfds = NULL, *devices = NULL;
-	_cleanup_free_ uint64_t *sizes = NULL;
-	_cleanup_free_ uint32_t *hwpts = NULL, *states = NULL;
-	_cleanup_free_ char(*bdfs)[IOMMULU_BDF_MAX] = NULL;
-	_cleanup_close_ int iommufd = -EBADF;
-	size_t n_states = v->n_state_memfds + add->n_state_memfds;
-	size_t i;
-	int r = 0;
-
-	if (add->iommufd >= 0 && v->iommufd >= 0)
-		return -EEXIST;
-	memfds = calloc(n_mem ?: 1, sizeof(int));
-	devices = calloc(n_dev ?: 1, sizeof(int));
-	sizes = calloc(n_mem ?: 1, sizeof(uint64_t));
-	hwpts = calloc(n_hwpt ?: 1, sizeof(uint32_t));
-	bdfs = calloc(n_dev ?: 1, IOMMULU_BDF_MAX);
-	states = calloc(n_states ?: 1, sizeof(uint32_t));
-	if (!memfds || !devices || !sizes || !hwpts || !bdfs || !states)
-		return -ENOMEM;
-	if (v->n_state_memfds)
-		memcpy(states, v->state_memfds, v->n_state_memfds * sizeof(uint32_t));
-	if (add->n_state_memfds)
-		memcpy(states + v->n_state_memfds, add->state_memfds, add->n_state_memfds * sizeof(uint32_t));
-	if (v->n_memfds)
-		memcpy(memfds, v->memfds, v->n_memfds * sizeof(int));
-	if (v->n_devices) {
-		memcpy(devices, v->devices, v->n_devices * sizeof(int));
-		memcpy(bdfs, v->bdfs, v->n_devices * IOMMULU_BDF_MAX);
-	}
-	if (v->n_hwpts)
-		memcpy(hwpts, v->hwpts, v->n_hwpts * sizeof(uint32_t));
-	for (i = 0; i < add->n_hwpts; i++)
-		hwpts[v->n_hwpts + i] = add->hwpts[i];
-
-	/* Our own copies: the message's fds close with it. */
-	for (i = 0; r >= 0 && i < add->n_memfds; i++)
-		r = memfds[v->n_memfds + i] = dup_fd(add->memfds[i]);
-	for (i = 0; r >= 0 && i < add->n_devices; i++)
-		r = devices[v->n_devices + i] = dup_fd(add->devices[i]);
-	if (r >= 0 && add->iommufd >= 0)
-		r = iommufd = dup_fd(add->iommufd);
-	if (r < 0) {
-		for (i = 0; i < add->n_memfds; i++)
-			if (memfds[v->n_memfds + i] > 0)
-				safe_close(memfds[v->n_memfds + i]);
-		for (i = 0; i < add->n_devices; i++)
-			if (devices[v->n_devices + i] > 0)
-				safe_close(devices[v->n_devices + i]);
-		return r;
-	}
-
-	/* Sizes and BDFs as the plan of all the VM's files found them. */
-	for (i = 0; i < plan->manifest->n_memfds && i < n_mem; i++)
-		sizes[i] = plan->manifest->memfds[i].size;
-	for (i = 0; i < plan->n_steps; i++)
-		if (plan->steps[i].kind == IOMMULU_STEP_DEVICE && plan->steps[i].index < n_dev)
-			snprintf(bdfs[plan->steps[i].index], IOMMULU_BDF_MAX, "%s", plan->steps[i].bdf);
-
-	free(v->memfds);
-	free(v->devices);
-	free(v->memfd_sizes);
-	free(v->hwpts);
-	free(v->bdfs);
-	free(v->state_memfds);
-	v->state_memfds = TAKE_PTR(states);
-	v->n_state_memfds = n_states;
-	v->memfds = TAKE_PTR(memfds);
-	v->devices = TAKE_PTR(devices);
-	v->memfd_sizes = TAKE_PTR(sizes);
-	v->hwpts = TAKE_PTR(hwpts);
-	v->bdfs = TAKE_PTR(bdfs);
-	v->n_memfds = n_mem;
-	v->n_devices = n_dev;
-	v->n_hwpts = n_hwpt;
-	if (iommufd >= 0)
-		v->iommufd = TAKE_FD(iommufd);
-	vm_count_guest_memory(v);
-	v->has_fds = true;
-	v->eligibility_stale = true;
-	return 0;
-}
-
-void vm_truncate_files(Vm *v, size_t n_memfds, size_t n_devices, size_t n_hwpts, bool keep_iommufd)
-{
-	for (size_t i = n_memfds; i < v->n_memfds; i++)
-		v->memfds[i] = safe_close(v->memfds[i]);
-	for (size_t i = n_devices; i < v->n_devices; i++)
-		v->devices[i] = safe_close(v->devices[i]);
-	if (!keep_iommufd)
-		v->iommufd = safe_close(v->iommufd);
-	v->n_memfds = MIN(v->n_memfds, n_memfds);
-	v->n_devices = MIN(v->n_devices, n_devices);
-	v->n_hwpts = MIN(v->n_hwpts, n_hwpts);
-	for (size_t i = 0; i < v->n_state_memfds;)
-		if (v->state_memfds[i] >= v->n_memfds)
-			v->state_memfds[i] = v->state_memfds[--v->n_state_memfds];
-		else
-			i++;
-	vm_count_guest_memory(v);
-	v->eligibility_stale = true;
-}
-
 static void vm_drop_owner(Vm *v)
 {
 	v->owner_source = sd_event_source_disable_unref(v->owner_source);
@@ -253,7 +97,7 @@ int vm_new(Manager *m, const char *name, Vm **ret)
 		return -ENOMEM;
 	v->manager = m;
 	v->id = ++m->next_vm_id;
-	v->iommufd = v->owner_pidfd = v->session_fd = v->record_fd = -EBADF;
+	v->owner_pidfd = v->session_fd = v->record_fd = -EBADF;
 	v->eligibility_stale = true;
 	snprintf(v->name, sizeof(v->name), "%s", name);
 	r = sd_bus_path_encode(VM_PATH_PREFIX, name, &v->path);
@@ -517,7 +361,6 @@ static void snapshot_device(const char *bdf, DeviceSnapshot *s)
 	uint8_t cfg[0x28];
 
 	memset(s, 0, sizeof(*s));
-	snprintf(s->bdf, sizeof(s->bdf), "%s", bdf);
 	if (iommulu_pci_config_read(bdf, 0, cfg, sizeof(cfg)) < 0)
 		return;
 	s->command = (uint16_t)(cfg[4] | cfg[5] << 8);
@@ -537,18 +380,13 @@ static void snapshot_device(const char *bdf, DeviceSnapshot *s)
 
 static int vm_build_plan(Vm *v, iommulu_plan **ret, iommulu_reason *ret_reason, iommulu_error *e)
 {
-	iommulu_vm_fds fds = {
-		.name = v->name,
-		.memfds = v->memfds,
-		.n_memfds = v->n_memfds,
-		.iommufd = v->iommufd >= 0 ? v->iommufd : -1,
-		.hwpt_ids = v->hwpts,
-		.n_hwpts = v->n_hwpts,
-		.devices = v->devices,
-		.n_devices = v->n_devices,
-	};
+	_cleanup_(vm_fds_done) VmFds fds = {};
+	int r;
 
-	return iommulu_plan_build(&fds, v->manager->generation, ret, ret_reason, e);
+	r = vm_fds_build(v, v->name, NULL, &fds);
+	if (r < 0)
+		return r;
+	return iommulu_plan_build(&fds.fds, v->manager->generation, ret, ret_reason, e);
 }
 
 static void session_name_for(const Vm *v, uint64_t gen, char buf[static IOMMULU_LUO_SESSION_NAME_MAX + 1])
@@ -722,15 +560,8 @@ static int vm_preserve_one(Vm *v, VmError *error)
 	/* The daemon's record: device snapshots and the manifest text. */
 	iommulu_manifest_free(v->manifest);
 	v->manifest = TAKE_PTR(plan->manifest);
-	free(v->snapshots);
-	v->snapshots = calloc(v->n_devices ?: 1, sizeof(DeviceSnapshot));
-	if (!v->snapshots) {
-		v->n_snapshots = 0;
-		return vm_fail(error, VM_OUTCOME_ERRNO, ENOMEM, "VM %s", v->name);
-	}
-	v->n_snapshots = v->n_devices;
-	for (size_t i = 0; i < v->n_devices; i++)
-		snapshot_device(v->bdfs[i], &v->snapshots[i]);
+	VM_FOREACH_FILE(f, v, VM_FILE_DEVICE)
+		snapshot_device(f->device.bdf, &f->device.snapshot);
 	snprintf(v->session_name, sizeof(v->session_name), "%s", name);
 	v->generation = m->generation;
 
@@ -771,7 +602,8 @@ static int vm_preserve_one(Vm *v, VmError *error)
 	vm_set_state(v, VM_PRESERVED, NULL);
 	log_vm(LOG_NOTICE, LOG_VM_SESSION(v->name, name),
 	       "Preserved VM %s in LUO session %s: %zu memfd(s), %zu device(s), %" PRIu64 " bytes",
-	       v->name, name, v->n_memfds, v->n_devices, v->guest_memory_bytes);
+	       v->name, name, vm_files_count(v, VM_FILE_MEMFD), vm_files_count(v, VM_FILE_DEVICE),
+	       vm_guest_memory_bytes(v));
 	manager_save_state(m);
 	return 0;
 }
@@ -792,10 +624,10 @@ void vm_unmark_hwpts(Vm *v)
 {
 	int r;
 
-	if (v->iommufd < 0 || v->session_incoming)
+	if (vm_iommufd(v) < 0 || v->session_incoming)
 		return;
 	for (size_t i = 0; i < v->n_hwpts; i++) {
-		r = iommulu_iommufd_hwpt_unmark_preserve(v->iommufd, v->hwpts[i],
+		r = iommulu_iommufd_hwpt_unmark_preserve(vm_iommufd(v), v->hwpts[i],
 							 IOMMULU_TOKEN_HWPT_BASE + i);
 		if (r >= 0) {
 			log_vm(LOG_INFO, LOG_VM(v->name), "Unmarked HWPT %" PRIu32 " of VM %s",
@@ -872,36 +704,6 @@ static int vm_note(Vm *v, const char *fmt, ...)
 	return 0;
 }
 
-static int vm_alloc_from_manifest(Vm *v)
-{
-	const iommulu_manifest *mf = v->manifest;
-
-	v->memfds = calloc(mf->n_memfds ?: 1, sizeof(int));
-	v->memfd_sizes = calloc(mf->n_memfds ?: 1, sizeof(uint64_t));
-	v->devices = calloc(mf->n_devices ?: 1, sizeof(int));
-	v->bdfs = calloc(mf->n_devices ?: 1, IOMMULU_BDF_MAX);
-	if (!v->hwpts) {
-		v->hwpts = calloc(mf->n_hwpts ?: 1, sizeof(uint32_t));
-		v->n_hwpts = mf->n_hwpts;
-		for (size_t i = 0; v->hwpts && i < mf->n_hwpts; i++)
-			v->hwpts[i] = mf->hwpts[i].id;
-	}
-	if (!v->memfds || !v->memfd_sizes || !v->devices || !v->bdfs || !v->hwpts)
-		return -ENOMEM;
-	v->n_memfds = mf->n_memfds;
-	v->n_devices = mf->n_devices;
-	for (size_t i = 0; i < mf->n_memfds; i++) {
-		v->memfds[i] = -EBADF;
-		v->memfd_sizes[i] = mf->memfds[i].size;
-	}
-	vm_count_guest_memory(v);
-	for (size_t i = 0; i < mf->n_devices; i++) {
-		v->devices[i] = -EBADF;
-		snprintf(v->bdfs[i], IOMMULU_BDF_MAX, "%s", mf->devices[i].bdf);
-	}
-	return 0;
-}
-
 static int retrieve_note(Vm *v, int session, uint64_t token, const char *what, int *ret_fd)
 {
 	int r = iommulu_luo_session_retrieve_fd(session, token, ret_fd);
@@ -920,6 +722,7 @@ static int retrieve_note(Vm *v, int session, uint64_t token, const char *what, i
 int manager_restore_incoming(Manager *m, int session_fd, const char *fdname)
 {
 	_cleanup_(vm_freep) Vm *v = NULL;
+	_cleanup_(record_done) Vm rec = { .session_fd = -EBADF };
 	_cleanup_close_ int mfd = -EBADF, rfd = -EBADF;
 	char sname[IOMMULU_LUO_SESSION_NAME_MAX + 1] = "";
 	iommulu_manifest *mf = NULL;
@@ -954,45 +757,33 @@ int manager_restore_incoming(Manager *m, int session_fd, const char *fdname)
 				    "Session %s holds VM %s, which is already known; leaving it alone.",
 				    sname, mf->name);
 
-	/* The daemon's own record (device snapshots); optional. */
+	/* The daemon's own record (HWPT ids, state memfds, device
+	 * snapshots); optional. */
 	if (iommulu_luo_session_retrieve_fd(session_fd, IOMMU_LUD_RECORD_TOKEN, &rfd) >= 0) {
-		Vm tmp = { .session_fd = -EBADF };
-
-		r = record_parse_fd(rfd, &tmp);
-		if (r >= 0) {
-			v->snapshots = TAKE_PTR(tmp.snapshots);
-			v->n_snapshots = tmp.n_snapshots;
-			v->hwpts = TAKE_PTR(tmp.hwpts);
-			v->n_hwpts = tmp.n_hwpts;
-			v->state_memfds = TAKE_PTR(tmp.state_memfds);
-			v->n_state_memfds = tmp.n_state_memfds;
-		} else
+		r = record_parse_fd(rfd, &rec);
+		if (r < 0) {
 			log_vm_errno(LOG_WARNING, r, LOG_VM_SESSION(v->name, sname),
 				     "Ignoring unreadable daemon record in session %s: %m", sname);
-		iommulu_manifest_free(tmp.manifest);
-		free(tmp.snapshots);
-		free(tmp.hwpts);
-		free(tmp.state_memfds);
+			record_done(&rec);
+		}
+		v->hwpts = TAKE_PTR(rec.hwpts);
+		v->n_hwpts = rec.n_hwpts;
 	}
-
-	r = vm_alloc_from_manifest(v);
+	r = vm_files_from_manifest(v, mf);
 	if (r < 0)
 		return r;
+	vm_files_take_record(v, &rec);
 	v->has_fds = true;
 
-	for (size_t i = 0; i < mf->n_memfds; i++) {
-		char what[32];
+	/* Each file by its token: the files are in the manifest's order. */
+	for (size_t i = 0; i < v->n_files; i++) {
+		VmFile *f = &v->files[i];
+		size_t number = vm_file_number(v, f);
+		char role[VM_FILE_ROLE_MAX];
+		uint64_t token = f->kind == VM_FILE_MEMFD ? mf->memfds[number].token :
+				 f->kind == VM_FILE_DEVICE ? mf->devices[number].token : mf->iommufd_token;
 
-		snprintf(what, sizeof(what), "memfd:%zu", i);
-		(void)retrieve_note(v, session_fd, mf->memfds[i].token, what, &v->memfds[i]);
-	}
-	if (mf->has_iommufd)
-		(void)retrieve_note(v, session_fd, mf->iommufd_token, "iommufd", &v->iommufd);
-	for (size_t i = 0; i < mf->n_devices; i++) {
-		char what[48];
-
-		snprintf(what, sizeof(what), "device:%s", mf->devices[i].bdf);
-		(void)retrieve_note(v, session_fd, mf->devices[i].token, what, &v->devices[i]);
+		(void)retrieve_note(v, session_fd, token, vm_file_role(v, f, role), &f->fd);
 	}
 
 	v->state = VM_RESTORED;
@@ -1020,32 +811,24 @@ int manager_restore_outgoing(Manager *m, int session_fd, int record_fd, const ch
 	int r;
 
 	if (record_fd >= 0) {
-		Vm tmp = { .session_fd = -EBADF };
+		_cleanup_(record_done) Vm rec = { .session_fd = -EBADF };
 
-		r = record_parse_fd(record_fd, &tmp);
+		r = record_parse_fd(record_fd, &rec);
 		if (r >= 0)
 			vm_name = NULL;
-		if (r >= 0 && !streq_ptr(tmp.session_name, session_name))
+		if (r >= 0 && !streq_ptr(rec.session_name, session_name))
 			r = -EBADMSG;
 		if (r >= 0) {
-			r = vm_new(m, tmp.name, &v);
+			r = vm_new(m, rec.name, &v);
 			if (r >= 0) {
-				v->manifest = TAKE_PTR(tmp.manifest);
-				v->snapshots = TAKE_PTR(tmp.snapshots);
-				v->n_snapshots = tmp.n_snapshots;
-				v->hwpts = TAKE_PTR(tmp.hwpts);
-				v->n_hwpts = tmp.n_hwpts;
-				v->state_memfds = TAKE_PTR(tmp.state_memfds);
-				v->n_state_memfds = tmp.n_state_memfds;
-				v->generation = tmp.generation;
+				/* The files by name: they stay in the kernel's session. */
+				v->manifest = TAKE_PTR(rec.manifest);
+				vm_files_move(v, &rec);
+				v->generation = rec.generation;
 			}
 		} else
 			log_vm_errno(LOG_WARNING, r, LOG_VM_SESSION(NULL, session_name),
 				     "Record of session %s unreadable: %m", session_name);
-		iommulu_manifest_free(tmp.manifest);
-		free(tmp.snapshots);
-		free(tmp.hwpts);
-		free(tmp.state_memfds);
 		if (r < 0 && !session_vm_name(session_name))
 			return r;
 		if (r < 0)
@@ -1068,9 +851,7 @@ int manager_restore_outgoing(Manager *m, int session_fd, int record_fd, const ch
 		 * its files, and UnpreserveVM makes it registered again. */
 		iommulu_manifest_free(old->manifest);
 		old->manifest = TAKE_PTR(v->manifest);
-		free(old->snapshots);
-		old->snapshots = TAKE_PTR(v->snapshots);
-		old->n_snapshots = v->n_snapshots;
+		vm_take_snapshots(old, v);
 		old->generation = v->generation;
 		old->session_fd = session_fd;
 		old->record_fd = record_fd;
@@ -1090,17 +871,6 @@ int manager_restore_outgoing(Manager *m, int session_fd, int record_fd, const ch
 		return log_vm_errno(LOG_ERR, EEXIST, LOG_VM_SESSION(v->name, session_name),
 				    "Session %s holds VM %s, which is already known.", session_name, v->name);
 
-	if (v->manifest) {
-		r = vm_alloc_from_manifest(v);
-		if (r < 0)
-			return r;
-		/* Only the names: the files stay in the kernel's session. */
-		free(v->memfds);
-		v->memfds = NULL;
-		free(v->devices);
-		v->devices = NULL;
-		v->n_memfds = 0;
-	}
 	v->has_fds = false;
 	v->session_fd = session_fd;
 	v->record_fd = record_fd;
@@ -1141,14 +911,6 @@ static void check_add(Vm *v, const char *what, bool ok, const char *fmt, ...)
 	va_end(ap);
 }
 
-static const DeviceSnapshot *find_snapshot(const Vm *v, const char *bdf)
-{
-	for (size_t i = 0; i < v->n_snapshots; i++)
-		if (streq_ptr(v->snapshots[i].bdf, bdf) && v->snapshots[i].valid)
-			return &v->snapshots[i];
-	return NULL;
-}
-
 /* The kernel brings a preserved HWPT and its IOAS back under their old IDs;
  * the VMM goes on with the IDs it recorded, so a different one is a failure. */
 static void verify_hwpt(Vm *v, const iommulu_manifest_hwpt *h)
@@ -1159,7 +921,7 @@ static void verify_hwpt(Vm *v, const iommulu_manifest_hwpt *h)
 	int r;
 
 	snprintf(what, sizeof(what), "hwpt:%" PRIu32, h->id);
-	r = iommulu_iommufd_hwpt_query(v->iommufd, h->token, &hwpt_id, &ioas_id, &created);
+	r = iommulu_iommufd_hwpt_query(vm_iommufd(v), h->token, &hwpt_id, &ioas_id, &created);
 	if (r < 0)
 		check_add(v, what, false, "IOMMU_HWPT_LIVEUPDATE_QUERY of token 0x%" PRIx64 ": %s",
 			  h->token, strerror(-r));
@@ -1182,17 +944,17 @@ static bool verify_device_irqs(const char *bdf, const DeviceSnapshot *snap, char
 			   snap ? snap->irq_vectors : 0, r, &now, detail, size);
 }
 
-static void verify_device(Vm *v, size_t i)
+static void verify_device(Vm *v, const VmFile *f)
 {
-	const char *bdf = v->bdfs[i];
-	const DeviceSnapshot *snap = find_snapshot(v, bdf);
+	const char *bdf = f->device.bdf;
+	const DeviceSnapshot *snap = vm_device_snapshot(v, bdf);
 	char driver[IOMMULU_DRIVER_NAME_MAX] = "", detail[256] = "";
 	DeviceSnapshot now;
 	bool ok = true;
 	int r;
 
 #define APPEND(...) snprintf(detail + strlen(detail), sizeof(detail) - strlen(detail), __VA_ARGS__)
-	if (v->devices[i] < 0) {
+	if (f->fd < 0) {
 		ok = false;
 		APPEND("device fd not restored by the kernel; ");
 	}
@@ -1219,9 +981,8 @@ static void verify_device(Vm *v, size_t i)
 		uint32_t dev_id;
 		int bind_r = 0;
 
-		if (v->devices[i] >= 0)
-			restored_bound = iommulu_vfio_config_read(v->devices[i], 0, &vendor,
-								  sizeof(vendor)) >= 0;
+		if (f->fd >= 0)
+			restored_bound = iommulu_vfio_config_read(f->fd, 0, &vendor, sizeof(vendor)) >= 0;
 		r = iommulu_vfio_cdev_open(bdf, &dev);
 		if (r >= 0)
 			r = iommulu_iommufd_open(&ictx);
@@ -1279,31 +1040,31 @@ int vm_verify(Vm *v)
 	check_add(v, "manifest", true, "version %u.%u, generation %" PRIu64 ", session %s",
 		  mf->version_major, mf->version_minor, mf->generation, v->session_name);
 
-	for (size_t i = 0; i < v->n_memfds; i++) {
-		char what[32];
+	VM_FOREACH_FILE(f, v, VM_FILE_MEMFD) {
+		char what[VM_FILE_ROLE_MAX];
 		struct stat st;
 		iommulu_fd_kind kind = IOMMULU_FD_OTHER;
 
-		snprintf(what, sizeof(what), "memfd:%zu", i);
-		if (v->memfds[i] < 0)
+		vm_file_role(v, f, what);
+		if (f->fd < 0)
 			check_add(v, what, false, "not restored by the kernel");
-		else if (iommulu_fd_classify(v->memfds[i], &kind) < 0 || kind != IOMMULU_FD_MEMFD)
+		else if (iommulu_fd_classify(f->fd, &kind) < 0 || kind != IOMMULU_FD_MEMFD)
 			check_add(v, what, false, "restored file is a %s, not a memfd",
 				  iommulu_fd_kind_to_string(kind));
-		else if (fstat(v->memfds[i], &st) < 0)
+		else if (fstat(f->fd, &st) < 0)
 			check_add(v, what, false, "fstat: %s", strerror(errno));
-		else if ((uint64_t)st.st_size != v->memfd_sizes[i])
+		else if ((uint64_t)st.st_size != f->memfd.size)
 			check_add(v, what, false, "size %" PRIu64 " bytes, manifest says %" PRIu64,
-				  (uint64_t)st.st_size, v->memfd_sizes[i]);
+				  (uint64_t)st.st_size, f->memfd.size);
 		else
-			check_add(v, what, true, "%" PRIu64 " bytes as in the manifest", v->memfd_sizes[i]);
+			check_add(v, what, true, "%" PRIu64 " bytes as in the manifest", f->memfd.size);
 	}
 	if (mf->has_iommufd) {
 		iommulu_fd_kind kind = IOMMULU_FD_OTHER;
 
-		if (v->iommufd < 0)
+		if (vm_iommufd(v) < 0)
 			check_add(v, "iommufd", false, "not restored by the kernel");
-		else if (iommulu_fd_classify(v->iommufd, &kind) < 0 || kind != IOMMULU_FD_IOMMUFD)
+		else if (iommulu_fd_classify(vm_iommufd(v), &kind) < 0 || kind != IOMMULU_FD_IOMMUFD)
 			check_add(v, "iommufd", false, "restored file is not an iommufd");
 		else {
 			check_add(v, "iommufd", true, "restored with %zu HWPT(s)", v->n_hwpts);
@@ -1311,8 +1072,8 @@ int vm_verify(Vm *v)
 				verify_hwpt(v, &mf->hwpts[i]);
 		}
 	}
-	for (size_t i = 0; i < v->n_devices; i++)
-		verify_device(v, i);
+	VM_FOREACH_FILE(f, v, VM_FILE_DEVICE)
+		verify_device(v, f);
 
 	for (size_t i = 0; i < v->n_checks; i++)
 		if (!v->checks[i].ok) {

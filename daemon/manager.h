@@ -83,7 +83,6 @@ typedef enum VmState {
 
 /* PCI config registers captured at preservation, compared after kexec. */
 typedef struct DeviceSnapshot {
-	char bdf[IOMMULU_BDF_MAX];
 	bool valid;
 	uint16_t command;
 	uint32_t bars[6];
@@ -92,6 +91,38 @@ typedef struct DeviceSnapshot {
 	iommulu_pci_irq_type irq_type;
 	unsigned irq_vectors;		/* vectors the kernel had set up */
 } DeviceSnapshot;
+
+/*
+ * One of a VM's files.  Memfds and devices are numbered by kind, in the
+ * order they came: memfd number N is "memfd:N" in RetrieveVM and
+ * "memfd.<N>.<vm>" in the fd store, as device N is "device.<N>.<vm>"; a VM
+ * has one iommufd at most.
+ */
+typedef enum VmFileKind {
+	VM_FILE_MEMFD,
+	VM_FILE_IOMMUFD,
+	VM_FILE_DEVICE,
+	_VM_FILE_KIND_MAX,
+} VmFileKind;
+
+typedef struct VmFile {
+	VmFileKind kind;
+	int fd;			/* ours; -EBADF where the kernel did not restore it, the fd store
+				 * lost it, or it stays in the session (Vm.has_fds false) */
+	bool stored;		/* in the fd store, as an entry of the registration (registration.c) */
+	union {
+		struct {
+			uint64_t size;
+			/* 0: guest RAM; n > 0: VMM state, the n-th memfd named in
+			 * StateMemfds (which keeps the order the VMM gave) */
+			uint32_t state;
+		} memfd;
+		struct {
+			char bdf[IOMMULU_BDF_MAX];
+			DeviceSnapshot snapshot;	/* taken at preservation, for VerifyVM */
+		} device;
+	};
+} VmFile;
 
 typedef struct VmCheck {
 	char what[IOMMULU_BDF_MAX + 16];	/* BDF, "memfd:N", "iommufd", "manifest" */
@@ -130,24 +161,16 @@ typedef struct Vm {
 	char *ineligible;	/* why it cannot be preserved right now, or NULL */
 	bool eligibility_stale;	/* ineligible needs re-evaluating */
 
-	/* The VM's files: the VMM's (dup'ed at registration) or, after a
-	 * kexec, those retrieved from the session (-1 where not restored). */
+	/* The VM's files (VmFile, in the order they came): the VMM's (dup'ed
+	 * at registration) or, after a kexec, those retrieved from the
+	 * session.  has_fds false: only their names, the files are in an
+	 * outgoing session taken back without the registration. */
 	bool has_fds;
 	bool kernel_refused;	/* the last PreserveVM was refused for what the VM maps */
-	int *memfds;
-	uint64_t *memfd_sizes;
-	size_t n_memfds;
-	int iommufd;
-	uint32_t *hwpts;
+	VmFile *files;
+	size_t n_files;
+	uint32_t *hwpts;	/* HWPT ids: numbers in the iommufd, not files */
 	size_t n_hwpts;
-	int *devices;
-	char (*bdfs)[IOMMULU_BDF_MAX];
-	DeviceSnapshot *snapshots;	/* matched by BDF */
-	size_t n_snapshots;
-	size_t n_devices;
-	uint64_t guest_memory_bytes;	/* of the memfds that are not state memfds */
-	uint32_t *state_memfds;	/* memfd numbers holding VMM state, not guest RAM */
-	size_t n_state_memfds;
 	char *restore_notes;	/* what the kernel did not hand back */
 
 	pid_t owner_pid;
@@ -167,12 +190,12 @@ typedef struct Vm {
 	size_t n_checks;
 
 	/* The registration in the fd store (registration.c): the serial of
-	 * the record stored last (0: none), which of the VM's files are
-	 * stored, and the record's text (a new one is stored only when it
-	 * changes).  files_lost: restored without some of its files. */
+	 * the record stored last (0: none), whether the owner's pidfd is
+	 * stored (the files say so each, VmFile.stored), and the record's
+	 * text (a new one is stored only when it changes).  files_lost:
+	 * restored without some of its files. */
 	uint64_t reg_serial;
-	size_t stored_memfds, stored_devices;
-	bool stored_iommufd, stored_owner;
+	bool stored_owner;
 	char *stored_content;
 	bool files_lost;
 } Vm;
@@ -267,18 +290,75 @@ typedef struct VmFiles {
 } VmFiles;
 
 int vm_new(Manager *m, const char *name, Vm **ret);
-/* Appends duplicates of add's files to v; plan is the plan of v's files
- * followed by add's (sizes, BDFs).  On failure v is unchanged. */
-int vm_add_files(Vm *v, const VmFiles *add, const iommulu_plan *plan);
-/* Undo vm_add_files(): keep the first n_* files and HWPTs. */
-void vm_truncate_files(Vm *v, size_t n_memfds, size_t n_devices, size_t n_hwpts, bool keep_iommufd);
-/* Whether memfd number i of v holds VMM state (StateMemfds), not guest RAM. */
-bool vm_memfd_is_state(const Vm *v, size_t i);
-/* GuestMemoryBytes: the sizes of v's memfds that are not state memfds. */
-void vm_count_guest_memory(Vm *v);
 Vm *vm_free(Vm *v);
 void vm_freep(Vm **v);
+
+/* A VM's files (vm-files.c) */
+/* How many files of kind v has. */
+size_t vm_files_count(const Vm *v, VmFileKind kind);
+/* v's file of kind after f (NULL: the first), or NULL: one kind in order. */
+VmFile *vm_files_next(const Vm *v, VmFileKind kind, const VmFile *f);
+#define VM_FOREACH_FILE(f, v, kind) \
+	for (VmFile *f = vm_files_next((v), (kind), NULL); f; f = vm_files_next((v), (kind), f))
+/* File number i of kind (memfd:i, device.<i>), or NULL. */
+VmFile *vm_file(const Vm *v, VmFileKind kind, size_t i);
+/* f's number among v's files of its kind. */
+size_t vm_file_number(const Vm *v, const VmFile *f);
+/* f's role, as RetrieveVM and VerifyVM name it: "memfd:N", "iommufd",
+ * "device:BDF". */
+#define VM_FILE_ROLE_MAX (IOMMULU_BDF_MAX + 16)
+const char *vm_file_role(const Vm *v, const VmFile *f, char buf[static VM_FILE_ROLE_MAX]);
+/* The iommufd's fd, or -EBADF: none, or not restored. */
+int vm_iommufd(const Vm *v);
+/* Appends a file of kind holding fd (taken; -EBADF: none), its other
+ * fields zero.  Pointers to v's files do not survive it. */
+int vm_files_append(Vm *v, VmFileKind kind, int fd, VmFile **ret);
+/* Appends duplicates of add's files and its HWPT ids to v; plan is the
+ * plan of v's files followed by add's (sizes, BDFs).  On failure v is
+ * unchanged. */
+int vm_add_files(Vm *v, const VmFiles *add, const iommulu_plan *plan);
+/* Undo vm_add_files(): keep the first n_files files and n_hwpts HWPTs. */
+void vm_truncate_files(Vm *v, size_t n_files, size_t n_hwpts);
+/* Close and forget all of v's files and HWPT ids. */
 void vm_close_files(Vm *v);
+/* v's files and HWPT ids (closed first) become from's, which is left
+ * without any. */
+void vm_files_move(Vm *v, Vm *from);
+/* The files of the manifest mf, none restored (-EBADF), and its HWPT ids
+ * unless v has some. */
+int vm_files_from_manifest(Vm *v, const iommulu_manifest *mf);
+/* Whether memfd number i of v holds VMM state (StateMemfds), not guest RAM. */
+bool vm_memfd_is_state(const Vm *v, size_t i);
+/* Marks memfd number i as the next one named in StateMemfds. */
+void vm_memfd_mark_state(Vm *v, size_t i);
+/* How many of v's memfds hold VMM state. */
+size_t vm_n_state_memfds(const Vm *v);
+/* StateMemfds: the numbers of v's state memfds in the order they were
+ * named, into *ret (NULL if none; freed by the caller). */
+int vm_state_memfds(const Vm *v, uint32_t **ret, size_t *ret_n);
+/* GuestMemoryBytes: the sizes of v's memfds that are not state memfds. */
+uint64_t vm_guest_memory_bytes(const Vm *v);
+/* v's device of that BDF, or NULL. */
+VmFile *vm_device(const Vm *v, const char *bdf);
+/* The snapshot of v's device bdf (valid ones only), or NULL. */
+const DeviceSnapshot *vm_device_snapshot(const Vm *v, const char *bdf);
+/* Gives each of v's devices the snapshot of from's device of the same
+ * BDF (none if from has none). */
+void vm_take_snapshots(Vm *v, const Vm *from);
+/* What the record rec (record_parse_fd()) says of v's files: which memfds
+ * hold VMM state (by number), the device snapshots (by BDF). */
+void vm_files_take_record(Vm *v, const Vm *rec);
+
+/* The fds iommulu_plan_build() takes: v's files (v may be NULL), followed
+ * by add's (NULL: none), in arrays of their own. */
+typedef struct VmFds {
+	iommulu_vm_fds fds;
+	int *memfds, *devices;
+	uint32_t *hwpts;
+} VmFds;
+int vm_fds_build(const Vm *v, const char *name, const VmFiles *add, VmFds *ret);
+void vm_fds_done(VmFds *f);
+
 const char *vm_state_to_string(VmState s);
 void vm_set_state(Vm *v, VmState s, const char *error);
 /* props (VmProperty bits) of v changed: one PropertiesChanged per VM
@@ -429,7 +509,11 @@ StagedKernel *staged_kernel_free(StagedKernel *k);
 
 /* record (record.c) */
 int record_to_memfd(const Vm *v, int *ret_fd);
-int record_parse_fd(int fd, Vm *v);
+/* Reads a record into rec, a Vm that is only that: name, session,
+ * generation, manifest, HWPT ids, and the files the manifest names (none
+ * restored) with the record's state memfds and device snapshots. */
+int record_parse_fd(int fd, Vm *rec);
+void record_done(Vm *rec);
 int registration_content(const Vm *v, const char *boot_id, char **ret);
 int registration_to_memfd(const char *content, int *ret_fd);
 int registration_parse_fd(int fd, Registration *ret);

@@ -50,6 +50,22 @@ static json_object *u32_array(const uint32_t *a, size_t n)
 	return j;
 }
 
+/* "hwpts" and, if there are any, "state_memfds". */
+static int add_hwpts_and_state_memfds(json_object *root, const Vm *v)
+{
+	_cleanup_free_ uint32_t *state = NULL;
+	size_t n_state;
+	int r;
+
+	r = vm_state_memfds(v, &state, &n_state);
+	if (r < 0)
+		return r;
+	json_object_object_add(root, "hwpts", u32_array(v->hwpts, v->n_hwpts));
+	if (n_state)
+		json_object_object_add(root, "state_memfds", u32_array(state, n_state));
+	return 0;
+}
+
 int record_to_memfd(const Vm *v, int *ret_fd)
 {
 	_cleanup_json_ json_object *root = NULL;
@@ -72,26 +88,23 @@ int record_to_memfd(const Vm *v, int *ret_fd)
 	json_object_object_add(root, "session", json_object_new_string(v->session_name));
 	json_object_object_add(root, "generation", json_object_new_int64((int64_t)v->generation));
 	json_object_object_add(root, "guest_memory_bytes",
-			       json_object_new_int64((int64_t)v->guest_memory_bytes));
+			       json_object_new_int64((int64_t)vm_guest_memory_bytes(v)));
 	json_object_object_add(root, "manifest", json_object_new_string(manifest_json));
 
-	json_object_object_add(root, "hwpts", u32_array(v->hwpts, v->n_hwpts));
-	if (v->n_state_memfds)
-		json_object_object_add(root, "state_memfds", u32_array(v->state_memfds, v->n_state_memfds));
+	r = add_hwpts_and_state_memfds(root, v);
+	if (r < 0)
+		return r;
 
 	a = json_object_new_array();
-	for (size_t i = 0; i < v->n_devices; i++) {
+	VM_FOREACH_FILE(f, v, VM_FILE_DEVICE) {
 		json_object *d = json_object_new_object(), *bars = json_object_new_array();
+		const DeviceSnapshot *sn = &f->device.snapshot;
 
-		json_object_object_add(d, "bdf", json_object_new_string(v->bdfs[i]));
-		if (v->snapshots && i < v->n_snapshots && v->snapshots[i].valid) {
-			const DeviceSnapshot *sn = &v->snapshots[i];
-
-			json_object_object_add(d, "command",
-					       json_object_new_int(v->snapshots[i].command));
+		json_object_object_add(d, "bdf", json_object_new_string(f->device.bdf));
+		if (sn->valid) {
+			json_object_object_add(d, "command", json_object_new_int(sn->command));
 			for (size_t b = 0; b < 6; b++)
-				json_object_array_add(bars,
-						      json_object_new_int64(v->snapshots[i].bars[b]));
+				json_object_array_add(bars, json_object_new_int64(sn->bars[b]));
 			json_object_object_add(d, "bars", bars);
 			if (sn->irq_known) {
 				json_object_object_add(d, "irq", json_object_new_int(sn->irq_type));
@@ -247,15 +260,21 @@ static int record_read(int fd, json_object **ret_root, char name[static IOMMULU_
 	return 0;
 }
 
-/* Fill name, session, generation, manifest, hwpts, bdfs, snapshots and
- * guest memory size of v (which must not have them yet). */
+void record_done(Vm *rec)
+{
+	iommulu_manifest_free(rec->manifest);
+	vm_close_files(rec);
+	*rec = (Vm){ .session_fd = -EBADF };
+}
+
 int record_parse_fd(int fd, Vm *v)
 {
 	_cleanup_json_ json_object *root = NULL;
+	_cleanup_free_ uint32_t *state = NULL;
 	json_object *o, *a;
 	iommulu_error e = {};
 	uint64_t u;
-	size_t n;
+	size_t n, n_state = 0;
 	int r;
 
 	r = record_read(fd, &root, v->name);
@@ -267,8 +286,8 @@ int record_parse_fd(int fd, Vm *v)
 		return -EBADMSG;
 	snprintf(v->session_name, sizeof(v->session_name), "%s", json_object_get_string(o));
 
-	if (!get_u64(root, "generation", &v->generation) ||
-	    !get_u64(root, "guest_memory_bytes", &v->guest_memory_bytes))
+	/* guest_memory_bytes: the files the manifest names tell it again */
+	if (!get_u64(root, "generation", &v->generation) || !get_u64(root, "guest_memory_bytes", &u))
 		return -EBADMSG;
 
 	if (!json_object_object_get_ex(root, "manifest", &o) || !json_object_is_type(o, json_type_string))
@@ -281,26 +300,32 @@ int record_parse_fd(int fd, Vm *v)
 
 	r = get_u32_array(root, "hwpts", IOMMULU_PLAN_MAX_HWPTS, &v->hwpts, &v->n_hwpts);
 	if (r >= 0)
-		r = get_u32_array(root, "state_memfds", IOMMULU_PLAN_MAX_MEMFDS, &v->state_memfds, &v->n_state_memfds);
+		r = get_u32_array(root, "state_memfds", IOMMULU_PLAN_MAX_MEMFDS, &state, &n_state);
 	if (r < 0)
 		return r;
+	r = vm_files_from_manifest(v, v->manifest);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n_state; i++)
+		vm_memfd_mark_state(v, state[i]);
 
 	if (json_object_object_get_ex(root, "devices", &a) && json_object_is_type(a, json_type_array)) {
 		n = json_object_array_length(a);
 		if (n > IOMMULU_PLAN_MAX_DEVICES)
 			return -EBADMSG;
-		v->snapshots = calloc(n ?: 1, sizeof(DeviceSnapshot));
-		if (!v->snapshots)
-			return -ENOMEM;
-		v->n_snapshots = n;
 		for (size_t i = 0; i < n; i++) {
 			json_object *d = json_object_array_get_idx(a, i), *bars;
-			DeviceSnapshot *s = &v->snapshots[i];
+			DeviceSnapshot unused = {}, *s = &unused;
+			VmFile *f;
 
 			if (!json_object_object_get_ex(d, "bdf", &o) ||
 			    !iommulu_bdf_is_valid(json_object_get_string(o)))
 				return -EBADMSG;
-			snprintf(s->bdf, sizeof(s->bdf), "%s", json_object_get_string(o));
+			/* The snapshot of the manifest's device of that BDF (of
+			 * one the manifest lacks: read, and dropped). */
+			f = vm_device(v, json_object_get_string(o));
+			if (f)
+				s = &f->device.snapshot;
 			if (get_u64(d, "command", &u) && json_object_object_get_ex(d, "bars", &bars) &&
 			    json_object_is_type(bars, json_type_array) &&
 			    json_object_array_length(bars) == 6) {
@@ -339,6 +364,7 @@ int registration_content(const Vm *v, const char *boot_id, char **ret)
 	json_object *a;
 	const char *text, *state;
 	char *copy;
+	int r;
 
 	state = v->state == VM_REGISTERING ? "registering" : v->state == VM_FAILED ? "failed" : "registered";
 	root = json_object_new_object();
@@ -353,17 +379,17 @@ int registration_content(const Vm *v, const char *boot_id, char **ret)
 		json_object_object_add(root, "last_error", json_object_new_string(v->last_error));
 	json_object_object_add(root, "kernel_refused", json_object_new_boolean(v->kernel_refused));
 	json_object_object_add(root, "owner_pid", json_object_new_int64(v->owner_pid));
-	json_object_object_add(root, "hwpts", u32_array(v->hwpts, v->n_hwpts));
-	if (v->n_state_memfds)
-		json_object_object_add(root, "state_memfds", u32_array(v->state_memfds, v->n_state_memfds));
+	r = add_hwpts_and_state_memfds(root, v);
+	if (r < 0)
+		return r;
 	a = json_object_new_array();
-	for (size_t i = 0; i < v->n_memfds; i++)
-		json_object_array_add(a, json_object_new_int64((int64_t)v->memfd_sizes[i]));
+	VM_FOREACH_FILE(f, v, VM_FILE_MEMFD)
+		json_object_array_add(a, json_object_new_int64((int64_t)f->memfd.size));
 	json_object_object_add(root, "memfds", a);
-	json_object_object_add(root, "iommufd", json_object_new_boolean(v->iommufd >= 0));
+	json_object_object_add(root, "iommufd", json_object_new_boolean(vm_iommufd(v) >= 0));
 	a = json_object_new_array();
-	for (size_t i = 0; i < v->n_devices; i++)
-		json_object_array_add(a, json_object_new_string(v->bdfs[i]));
+	VM_FOREACH_FILE(f, v, VM_FILE_DEVICE)
+		json_object_array_add(a, json_object_new_string(f->device.bdf));
 	json_object_object_add(root, "devices", a);
 
 	text = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN);

@@ -79,6 +79,42 @@ static bool vm_is_registration(const Vm *v)
 		v->state == VM_PRESERVED);
 }
 
+/* The FDNAME of v's file f: "memfd.<N>.<vm>", "iommufd.<vm>", "device.<N>.<vm>". */
+static void fdname_of_file(char buf[static FDNAME_MAX], const Vm *v, const VmFile *f)
+{
+	switch (f->kind) {
+	case VM_FILE_MEMFD:
+		fdname_of(buf, FDNAME_MEMFD_PREFIX, (long long)vm_file_number(v, f), v->name);
+		break;
+	case VM_FILE_DEVICE:
+		fdname_of(buf, FDNAME_DEVICE_PREFIX, (long long)vm_file_number(v, f), v->name);
+		break;
+	default:
+		fdname_of(buf, FDNAME_IOMMUFD_PREFIX, -1, v->name);
+	}
+}
+
+/* Whether v's iommufd is in the fd store. */
+static bool iommufd_stored(const Vm *v)
+{
+	const VmFile *f = vm_files_next(v, VM_FILE_IOMMUFD, NULL);
+
+	return f && f->stored;
+}
+
+/* Remove v's files of kind that are (stored) or are not (!stored) in the
+ * fd store. */
+static void remove_files(Vm *v, VmFileKind kind, bool stored)
+{
+	char name[FDNAME_MAX];
+
+	VM_FOREACH_FILE(f, v, kind)
+		if (f->stored == stored) {
+			fdname_of_file(name, v, f);
+			fdstore_remove_name(v->manager, name);
+		}
+}
+
 /* Withdraw what vm_persist() pushed beyond v's stored state. */
 static void withdraw_unconfirmed(Vm *v, uint64_t serial)
 {
@@ -87,15 +123,9 @@ static void withdraw_unconfirmed(Vm *v, uint64_t serial)
 
 	fdname_of(name, FDNAME_VM_PREFIX, (long long)serial, v->name);
 	fdstore_remove_name(m, name);
-	for (size_t i = v->stored_memfds; i < v->n_memfds; i++) {
-		fdname_of(name, FDNAME_MEMFD_PREFIX, (long long)i, v->name);
-		fdstore_remove_name(m, name);
-	}
-	for (size_t i = v->stored_devices; i < v->n_devices; i++) {
-		fdname_of(name, FDNAME_DEVICE_PREFIX, (long long)i, v->name);
-		fdstore_remove_name(m, name);
-	}
-	if (!v->stored_iommufd) {
+	remove_files(v, VM_FILE_MEMFD, false);
+	remove_files(v, VM_FILE_DEVICE, false);
+	if (!iommufd_stored(v)) {
 		fdname_of(name, FDNAME_IOMMUFD_PREFIX, -1, v->name);
 		fdstore_remove_name(m, name);
 	}
@@ -107,6 +137,7 @@ static void withdraw_unconfirmed(Vm *v, uint64_t serial)
 
 int vm_persist(Vm *v)
 {
+	static const VmFileKind push_order[] = { VM_FILE_MEMFD, VM_FILE_DEVICE, VM_FILE_IOMMUFD };
 	Manager *m = v->manager;
 	_cleanup_free_ char *content = NULL;
 	_cleanup_close_ int rec = -EBADF;
@@ -120,24 +151,19 @@ int vm_persist(Vm *v)
 	r = registration_content(v, m->boot_id, &content);
 	if (r < 0)
 		return r;
-	files_new = v->stored_memfds < v->n_memfds || v->stored_devices < v->n_devices ||
-		    (v->iommufd >= 0 && !v->stored_iommufd) || (v->owner_pidfd >= 0 && !v->stored_owner);
+	files_new = v->owner_pidfd >= 0 && !v->stored_owner;
+	for (size_t i = 0; i < v->n_files; i++)
+		files_new = files_new || !v->files[i].stored;
 	if (!files_new && streq_ptr(content, v->stored_content))
 		return 0;
 
 	/* The files before the record that names them. */
-	for (size_t i = v->stored_memfds; r >= 0 && i < v->n_memfds; i++) {
-		fdname_of(name, FDNAME_MEMFD_PREFIX, (long long)i, v->name);
-		r = fdstore_push_name(m, v->memfds[i], name, true);
-	}
-	for (size_t i = v->stored_devices; r >= 0 && i < v->n_devices; i++) {
-		fdname_of(name, FDNAME_DEVICE_PREFIX, (long long)i, v->name);
-		r = fdstore_push_name(m, v->devices[i], name, true);
-	}
-	if (r >= 0 && v->iommufd >= 0 && !v->stored_iommufd) {
-		fdname_of(name, FDNAME_IOMMUFD_PREFIX, -1, v->name);
-		r = fdstore_push_name(m, v->iommufd, name, true);
-	}
+	for (size_t k = 0; k < ELEMENTSOF(push_order); k++)
+		VM_FOREACH_FILE(f, v, push_order[k])
+			if (r >= 0 && !f->stored) {
+				fdname_of_file(name, v, f);
+				r = fdstore_push_name(m, f->fd, name, true);
+			}
 	if (r >= 0 && v->owner_pidfd >= 0 && !v->stored_owner) {
 		/* A pidfd signals POLLHUP once its process is reaped; systemd
 		 * would drop it then, and the restarted daemon would not learn
@@ -161,9 +187,8 @@ int vm_persist(Vm *v)
 		fdstore_remove_name(m, name);
 	}
 	v->reg_serial = serial;
-	v->stored_memfds = v->n_memfds;
-	v->stored_devices = v->n_devices;
-	v->stored_iommufd = v->iommufd >= 0;
+	for (size_t i = 0; i < v->n_files; i++)
+		v->files[i].stored = true;
 	v->stored_owner = v->owner_pidfd >= 0;
 	free(v->stored_content);
 	v->stored_content = TAKE_PTR(content);
@@ -181,25 +206,17 @@ void vm_forget_registration(Vm *v)
 	/* The record first: without it the files are strays. */
 	fdname_of(name, FDNAME_VM_PREFIX, (long long)v->reg_serial, v->name);
 	fdstore_remove_name(m, name);
-	for (size_t i = 0; i < v->stored_memfds; i++) {
-		fdname_of(name, FDNAME_MEMFD_PREFIX, (long long)i, v->name);
-		fdstore_remove_name(m, name);
-	}
-	for (size_t i = 0; i < v->stored_devices; i++) {
-		fdname_of(name, FDNAME_DEVICE_PREFIX, (long long)i, v->name);
-		fdstore_remove_name(m, name);
-	}
-	if (v->stored_iommufd) {
-		fdname_of(name, FDNAME_IOMMUFD_PREFIX, -1, v->name);
-		fdstore_remove_name(m, name);
-	}
+	remove_files(v, VM_FILE_MEMFD, true);
+	remove_files(v, VM_FILE_DEVICE, true);
+	remove_files(v, VM_FILE_IOMMUFD, true);
 	if (v->stored_owner) {
 		fdname_of(name, FDNAME_OWNER_PREFIX, -1, v->name);
 		fdstore_remove_name(m, name);
 	}
 	v->reg_serial = 0;
-	v->stored_memfds = v->stored_devices = 0;
-	v->stored_iommufd = v->stored_owner = false;
+	for (size_t i = 0; i < v->n_files; i++)
+		v->files[i].stored = false;
+	v->stored_owner = false;
 	free(v->stored_content);
 	v->stored_content = NULL;
 }
@@ -253,21 +270,24 @@ static bool same_file(int a, int b)
 
 bool vm_has_files(const Vm *v, const VmFiles *f)
 {
-	if (!v->has_fds || v->session_incoming || v->files_lost || f->n_memfds != v->n_memfds ||
-	    f->n_devices != v->n_devices || f->n_hwpts != v->n_hwpts || (f->iommufd >= 0) != (v->iommufd >= 0))
+	size_t n_memfds = 0, n_devices = 0;
+
+	if (!v->has_fds || v->session_incoming || v->files_lost ||
+	    f->n_memfds != vm_files_count(v, VM_FILE_MEMFD) || f->n_devices != vm_files_count(v, VM_FILE_DEVICE) ||
+	    f->n_hwpts != v->n_hwpts || (f->iommufd >= 0) != (vm_iommufd(v) >= 0))
 		return false;
-	if (f->iommufd >= 0 && !same_file(f->iommufd, v->iommufd))
-		return false;
-	for (size_t i = 0; i < f->n_memfds; i++)
-		if (!same_file(f->memfds[i], v->memfds[i]))
+	for (size_t i = 0; i < v->n_files; i++) {
+		const VmFile *o = &v->files[i];
+		int fd = o->kind == VM_FILE_MEMFD ? f->memfds[n_memfds++] :
+			 o->kind == VM_FILE_DEVICE ? f->devices[n_devices++] : f->iommufd;
+
+		if (!same_file(fd, o->fd))
 			return false;
-	for (size_t i = 0; i < f->n_devices; i++)
-		if (!same_file(f->devices[i], v->devices[i]))
-			return false;
+	}
 	for (size_t i = 0; i < f->n_hwpts; i++)
 		if (f->hwpts[i] != v->hwpts[i])
 			return false;
-	if (f->n_state_memfds != v->n_state_memfds)
+	if (f->n_state_memfds != vm_n_state_memfds(v))
 		return false;
 	for (size_t i = 0; i < f->n_state_memfds; i++)
 		if (!vm_memfd_is_state(v, f->state_memfds[i]))
@@ -286,13 +306,8 @@ Vm *manager_find_file_holder(Manager *m, const Vm *v, int fd)
 
 		if (o == v || !o->has_fds)
 			continue;
-		if (files_conflict(fd, &st, o->iommufd))
-			return o;
-		for (size_t k = 0; k < o->n_memfds; k++)
-			if (files_conflict(fd, &st, o->memfds[k]))
-				return o;
-		for (size_t k = 0; k < o->n_devices; k++)
-			if (files_conflict(fd, &st, o->devices[k]))
+		for (size_t k = 0; k < o->n_files; k++)
+			if (files_conflict(fd, &st, o->files[k].fd))
 				return o;
 	}
 	return NULL;
@@ -336,36 +351,46 @@ static int restore_registration(Manager *m, Registration *g, uint64_t serial, St
 	_cleanup_(vm_freep) Vm *v = NULL;
 	char lost[256] = "";
 	StoredFd *owner;
+	VmFile *f;
 	int r;
 
 	r = vm_new(m, g->name, &v);
 	if (r < 0)
 		return r;
-	v->memfds = calloc(g->n_memfds ?: 1, sizeof(int));
-	v->devices = calloc(g->n_devices ?: 1, sizeof(int));
-	if (!v->memfds || !v->devices)
-		return -ENOMEM;
-	v->memfd_sizes = TAKE_PTR(g->memfd_sizes);
-	v->n_memfds = g->n_memfds;
-	v->bdfs = TAKE_PTR(g->bdfs);
-	v->n_devices = g->n_devices;
-	v->hwpts = TAKE_PTR(g->hwpts);
-	v->n_hwpts = g->n_hwpts;
-	v->state_memfds = TAKE_PTR(g->state_memfds);
-	v->n_state_memfds = g->n_state_memfds;
-	for (size_t i = 0; i < v->n_memfds; i++) {
+	/* What the record names is the store's: its memfds and devices
+	 * count as stored even where the store lost one. */
+	for (size_t i = 0; i < g->n_memfds; i++) {
+		int fd = take_file(fds, n, FDNAME_MEMFD_PREFIX, (long long)i, v->name, lost, sizeof(lost));
 		struct stat st;
 
-		v->memfds[i] = take_file(fds, n, FDNAME_MEMFD_PREFIX, (long long)i, v->name, lost, sizeof(lost));
-		if (v->memfds[i] >= 0 && (fstat(v->memfds[i], &st) < 0 || (uint64_t)st.st_size != v->memfd_sizes[i]))
+		if (fd >= 0 && (fstat(fd, &st) < 0 || (uint64_t)st.st_size != g->memfd_sizes[i]))
 			log_vm(LOG_WARNING, LOG_VM(v->name), "memfd #%zu of VM %s changed size while the daemon was away",
 			       i, v->name);
+		r = vm_files_append(v, VM_FILE_MEMFD, fd, &f);
+		if (r < 0)
+			return r;
+		f->memfd.size = g->memfd_sizes[i];
+		f->stored = true;
 	}
-	vm_count_guest_memory(v);
-	for (size_t i = 0; i < v->n_devices; i++)
-		v->devices[i] = take_file(fds, n, FDNAME_DEVICE_PREFIX, (long long)i, v->name, lost, sizeof(lost));
-	if (g->has_iommufd)
-		v->iommufd = take_file(fds, n, FDNAME_IOMMUFD_PREFIX, -1, v->name, lost, sizeof(lost));
+	for (size_t i = 0; i < g->n_state_memfds; i++)
+		vm_memfd_mark_state(v, g->state_memfds[i]);
+	for (size_t i = 0; i < g->n_devices; i++) {
+		r = vm_files_append(v, VM_FILE_DEVICE,
+				    take_file(fds, n, FDNAME_DEVICE_PREFIX, (long long)i, v->name, lost, sizeof(lost)), &f);
+		if (r < 0)
+			return r;
+		snprintf(f->device.bdf, sizeof(f->device.bdf), "%s", g->bdfs[i]);
+		f->stored = true;
+	}
+	if (g->has_iommufd) {
+		r = vm_files_append(v, VM_FILE_IOMMUFD,
+				    take_file(fds, n, FDNAME_IOMMUFD_PREFIX, -1, v->name, lost, sizeof(lost)), &f);
+		if (r < 0)
+			return r;
+		f->stored = f->fd >= 0;
+	}
+	v->hwpts = TAKE_PTR(g->hwpts);
+	v->n_hwpts = g->n_hwpts;
 	v->has_fds = true;
 	v->state = g->state;
 	v->kernel_refused = g->kernel_refused;
@@ -400,9 +425,6 @@ static int restore_registration(Manager *m, Registration *g, uint64_t serial, St
 	}
 
 	v->reg_serial = serial;
-	v->stored_memfds = v->n_memfds;
-	v->stored_devices = v->n_devices;
-	v->stored_iommufd = v->iommufd >= 0;
 	v->stored_owner = v->owner_pidfd >= 0;
 	r = registration_content(v, m->boot_id, &v->stored_content);
 	if (r < 0)
@@ -412,7 +434,8 @@ static int restore_registration(Manager *m, Registration *g, uint64_t serial, St
 		return r;
 	log_vm(LOG_NOTICE, LOG_VM(v->name),
 	       "Took back %s VM %s from the fd store: %zu memfd(s), %zu device(s), %zu HWPT(s), VMM pid %d",
-	       vm_state_to_string(v->state), v->name, v->n_memfds, v->n_devices, v->n_hwpts, (int)v->owner_pid);
+	       vm_state_to_string(v->state), v->name, vm_files_count(v, VM_FILE_MEMFD),
+	       vm_files_count(v, VM_FILE_DEVICE), v->n_hwpts, (int)v->owner_pid);
 	TAKE_PTR(v);
 	return 0;
 }

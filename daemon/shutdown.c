@@ -370,16 +370,13 @@ void shutdown_update_block(Manager *m)
 				break;
 			}
 			{
+				_cleanup_(vm_fds_done) VmFds fds = {};
 				iommulu_plan *plan = NULL;
 				iommulu_error e = {};
-				iommulu_vm_fds fds = {
-					.name = v->name, .memfds = v->memfds, .n_memfds = v->n_memfds,
-					.iommufd = v->iommufd >= 0 ? v->iommufd : -1,
-					.hwpt_ids = v->hwpts, .n_hwpts = v->n_hwpts,
-					.devices = v->devices, .n_devices = v->n_devices,
-				};
 
-				if (iommulu_plan_build(&fds, m->generation, &plan, NULL, &e) < 0)
+				if (vm_fds_build(v, v->name, NULL, &fds) < 0)
+					snprintf(reason, sizeof(reason), "%s", strerror(ENOMEM));
+				else if (iommulu_plan_build(&fds.fds, m->generation, &plan, NULL, &e) < 0)
 					snprintf(reason, sizeof(reason), "%s", e.message);
 				iommulu_plan_free(plan);
 			}
@@ -393,7 +390,7 @@ void shutdown_update_block(Manager *m)
 		case VM_REGISTERING:
 			snprintf(reason, sizeof(reason), "registration not complete (%zu file(s) so far; "
 				 "the last RegisterVMPart call is missing)",
-				 v->n_memfds + v->n_devices + (v->iommufd >= 0 ? 1 : 0));
+				 v->n_files);
 			break;
 		case VM_RESTORED:
 		case VM_VERIFIED:

@@ -345,7 +345,7 @@ static void emit_staged(Manager *m)
 
 static bool vm_needs_series(const Vm *v)
 {
-	return v->n_devices > 0 || v->iommufd >= 0;
+	return vm_files_count(v, VM_FILE_DEVICE) > 0 || vm_iommufd(v) >= 0;
 }
 
 /* The VMs a kexec would carry: registered (ready or not), preserved. */
@@ -368,7 +368,7 @@ static bool verdict_adopts(const StagedKernel *k, const Vm *v, VmError *e)
 	if (vm_needs_series(v) && !kv->devices) {
 		stage_fail(e, VM_OUTCOME_KERNEL_INCOMPATIBLE, 0,
 			   "VM %s: kernel %s (%s) for the kexec cannot adopt its %s: %s", v->name, k->name,
-			   kv->release, v->n_devices ? "devices" : "iommufd", kv->devices_problem);
+			   kv->release, vm_files_count(v, VM_FILE_DEVICE) ? "devices" : "iommufd", kv->devices_problem);
 		return false;
 	}
 	return true;
@@ -382,7 +382,7 @@ bool manager_kernel_adopts(Manager *m, const Vm *v, VmError *e)
 		return true;
 	stage_fail(e, VM_OUTCOME_KERNEL_NOT_CHECKED, 0, "VM %s: its %s a kernel staged with `iommu-luctl stage` "
 		 "(StageKernel), which checks that it can adopt them; none was", v->name,
-		 v->n_devices ? "devices need" : "iommufd needs");
+		 vm_files_count(v, VM_FILE_DEVICE) ? "devices need" : "iommufd needs");
 	return false;
 }
 

@@ -120,8 +120,8 @@ static void test_files_and_memory(void **state)
 	int fds[3], swapped[3];
 	Vm *v = add_vm(m, "files", sizes, 3, st2, 1, fds);
 
-	assert_int_equal(v->n_memfds, 3);
-	assert_int_equal(v->guest_memory_bytes, 192 << 10);
+	assert_int_equal(vm_files_count(v, VM_FILE_MEMFD), 3);
+	assert_int_equal(vm_guest_memory_bytes(v), 192 << 10);
 	assert_true(vm_memfd_is_state(v, 2));
 	assert_false(vm_memfd_is_state(v, 0));
 
@@ -153,14 +153,342 @@ static void test_files_and_memory(void **state)
 	}
 
 	/* A part rolled back takes its state memfds with it. */
-	vm_truncate_files(v, 2, 0, 0, false);
-	assert_int_equal(v->n_state_memfds, 0);
-	assert_int_equal(v->guest_memory_bytes, 192 << 10);
-	vm_truncate_files(v, 1, 0, 0, false);
-	assert_int_equal(v->guest_memory_bytes, 64 << 10);
+	vm_truncate_files(v, 2, 0);
+	assert_int_equal(vm_n_state_memfds(v), 0);
+	assert_int_equal(vm_guest_memory_bytes(v), 192 << 10);
+	vm_truncate_files(v, 1, 0);
+	assert_int_equal(vm_guest_memory_bytes(v), 64 << 10);
 
 	for (size_t i = 0; i < 3; i++)
 		close(fds[i]);
+	manager_free(m);
+}
+
+/* A plan of the memfd-only VM of fds, as RegisterVM builds it. */
+static iommulu_plan *memfd_plan(const char *name, const int *fds, size_t n)
+{
+	iommulu_plan *plan = NULL;
+	iommulu_error e = {};
+
+	assert_int_equal(iommulu_plan_build(&(iommulu_vm_fds){ .name = name, .memfds = fds, .n_memfds = n,
+							      .iommufd = -1 },
+					    0, &plan, NULL, &e), 0);
+	return plan;
+}
+
+static bool fd_open(int fd)
+{
+	return fcntl(fd, F_GETFD) >= 0;
+}
+
+/*
+ * Files added in parts land in one array, numbered by kind across the
+ * parts, each an fd of the daemon's own; StateMemfds keeps the order it
+ * was named in; a part rolled back is cut off again, closed, with its
+ * state memfds and HWPTs, and GuestMemoryBytes follows.
+ */
+static void test_files_in_parts(void **state)
+{
+	static const uint64_t sizes[] = { 64 << 10, 4 << 10, 8 << 10, 128 << 10 };
+	static const uint32_t st1[] = { 1 }, st32[] = { 3, 2 }, hw1[] = { 7 }, hw2[] = { 8, 9 };
+	Manager *m = new_manager();
+	iommulu_plan *plan;
+	uint32_t *numbers = NULL;
+	size_t n;
+	int fds[4], mine[4];
+	Vm *v = NULL;
+
+	for (size_t i = 0; i < 4; i++)
+		assert_int_equal(iommulu_memfd_create("parts", sizes[i], &fds[i]), 0);
+	assert_int_equal(vm_new(m, "parts", &v), 0);
+
+	plan = memfd_plan("parts", fds, 2);
+	assert_int_equal(vm_add_files(v, &(VmFiles){ .memfds = fds, .n_memfds = 2, .iommufd = -1, .hwpts = hw1,
+						      .n_hwpts = 1, .state_memfds = st1, .n_state_memfds = 1 },
+				      plan), 0);
+	iommulu_plan_free(plan);
+	assert_true(v->has_fds);
+	assert_int_equal(v->n_files, 2);
+	assert_int_equal(vm_guest_memory_bytes(v), 64 << 10);
+
+	plan = memfd_plan("parts", fds, 4);
+	assert_int_equal(vm_add_files(v, &(VmFiles){ .memfds = fds + 2, .n_memfds = 2, .iommufd = -1,
+						      .hwpts = hw2, .n_hwpts = 2, .state_memfds = st32,
+						      .n_state_memfds = 2 },
+				      plan), 0);
+	iommulu_plan_free(plan);
+	assert_int_equal(vm_files_count(v, VM_FILE_MEMFD), 4);
+	assert_int_equal(vm_files_count(v, VM_FILE_DEVICE), 0);
+	assert_true(vm_iommufd(v) < 0);
+	for (size_t i = 0; i < 4; i++) {
+		const VmFile *f = vm_file(v, VM_FILE_MEMFD, i);
+		char role[VM_FILE_ROLE_MAX], want[16];
+
+		assert_non_null(f);
+		assert_int_equal(f->kind, VM_FILE_MEMFD);
+		assert_int_equal(f->memfd.size, sizes[i]);
+		assert_false(f->stored);
+		assert_true(f->fd >= 0 && f->fd != fds[i]);	/* a copy of the caller's */
+		assert_int_equal(vm_file_number(v, f), i);
+		snprintf(want, sizeof(want), "memfd:%zu", i);
+		assert_string_equal(vm_file_role(v, f, role), want);
+		mine[i] = f->fd;
+	}
+	assert_null(vm_file(v, VM_FILE_MEMFD, 4));
+	assert_int_equal(v->n_hwpts, 3);
+	assert_int_equal(v->hwpts[2], 9);
+	assert_int_equal(vm_guest_memory_bytes(v), 64 << 10);	/* memfd 0 is the only guest RAM */
+	assert_int_equal(vm_n_state_memfds(v), 3);
+	assert_int_equal(vm_state_memfds(v, &numbers, &n), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(numbers[0], 1);
+	assert_int_equal(numbers[1], 3);
+	assert_int_equal(numbers[2], 2);
+	free(numbers);
+	{
+		char *content = NULL;
+
+		assert_int_equal(registration_content(v, "boot", &content), 0);
+		assert_non_null(strstr(content, "\"hwpts\":[7,8,9],\"state_memfds\":[1,3,2],"
+					    "\"memfds\":[65536,4096,8192,131072],\"iommufd\":false,\"devices\":[]}"));
+		free(content);
+	}
+
+	/* A second iommufd is refused, and nothing changes. */
+	{
+		int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+		assert_int_equal(vm_files_append(v, VM_FILE_IOMMUFD, null, NULL), 0);
+		plan = memfd_plan("parts", fds, 4);
+		assert_int_equal(vm_add_files(v, &(VmFiles){ .iommufd = fds[0] }, plan), -EEXIST);
+		iommulu_plan_free(plan);
+		assert_int_equal(v->n_files, 5);
+		assert_string_equal(vm_file_role(v, &v->files[4], (char[VM_FILE_ROLE_MAX]){}), "iommufd");
+		vm_truncate_files(v, 4, v->n_hwpts);
+		assert_false(fd_open(null));
+		assert_true(vm_iommufd(v) < 0);
+	}
+
+	/* The second part rolled back. */
+	vm_truncate_files(v, 2, 1);
+	assert_int_equal(vm_files_count(v, VM_FILE_MEMFD), 2);
+	assert_true(fd_open(mine[0]) && fd_open(mine[1]));
+	assert_false(fd_open(mine[2]) || fd_open(mine[3]));
+	assert_int_equal(v->n_hwpts, 1);
+	assert_int_equal(vm_state_memfds(v, &numbers, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(numbers[0], 1);
+	free(numbers);
+	assert_int_equal(vm_guest_memory_bytes(v), 64 << 10);
+	/* ... and added again, named the other way round this time */
+	plan = memfd_plan("parts", fds, 4);
+	assert_int_equal(vm_add_files(v, &(VmFiles){ .memfds = fds + 2, .n_memfds = 2, .iommufd = -1,
+						      .state_memfds = (const uint32_t[]){ 2 }, .n_state_memfds = 1 },
+				      plan), 0);
+	iommulu_plan_free(plan);
+	assert_int_equal(vm_guest_memory_bytes(v), (64 << 10) + (128 << 10));
+	assert_int_equal(vm_state_memfds(v, &numbers, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(numbers[1], 2);
+	free(numbers);
+
+	vm_close_files(v);
+	assert_false(v->has_fds);
+	assert_int_equal(v->n_files, 0);
+	assert_int_equal(vm_guest_memory_bytes(v), 0);
+	vm_free(v);
+	for (size_t i = 0; i < 4; i++)
+		close(fds[i]);
+	manager_free(m);
+}
+
+/* A VM of manifest mf's files, none restored. */
+static Vm *manifest_vm(Manager *m, iommulu_manifest *mf)
+{
+	Vm *v = NULL;
+
+	assert_int_equal(vm_new(m, mf->name, &v), 0);
+	assert_int_equal(vm_files_from_manifest(v, mf), 0);
+	v->manifest = mf;
+	return v;
+}
+
+static iommulu_manifest *device_manifest(const char *name)
+{
+	iommulu_manifest *mf = NULL;
+
+	assert_int_equal(iommulu_manifest_new(name, &mf), 0);
+	assert_int_equal(iommulu_manifest_add_memfd(mf, 0x100, 64 << 10), 0);
+	assert_int_equal(iommulu_manifest_add_memfd(mf, 0x101, 4 << 10), 0);
+	assert_int_equal(iommulu_manifest_set_iommufd(mf, 0x1000), 0);
+	assert_int_equal(iommulu_manifest_add_hwpt(mf, 5, 0x2000), 0);
+	assert_int_equal(iommulu_manifest_add_device(mf, "0000:00:01.0", 0x3000), 0);
+	assert_int_equal(iommulu_manifest_add_device(mf, "0000:00:02.0", 0x3001), 0);
+	return mf;
+}
+
+/*
+ * The files of a manifest, as a restore lays them out; a device's snapshot
+ * goes by its BDF, through the record too, which also carries the state
+ * memfds.
+ */
+static void test_device_snapshots(void **state)
+{
+	Manager *m = new_manager();
+	Vm *v = manifest_vm(m, device_manifest("snap")), *other;
+	Vm rec = { .session_fd = -EBADF };
+	VmFile *f;
+	int fd = -1;
+
+	assert_int_equal(v->n_files, 5);
+	assert_int_equal(vm_files_count(v, VM_FILE_MEMFD), 2);
+	assert_int_equal(vm_files_count(v, VM_FILE_IOMMUFD), 1);
+	assert_int_equal(vm_files_count(v, VM_FILE_DEVICE), 2);
+	for (size_t i = 0; i < v->n_files; i++)
+		assert_true(v->files[i].fd < 0);
+	assert_true(vm_iommufd(v) < 0);
+	assert_int_equal(v->n_hwpts, 1);
+	assert_int_equal(v->hwpts[0], 5);
+	assert_int_equal(vm_guest_memory_bytes(v), (64 << 10) + (4 << 10));
+	f = vm_file(v, VM_FILE_DEVICE, 1);
+	assert_string_equal(f->device.bdf, "0000:00:02.0");
+	assert_string_equal(vm_file_role(v, f, (char[VM_FILE_ROLE_MAX]){}), "device:0000:00:02.0");
+
+	/* Snapshots, one not valid (config space was unreadable). */
+	f->device.snapshot = (DeviceSnapshot){ .valid = true, .command = 0x6, .bars = { 0xfe000000 },
+					       .irq_known = true, .irq_type = IOMMULU_PCI_IRQ_MSIX,
+					       .irq_vectors = 3 };
+	assert_null(vm_device_snapshot(v, "0000:00:01.0"));
+	assert_int_equal(vm_device_snapshot(v, "0000:00:02.0")->command, 0x6);
+	assert_null(vm_device_snapshot(v, "0000:00:03.0"));
+
+	/* Another VM with the same devices in the other order takes them
+	 * by BDF. */
+	{
+		iommulu_manifest *mf = NULL;
+
+		assert_int_equal(iommulu_manifest_new("snap2", &mf), 0);
+		assert_int_equal(iommulu_manifest_add_memfd(mf, 0x100, 64 << 10), 0);
+		assert_int_equal(iommulu_manifest_set_iommufd(mf, 0x1000), 0);
+		assert_int_equal(iommulu_manifest_add_device(mf, "0000:00:02.0", 0x3000), 0);
+		assert_int_equal(iommulu_manifest_add_device(mf, "0000:00:01.0", 0x3001), 0);
+		other = manifest_vm(m, mf);
+	}
+	vm_file(other, VM_FILE_DEVICE, 1)->device.snapshot.valid = true;	/* replaced: 01.0 has none */
+	vm_take_snapshots(other, v);
+	assert_true(vm_file(other, VM_FILE_DEVICE, 0)->device.snapshot.valid);
+	assert_int_equal(vm_file(other, VM_FILE_DEVICE, 0)->device.snapshot.bars[0], 0xfe000000);
+	assert_false(vm_file(other, VM_FILE_DEVICE, 1)->device.snapshot.valid);
+
+	/* Through the record, with state memfd 1. */
+	vm_memfd_mark_state(v, 1);
+	assert_int_equal(vm_guest_memory_bytes(v), 64 << 10);
+	snprintf(v->session_name, sizeof(v->session_name), "iommulu.1.snap");
+	assert_int_equal(record_to_memfd(v, &fd), 0);
+	assert_int_equal(record_parse_fd(fd, &rec), 0);
+	close(fd);
+	assert_string_equal(rec.name, "snap");
+	assert_int_equal(rec.n_files, 5);
+	assert_true(vm_memfd_is_state(&rec, 1));
+	assert_false(vm_memfd_is_state(&rec, 0));
+	assert_null(vm_device_snapshot(&rec, "0000:00:01.0"));
+	{
+		const DeviceSnapshot *s = vm_device_snapshot(&rec, "0000:00:02.0");
+
+		assert_non_null(s);
+		assert_int_equal(s->command, 0x6);
+		assert_int_equal(s->bars[0], 0xfe000000);
+		assert_true(s->irq_known);
+		assert_int_equal(s->irq_type, IOMMULU_PCI_IRQ_MSIX);
+		assert_int_equal(s->irq_vectors, 3);
+	}
+	/* ... onto the files of a session's manifest (devices reordered) */
+	vm_files_take_record(other, &rec);
+	assert_false(vm_memfd_is_state(other, 1));	/* other has one memfd only */
+	assert_false(vm_memfd_is_state(other, 0));
+	assert_true(vm_file(other, VM_FILE_DEVICE, 0)->device.snapshot.valid);
+	record_done(&rec);
+	assert_int_equal(rec.n_files, 0);
+	assert_null(rec.manifest);
+
+	vm_free(v);
+	vm_free(other);
+	manager_free(m);
+}
+
+/*
+ * The one iommulu_vm_fds of a VM's files: memfds and devices in their
+ * numbering, whatever order the parts came in, the VM's iommufd or else
+ * the call's, and a call's files after the VM's.
+ */
+static void test_vm_fds(void **state)
+{
+	static const int call_memfds[] = { 40, 41 }, call_devices[] = { 50 };
+	static const uint32_t call_hwpts[] = { 9 };
+	Manager *m = new_manager();
+	VmFds fds = {};
+	Vm *v = NULL;
+
+	assert_int_equal(vm_new(m, "fds", &v), 0);
+	/* By hand, parts interleaved: the fds are only numbers here. */
+	assert_int_equal(vm_files_append(v, VM_FILE_MEMFD, -EBADF, NULL), 0);
+	assert_int_equal(vm_files_append(v, VM_FILE_DEVICE, -EBADF, NULL), 0);
+	assert_int_equal(vm_files_append(v, VM_FILE_MEMFD, -EBADF, NULL), 0);
+	for (size_t i = 0; i < v->n_files; i++)
+		v->files[i].fd = 30 + (int)i;
+	v->hwpts = calloc(1, sizeof(uint32_t));
+	assert_non_null(v->hwpts);
+	v->hwpts[0] = 5;
+	v->n_hwpts = 1;
+
+	assert_int_equal(vm_fds_build(v, "fds", NULL, &fds), 0);
+	assert_string_equal(fds.fds.name, "fds");
+	assert_int_equal(fds.fds.n_memfds, 2);
+	assert_int_equal(fds.fds.memfds[0], 30);
+	assert_int_equal(fds.fds.memfds[1], 32);
+	assert_int_equal(fds.fds.n_devices, 1);
+	assert_int_equal(fds.fds.devices[0], 31);
+	assert_int_equal(fds.fds.iommufd, -1);
+	assert_int_equal(fds.fds.n_hwpts, 1);
+	assert_int_equal(fds.fds.hwpt_ids[0], 5);
+	vm_fds_done(&fds);
+	assert_null(fds.memfds);
+
+	/* With a call's files: after the VM's; the call's iommufd. */
+	{
+		VmFiles add = { .memfds = call_memfds, .n_memfds = 2, .iommufd = 60, .devices = call_devices,
+				.n_devices = 1, .hwpts = call_hwpts, .n_hwpts = 1 };
+
+		assert_int_equal(vm_fds_build(v, "fds", &add, &fds), 0);
+		assert_int_equal(fds.fds.n_memfds, 4);
+		assert_int_equal(fds.fds.memfds[2], 40);
+		assert_int_equal(fds.fds.memfds[3], 41);
+		assert_int_equal(fds.fds.n_devices, 2);
+		assert_int_equal(fds.fds.devices[1], 50);
+		assert_int_equal(fds.fds.iommufd, 60);
+		assert_int_equal(fds.fds.n_hwpts, 2);
+		assert_int_equal(fds.fds.hwpt_ids[1], 9);
+		vm_fds_done(&fds);
+
+		/* A new VM: the call's files alone. */
+		assert_int_equal(vm_fds_build(NULL, "new", &add, &fds), 0);
+		assert_string_equal(fds.fds.name, "new");
+		assert_int_equal(fds.fds.n_memfds, 2);
+		assert_int_equal(fds.fds.memfds[0], 40);
+		assert_int_equal(fds.fds.n_hwpts, 1);
+		vm_fds_done(&fds);
+
+		/* The VM's iommufd before the call's. */
+		assert_int_equal(vm_files_append(v, VM_FILE_IOMMUFD, -EBADF, NULL), 0);
+		v->files[3].fd = 33;
+		assert_int_equal(vm_fds_build(v, "fds", &add, &fds), 0);
+		assert_int_equal(fds.fds.iommufd, 33);
+		vm_fds_done(&fds);
+	}
+	/* The numbers were never ours to close. */
+	for (size_t i = 0; i < v->n_files; i++)
+		v->files[i].fd = -EBADF;
+	vm_free(v);
 	manager_free(m);
 }
 
@@ -252,13 +580,10 @@ static void test_records(void **state)
 		assert_int_equal(record_parse_fd(fd, &tmp), 0);
 		assert_string_equal(tmp.name, "rec");
 		assert_string_equal(tmp.session_name, "iommulu.1.rec");
-		assert_int_equal(tmp.guest_memory_bytes, 64 << 10);
-		assert_int_equal(tmp.n_state_memfds, 1);
-		assert_int_equal(tmp.state_memfds[0], 1);
-		iommulu_manifest_free(tmp.manifest);
-		free(tmp.snapshots);
-		free(tmp.hwpts);
-		free(tmp.state_memfds);
+		assert_int_equal(vm_guest_memory_bytes(&tmp), 64 << 10);
+		assert_int_equal(vm_n_state_memfds(&tmp), 1);
+		assert_true(vm_memfd_is_state(&tmp, 1));
+		record_done(&tmp);
 	}
 	close(fd);
 	manager_free(m);
@@ -411,7 +736,7 @@ static void test_staged_kernel(void **state)
 
 	add_vm(m, "mem", sizes, 1, NULL, 0, NULL);
 	dev = add_vm(m, "dev", sizes, 1, NULL, 0, NULL);
-	dev->iommufd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	assert_int_equal(vm_files_append(dev, VM_FILE_IOMMUFD, open("/dev/null", O_RDONLY | O_CLOEXEC), NULL), 0);
 
 	/* Nothing staged: the memfd-only VM goes, the other does not. */
 	assert_true(manager_kernel_adopts(m, manager_find_vm(m, "mem"), &e));
@@ -455,7 +780,7 @@ static void test_staged_kernel(void **state)
 	 * before the kexec (pdev gets its stand-in iommufd once preserved). */
 	pdev = add_vm(m, "pdev", sizes, 1, NULL, 0, NULL);
 	assert_int_equal(vm_preserve(pdev, &e), 0);
-	pdev->iommufd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	assert_int_equal(vm_files_append(pdev, VM_FILE_IOMMUFD, open("/dev/null", O_RDONLY | O_CLOEXEC), NULL), 0);
 	m->staged->verdict.devices = false;
 	manager_unpreserve_unadoptable(m);
 	assert_int_equal(manager_find_vm(m, "pdev")->state, VM_REGISTERED);
@@ -513,6 +838,9 @@ int main(void)
 		cmocka_unit_test(test_state_names),
 		cmocka_unit_test(test_error_table),
 		cmocka_unit_test(test_files_and_memory),
+		cmocka_unit_test(test_files_in_parts),
+		cmocka_unit_test(test_device_snapshots),
+		cmocka_unit_test(test_vm_fds),
 		cmocka_unit_test(test_preserve_cycle),
 		cmocka_unit_test(test_records),
 		cmocka_unit_test(test_preserve_all),
