@@ -1633,9 +1633,10 @@ static int property_get_vm(sd_bus *bus, const char *path, const char *interface,
 	if (streq_ptr(property, "OwnerPID"))
 		return sd_bus_message_append(reply, "u", (uint32_t)(v->owner_pidfd >= 0 ? v->owner_pid : 0));
 	if (streq_ptr(property, "Memfds"))
-		/* 0 for a VM whose files are only names (has_fds false): the
-		 * files are in its session, and the daemon holds none. */
-		return sd_bus_message_append(reply, "u", (uint32_t)(v->has_fds ? vm_files_count(v, VM_FILE_MEMFD) : 0));
+		/* Those the VM has, held here or only in its session (a VM
+		 * taken back from its session without its registration), as
+		 * GuestMemoryBytes and StateMemfds count them. */
+		return sd_bus_message_append(reply, "u", (uint32_t)vm_files_count(v, VM_FILE_MEMFD));
 	if (streq_ptr(property, "IneligibleReason"))
 		return sd_bus_message_append(reply, "s", strempty(v->ineligible));
 	if (streq_ptr(property, "RestoreNotes"))
