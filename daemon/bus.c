@@ -199,6 +199,7 @@ typedef enum StoredKind {
 	STORED_REMOVAL,		/* UnregisterVM, UnpreserveVM, FinishVM: answered anyway */
 	STORED_PRESERVATION,	/* PreserveVM: rolled back if unconfirmed */
 	STORED_REGISTRATION,	/* RegisterVM*: rolled back if unconfirmed */
+	STORED_FAILURE,		/* a call that failed and stored why (LastError): its error */
 } StoredKind;
 
 typedef struct StoredReply {
@@ -212,6 +213,7 @@ typedef struct StoredReply {
 	bool created;
 	VmState was;
 	size_t have_files, have_hwpts;
+	VmError failure;	/* STORED_FAILURE: the error to answer with */
 } StoredReply;
 
 static StoredReply *stored_reply_free(StoredReply *d)
@@ -270,6 +272,14 @@ static void on_stored(Manager *m, int r, void *userdata)
 				     "systemd did not confirm that VM %s's entries left its fd store: %m", d->name);
 		if (d->msg)
 			q = sd_bus_reply_method_return(d->msg, NULL);
+		break;
+	case STORED_FAILURE:
+		if (r < 0)
+			log_vm_errno(LOG_WARNING, r, LOG_VM(d->name),
+				     "systemd did not confirm storing why VM %s failed: %m", d->name);
+		(void)bus_error_set_vm(&error, &d->failure);
+		if (d->msg)
+			q = sd_bus_reply_method_error(d->msg, &error);
 		break;
 	case STORED_PRESERVATION:
 		if (r < 0 && v && vm_is_preserved(v) && streq_ptr(v->session_name, d->session)) {
@@ -1116,8 +1126,17 @@ static int method_preserve_vm(sd_bus_message *msg, void *userdata, sd_bus_error 
 
 		r = vm_preserve(v, &e);
 		shutdown_update_block(m);
-		if (r < 0)
-			return bus_error_set_vm(error, &e);
+		if (r < 0) {
+			/* Answered once the fd store holds the failure (state,
+			 * LastError), as a success is once it holds the session. */
+			StoredReply *d;
+
+			r = stored_reply_new(v, STORED_FAILURE, &d);
+			if (r < 0)
+				return bus_error_set_vm(error, &e);
+			d->failure = e;
+			return reply_when_stored(m, msg, d);
+		}
 		if (was_preserved)
 			return sd_bus_reply_method_return(msg, NULL);
 	}
