@@ -54,3 +54,44 @@ luctl_check_vm() {
 		fail "iommu-luctl check: VM $VM survives, but not through $UNIT's save and resume: $why"
 	info "iommu-luctl check: $VM $(jq -r .state <<< "$j"), survives: $why"
 }
+
+# l2_went_on SEED COUNT: the L2 guest's console lines on stdin (after a
+# resume) must all carry SEED (no reboot), counters going up by exactly one
+# from COUNT, and an intact pattern.  Prints "OK LAST ROUNDS", or "FAIL why".
+# One awk, not a fork per line: the virtual host has a single vCPU.
+l2_went_on() {
+	grep 'count=' | awk -v seed="$1" -v prev="$2" '
+	{ s = c = ""
+	  for (i = 1; i <= NF; i++) {
+		if ($i ~ /^seed=/) s = substr($i, 6)
+		if ($i ~ /^count=/) c = substr($i, 7)
+	  }
+	  if (s != seed) { print "FAIL L2 guest seed changed across the kexec (" seed " -> " s "): another guest"; bad = 1; exit }
+	  if (c == "" || c + 0 != prev + 1) { print "FAIL L2 counter not continuous across the kexec: " prev ", then " c " (" $0 ")"; bad = 1; exit }
+	  if ($0 !~ /pattern=ok/) { print "FAIL L2 guest RAM pattern damaged after the kexec: " $0; bad = 1; exit }
+	  prev = c + 0; n++ }
+	END { if (!bad && n) print "OK " prev " " n; else if (!bad) print "FAIL no counter line after the kexec" }'
+}
+
+# blackout: "BLACKOUT_MS SAVE_MS RESTORE_MS MESSAGE" of the VM's last resume
+# in this boot ("" if none was logged).
+blackout() {
+	journalctl -b -u "$UNIT" VM="$VM" --no-pager -o json | jq -r 'select(.BLACKOUT_MS) |
+		"\(.BLACKOUT_MS) \(.SAVE_MS) \(.RESTORE_MS) \(.MESSAGE)"' | tail -n1
+}
+
+# wait_active TIMEOUT: until the VM's unit is active (resumed after the
+# kexec by iommu-lud-qemu-resume.service); fails the stage otherwise.
+wait_active() {
+	local deadline=$(( $(date +%s) + $1 )) as
+	while :; do
+		as=$(systemctl show -P ActiveState "$UNIT")
+		[ "$as" = active ] && return 0
+		if [ "$as" = failed ] || [ "$(date +%s)" -ge "$deadline" ]; then
+			journalctl -b -u "$RESUME_UNIT" --no-pager -o cat | tail -n 10
+			unit_journal
+			fail "$UNIT is '$as' $([ "$as" = failed ] || echo "$1 s after iommu-lud started"): the VM was not resumed on its own"
+		fi
+		sleep 1
+	done
+}
