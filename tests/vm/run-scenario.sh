@@ -79,6 +79,7 @@ conf_defaults() {
 	TIMEOUT_STAGE=240         # per stage
 	TIMEOUT_KEXEC=300         # kexec -> next stage start
 	XFAIL=                    # non-empty: expected to fail, with this reason
+	XFAIL_MATCH=              # with XFAIL: an ERE an IOMMULU-FAIL line of the boot must match, else FAIL
 	BENCH_KEXEC_RATIO=0       # 1: print (kexec 2 -> "restored" mark) / (kexec 1 -> stage 2)
 	QEMU_EXTRA=               # extra QEMU arguments (word-split)
 	IOMMU_PROPS=              # extra intel-iommu properties (comma separated)
@@ -91,8 +92,8 @@ conf_defaults() {
 conf_defaults
 # shellcheck disable=SC1091
 . "$sdir/scenario.conf"
-declare -A xfail=() desc=()
-xfail[${members[0]}]=$XFAIL desc[${members[0]}]=$DESCRIPTION
+declare -A xfail=() xfail_match=() desc=()
+xfail[${members[0]}]=$XFAIL xfail_match[${members[0]}]=$XFAIL_MATCH desc[${members[0]}]=$DESCRIPTION
 max() { [ "$1" -gt "$2" ] && echo "$1" || echo "$2"; }
 # A group boots once for all: the most devices and RAM any member asks for,
 # the longest boot and kexec timeouts, and the sum of the stage timeouts
@@ -100,8 +101,8 @@ max() { [ "$1" -gt "$2" ] && echo "$1" || echo "$2"; }
 for m in "${members[@]:1}"; do
 	mapfile -t v < <(conf_defaults; . "$here/scenarios/$m/scenario.conf" >&2
 		printf '%s\n' "$EDU" "$MEM" "$SMP" "$TIMEOUT_BOOT" "$TIMEOUT_STAGE" "$TIMEOUT_KEXEC" \
-			"$HOST_ONLY" "$QEMU_EXTRA|$IOMMU_PROPS" "$BENCH_KEXEC_RATIO" "$XFAIL" "$DESCRIPTION")
-	[ "${#v[@]}" = 11 ] || { echo "run-scenario: cannot read scenarios/$m/scenario.conf" >&2; exit 2; }
+			"$HOST_ONLY" "$QEMU_EXTRA|$IOMMU_PROPS" "$BENCH_KEXEC_RATIO" "$XFAIL" "$DESCRIPTION" "$XFAIL_MATCH")
+	[ "${#v[@]}" = 12 ] || { echo "run-scenario: cannot read scenarios/$m/scenario.conf" >&2; exit 2; }
 	[ "${v[6]}" = 0 ] && [ "$HOST_ONLY" = 0 ] ||
 		{ echo "run-scenario: a HOST_ONLY scenario cannot share a boot ($name)" >&2; exit 2; }
 	[ "${v[7]}" = "$QEMU_EXTRA|$IOMMU_PROPS" ] ||
@@ -111,7 +112,7 @@ for m in "${members[@]:1}"; do
 	EDU=$(max "$EDU" "${v[0]}") MEM=$(max "$MEM" "${v[1]}") SMP=$(max "$SMP" "${v[2]}")
 	TIMEOUT_BOOT=$(max "$TIMEOUT_BOOT" "${v[3]}") TIMEOUT_KEXEC=$(max "$TIMEOUT_KEXEC" "${v[5]}")
 	TIMEOUT_STAGE=$((TIMEOUT_STAGE + v[4]))
-	xfail[$m]=${v[9]} desc[$m]=${v[10]}
+	xfail[$m]=${v[9]} desc[$m]=${v[10]} xfail_match[$m]=${v[11]}
 done
 [ -n "$mode" ] || mode=${MODES%% *}
 [ -n "$smp" ] || smp=$SMP
@@ -135,7 +136,14 @@ finish_all() {
 			case $outcome in
 			PASS) outcome=XPASS
 				detail="unexpected pass: remove XFAIL from scenarios/$m/scenario.conf (${xfail[$m]})" ;;
-			FAIL) outcome=XFAIL; detail="expected failure: ${xfail[$m]}${detail:+ [$detail]}" ;;
+			FAIL)
+				# Only the failure expected: any other is a FAIL.
+				if [ -n "${xfail_match[$m]}" ] &&
+				   ! grep -a 'IOMMULU-FAIL: ' "$results/serial.log" 2>/dev/null | grep -Eq -- "${xfail_match[$m]}"; then
+					detail="failed, but not as expected (no IOMMULU-FAIL line matches '${xfail_match[$m]}')${detail:+ [$detail]}"
+				else
+					outcome=XFAIL; detail="expected failure: ${xfail[$m]}${detail:+ [$detail]}"
+				fi ;;
 			esac
 		fi
 		case $outcome in
