@@ -995,7 +995,7 @@ static void verify_device(Vm *v, const VmFile *f)
 	snapshot_device(bdf, &now);
 	if (!now.valid) {
 		ok = false;
-		APPEND("config space unreadable");
+		APPEND("config space unreadable; ");
 	} else {
 		if (!(now.command & 0x4)) {
 			ok = false;
@@ -1009,15 +1009,18 @@ static void verify_device(Vm *v, const VmFile *f)
 			}
 			if (memcmp(snap->bars, now.bars, sizeof(now.bars)) != 0) {
 				ok = false;
-				APPEND("BARs differ from the preserved ones");
+				APPEND("BARs differ from the preserved ones; ");
 			} else
-				APPEND("BARs as preserved");
+				APPEND("BARs as preserved; ");
 		} else
-			APPEND("no config snapshot to compare BARs with");
+			APPEND("no config snapshot to compare BARs with; ");
 	}
 	if (!verify_device_irqs(bdf, snap, detail, sizeof(detail)))
 		ok = false;
 done:
+	/* Each finding ends in "; ": not the last one. */
+	if (strlen(detail) >= 2 && streq_ptr(detail + strlen(detail) - 2, "; "))
+		detail[strlen(detail) - 2] = 0;
 	check_add(v, bdf, ok, "%s", detail);
 	log_vm(ok ? LOG_INFO : LOG_ERR, LOG_VM_DEV(v->name, bdf), "VM %s device %s: %s: %s", v->name,
 	       bdf, ok ? "ok" : "FAILED", detail);
