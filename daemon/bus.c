@@ -356,6 +356,19 @@ static int reply_once_stored(Manager *m, sd_bus_message *msg, Vm *v, StoredKind 
 	return reply_when_stored(m, msg, d);
 }
 
+/* The same for a call that failed with e and stored why (STORED_FAILURE):
+ * answered with e. */
+static int reply_error_once_stored(Manager *m, sd_bus_message *msg, Vm *v, const VmError *e,
+				   sd_bus_error *error)
+{
+	StoredReply *d;
+
+	if (stored_reply_new(v, STORED_FAILURE, &d) < 0)
+		return bus_error_set_vm(error, e);	/* answered at once, as before */
+	d->failure = *e;
+	return reply_when_stored(m, msg, d);
+}
+
 /* ---- the VMM's pid ----------------------------------------------------- */
 
 
@@ -1126,17 +1139,10 @@ static int method_preserve_vm(sd_bus_message *msg, void *userdata, sd_bus_error 
 
 		r = vm_preserve(v, &e);
 		shutdown_update_block(m);
-		if (r < 0) {
+		if (r < 0)
 			/* Answered once the fd store holds the failure (state,
 			 * LastError), as a success is once it holds the session. */
-			StoredReply *d;
-
-			r = stored_reply_new(v, STORED_FAILURE, &d);
-			if (r < 0)
-				return bus_error_set_vm(error, &e);
-			d->failure = e;
-			return reply_when_stored(m, msg, d);
-		}
+			return reply_error_once_stored(m, msg, v, &e, error);
 		if (was_preserved)
 			return sd_bus_reply_method_return(msg, NULL);
 	}
